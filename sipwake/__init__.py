@@ -1,0 +1,1 @@
+"""sipwake: keeps a mobile dialer reachable while its app sleeps."""

@@ -1,0 +1,58 @@
+"""The one async interface every storage backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sipwake.store.models import Binding, Device, PushAttempt, User
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None: ...
+
+    # users
+    async def put_user(self, user: User) -> None:
+        """Insert or replace a user (same username and domain)."""
+
+    async def get_user(self, username: str, domain: str) -> User | None: ...
+
+    async def delete_user(self, username: str, domain: str) -> bool: ...
+
+    async def list_users(self, domain: str | None = None) -> list[User]: ...
+
+    # bindings
+    async def put_binding(self, binding: Binding) -> None:
+        """Insert or replace the binding with the same (aor, key)."""
+
+    async def delete_binding(self, aor: str, key: str) -> bool: ...
+
+    async def bindings(self, aor: str) -> list[Binding]:
+        """Bindings of one AOR, expired ones included (the caller filters by time)."""
+
+    async def all_bindings(self) -> list[Binding]: ...
+
+    async def purge_expired_bindings(self, now: float) -> int: ...
+
+    # devices
+    async def put_device(self, device: Device) -> None:
+        """Insert or replace a device by device_id."""
+
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+    async def devices(self, aor: str) -> list[Device]: ...
+
+    async def delete_device(self, device_id: str) -> bool: ...
+
+    async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
+        """Disable a device unless its token was uploaded after `token_at` (APNs 410 rule).
+
+        Returns True when the device was disabled."""
+
+    # push log
+    async def add_push_attempt(self, attempt: PushAttempt) -> None: ...
+
+    async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
+        """Newest first."""

@@ -1,0 +1,82 @@
+"""Records kept by the store. Plain dataclasses: every layer may read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class User:
+    """A provisioned SIP user. Only digest HA1 hashes are kept, never the password."""
+
+    username: str
+    domain: str
+    ha1_md5: str  # md5(username:realm:password), realm == domain
+    ha1_sha256: str  # sha256(username:realm:password)
+    created_at: float = 0.0
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.username}@{self.domain}"
+
+
+@dataclass(slots=True)
+class Binding:
+    """One registered contact of an address-of-record (RFC 3261 §10)."""
+
+    aor: str  # "sip:alice@example.com"
+    key: str  # +sip.instance, else pn-prid, else contact URI
+    contact: str  # contact URI as registered, pn-* parameters included
+    expires_at: float  # unix seconds
+    call_id: str
+    cseq: int
+    q: float = 1.0
+    received: str = ""  # where the REGISTER came from, "udp:1.2.3.4:5060"
+    flow: str = ""  # connection id for TCP/TLS/WS flows (RFC 5626), "" for UDP
+    instance: str = ""  # +sip.instance without the angle brackets
+    device_id: str = ""  # Device.device_id when the contact carried push params
+    user_agent: str = ""
+    path: list[str] = field(default_factory=list)
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Device:
+    """A push-capable device of a user. Outlives its SIP bindings."""
+
+    device_id: str
+    aor: str
+    provider: str  # "apns" | "fcm"
+    platform: str  # "ios" | "android"
+    push_token: str = ""  # APNs alert token, or FCM registration token
+    voip_token: str = ""  # APNs PushKit token
+    topic: str = ""  # APNs bundle id, or FCM project id
+    team_id: str = ""
+    pn_param: str = ""  # raw RFC 8599 pn-param
+    instance: str = ""
+    sandbox: bool = False
+    call_mode: str = "voip"  # "voip" | "alert"
+    ringtone: str = ""
+    locale: str = ""
+    privacy: bool = False
+    enabled: bool = True
+    disabled_reason: str = ""
+    token_updated_at: float = 0.0  # when the token was last uploaded
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class PushAttempt:
+    """One request to a push provider and what came of it (the push log)."""
+
+    device_id: str
+    kind: str  # notification type: call, call_cancelled, missed_call, message, voicemail
+    provider: str  # "apns" | "fcm" | "sink"
+    push_id: str  # apns-id, or the id we gave the FCM message
+    attempt: int  # 1 for the first try
+    status: int  # HTTP status; 0 when no response came (connection error, timeout)
+    outcome: str  # "delivered" | "retry" | "invalid_token" | "failed" | "expired"
+    reason: str = ""  # provider's reason string, e.g. "BadDeviceToken"
+    latency_ms: float = 0.0
+    at: float = 0.0
