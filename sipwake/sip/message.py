@@ -1,0 +1,409 @@
+"""SIP messages: a lazy parser and a serializer (RFC 3261 §7, §20, §25).
+
+`parse()` splits the start line and the header lines once and checks the mandatory
+headers; everything else (URIs, name-addr, Via parameters) is parsed only when asked
+for and then cached. The hot path — transaction matching — reads just the top Via,
+CSeq, Call-ID and the From/To tags.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.uri import URI, NameAddr, Via, split_unquoted
+
+COMPACT = {
+    "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
+    "l": "content-length", "k": "supported", "s": "subject", "c": "content-type",
+    "e": "content-encoding", "o": "event", "r": "refer-to", "b": "referred-by",
+    "u": "allow-events", "x": "session-expires", "a": "accept-contact",
+    "j": "reject-contact", "d": "request-disposition", "y": "identity",
+}  # fmt: skip
+
+# How we write header names back; anything else keeps the sender's spelling.
+CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Expires",
+        "Min-Expires", "Content-Length", "Content-Type", "Route", "Record-Route", "Path",
+        "Allow", "Supported", "Require", "Proxy-Require", "Unsupported", "User-Agent",
+        "Server", "Authorization", "Proxy-Authorization", "WWW-Authenticate",
+        "Proxy-Authenticate", "Authentication-Info", "Event", "Subscription-State",
+        "Reason", "Retry-After", "Feature-Caps", "Date", "Accept", "Subject",
+        "Content-Encoding", "Allow-Events", "Refer-To", "Referred-By", "Session-Expires",
+        "Timestamp", "Warning", "Organization", "Priority", "P-Asserted-Identity",
+    )
+}  # fmt: skip
+
+# Headers whose values may be comma-separated lists (RFC 3261 §7.3.1). Not the
+# authentication headers, Date or others whose single value contains commas.
+LIST_HEADERS = frozenset(
+    ("via", "contact", "route", "record-route", "path", "allow", "supported", "require",
+     "proxy-require", "unsupported", "accept", "allow-events", "accept-encoding",
+     "accept-language", "content-encoding", "in-reply-to", "reason", "feature-caps",
+     "p-asserted-identity")
+)  # fmt: skip
+
+MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
+    301: "Moved Permanently", 302: "Moved Temporarily", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
+    429: "Too Many Requests", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 555: "Push Notification Service Not Supported",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}  # fmt: skip
+
+
+class Message:
+    """A SIP request (method set) or response (status set).
+
+    Headers are kept in order as [key, name, value] triples: `key` is the lower-case
+    full name used for look-ups, `name` the spelling written on the wire.
+    """
+
+    __slots__ = ("_cache", "body", "headers", "method", "reason", "source", "status", "uri")
+
+    def __init__(
+        self,
+        method: str = "",
+        uri: str = "",
+        status: int = 0,
+        reason: str = "",
+        headers: list[list[str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        self.uri = uri  # Request-URI as text; request_uri parses it
+        self.status = status
+        self.reason = reason
+        self.headers: list[list[str]] = headers if headers is not None else []
+        self.body = body
+        self.source: Any = None  # set by the transport: where the message came from
+        self._cache: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- headers
+    @property
+    def is_request(self) -> bool:
+        return bool(self.method)
+
+    def get(self, name: str) -> str | None:
+        """First header line of that name (whole line value, not split)."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        for h in self.headers:
+            if h[0] == key:
+                return h[2]
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of that name; list headers are split on commas."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        values = [h[2] for h in self.headers if h[0] == key]
+        if key in LIST_HEADERS:
+            split: list[str] = []
+            for v in values:
+                split.extend(p.strip() for p in split_unquoted(v, ",") if p.strip())
+            return split
+        return values
+
+    def add(self, name: str, value: str, first: bool = False) -> None:
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        entry = [key, CANONICAL.get(key, name), value]
+        if first:
+            self.headers.insert(0, entry)
+        else:
+            self.headers.append(entry)
+        self._invalidate(key)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every header of that name with one value, keeping its position."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                h[2] = value
+                self.headers[i + 1 :] = [x for x in self.headers[i + 1 :] if x[0] != key]
+                self._invalidate(key)
+                return
+        self.add(name, value)
+
+    def remove(self, name: str) -> None:
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        self.headers = [h for h in self.headers if h[0] != key]
+        self._invalidate(key)
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first value of a list header (top Via, top Route)."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                parts = split_unquoted(h[2], ",") if key in LIST_HEADERS else [h[2]]
+                first = parts[0].strip()
+                rest = ",".join(parts[1:]).strip()
+                if rest:
+                    h[2] = rest
+                else:
+                    del self.headers[i]
+                self._invalidate(key)
+                return first
+        return None
+
+    def _invalidate(self, key: str) -> None:
+        if self._cache:
+            self._cache.pop(key, None)
+
+    # ------------------------------------------------------ parsed, cached views
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        cached = self._cache.get("cseq")
+        if cached is None:
+            text = self.get("cseq") or ""
+            parts = text.split()
+            if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+                raise SipParseError(f"bad CSeq {text!r}")
+            number = int(parts[0])
+            if number >= 2**31:
+                raise SipParseError(f"CSeq number out of range {text!r}")
+            cached = self._cache["cseq"] = (number, parts[1].upper())
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def vias(self) -> list[Via]:
+        cached = self._cache.get("via")
+        if cached is None:
+            cached = self._cache["via"] = [Via.parse(v) for v in self.get_all("via")]
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise SipParseError("no Via")
+        return vias[0]
+
+    def _name_addr(self, key: str) -> NameAddr:
+        cached = self._cache.get(key)
+        if cached is None:
+            text = self.get(key)
+            if text is None:
+                raise SipParseError(f"missing {key}")
+            cached = self._cache[key] = NameAddr.parse(text)
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._name_addr("from")
+
+    @property
+    def to(self) -> NameAddr:
+        return self._name_addr("to")
+
+    @property
+    def from_tag(self) -> str:
+        return self.from_.tag or ""
+
+    @property
+    def to_tag(self) -> str:
+        return self.to.tag or ""
+
+    @property
+    def request_uri(self) -> URI:
+        cached = self._cache.get("ruri")
+        if cached is None:
+            cached = self._cache["ruri"] = URI.parse(self.uri)
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        cached = self._cache.get("contact")
+        if cached is None:
+            cached = self._cache["contact"] = [NameAddr.parse(v) for v in self.get_all("m")]
+        return cached  # type: ignore[no-any-return]
+
+    @property
+    def max_forwards(self) -> int | None:
+        text = self.get("max-forwards")
+        if text is None:
+            return None
+        text = text.strip()
+        if not text.isdigit() or len(text) > 3:
+            raise SipParseError(f"bad Max-Forwards {text!r}")
+        return int(text)
+
+    def int_header(self, name: str) -> int | None:
+        """An integer-valued header (Expires, Min-Expires); 400 when malformed."""
+        text = self.get(name)
+        if text is None:
+            return None
+        text = text.strip()
+        if not text.isdigit() or len(text) > 10:
+            raise SipParseError(f"bad {name} {text!r}")
+        return int(text)
+
+    # ---------------------------------------------------------------- writing
+    def start_line(self) -> str:
+        if self.method:
+            return f"{self.method} {self.uri} SIP/2.0"
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def to_bytes(self) -> bytes:
+        lines = [self.start_line()]
+        lines.extend(f"{h[1]}: {h[2]}" for h in self.headers if h[0] != "content-length")
+        lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode() + self.body
+
+    def __repr__(self) -> str:
+        return f"<Message {self.start_line()!r} call-id={self.call_id!r}>"
+
+    def copy(self) -> Message:
+        m = Message(
+            self.method, self.uri, self.status, self.reason,
+            [list(h) for h in self.headers], self.body,
+        )  # fmt: skip
+        m.source = self.source
+        return m
+
+
+def parse(data: bytes, stream: bool = False) -> Message:
+    """Parse one whole SIP message.
+
+    For datagrams a body longer than Content-Length is cut (RFC 3261 §18.3) and a
+    shorter one is an error; stream transports frame by Content-Length before calling.
+    Raises SipParseError; its `partial` is the message as far as it could be read,
+    so a 400 can still be formed.
+    """
+    end = data.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end = data.find(b"\n\n")
+        sep = 2
+        if end < 0:
+            raise SipParseError("no end of headers")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError("headers are not UTF-8") from exc
+    if "\n " in head or "\n\t" in head:
+        head = _FOLD.sub(" ", head)
+    lines = head.split("\n")
+    start = lines[0].rstrip("\r")
+    msg = _start_line(start)
+    headers = msg.headers
+    for line in lines[1:]:
+        if line.endswith("\r"):
+            line = line[:-1]
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not name or not _TOKEN.match(name):
+            raise SipParseError(f"bad header line {line[:60]!r}", msg)
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        headers.append([key, CANONICAL.get(key, name), value.strip()])
+    body = data[end + sep :]
+    try:
+        _check(msg, body, stream)
+    except SipParseError as exc:
+        exc.args = (exc.args[0], msg)
+        raise
+    return msg
+
+
+def parse_error_partial(exc: SipParseError) -> Message | None:
+    """The partly parsed message a SipParseError carries, if any."""
+    return exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Message) else None
+
+
+def _start_line(line: str) -> Message:
+    if line.startswith("SIP/"):
+        parts = line.split(" ", 2)
+        if (
+            len(parts) < 2
+            or parts[0] != "SIP/2.0"
+            or len(parts[1]) != 3
+            or not parts[1].isdigit()
+            or not 100 <= int(parts[1]) <= 699
+        ):
+            raise SipParseError(f"bad status line {line[:60]!r}")
+        return Message(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else "")
+    parts = line.split(" ")
+    if len(parts) != 3 or not _METHOD.match(parts[0]) or not parts[1]:
+        raise SipParseError(f"bad request line {line[:60]!r}")
+    if parts[2].upper() != "SIP/2.0":
+        raise SipParseError(f"unsupported version {parts[2][:20]!r}")
+    return Message(method=parts[0], uri=parts[1])
+
+
+def _check(msg: Message, body: bytes, stream: bool) -> None:
+    keys = {h[0] for h in msg.headers}
+    for key in MANDATORY:
+        if key not in keys:
+            raise SipParseError(f"missing {CANONICAL[key]}")
+    number, method = msg.cseq  # validates
+    del number
+    if msg.method and method != msg.method.upper():
+        raise SipParseError("CSeq method does not match the request")
+    if msg.method:
+        msg.request_uri  # noqa: B018 - validates the Request-URI now
+    msg.top_via  # noqa: B018 - validates the top Via (needed to answer at all)
+    msg.from_  # noqa: B018 - dialog matching needs both tags
+    msg.to  # noqa: B018
+    length_text = msg.get("content-length")
+    if length_text is None:
+        if stream:
+            raise SipParseError("missing Content-Length on a stream transport")
+        msg.body = body
+        return
+    length_text = length_text.strip()
+    if not length_text.isdigit() or len(length_text) > 9:
+        raise SipParseError(f"bad Content-Length {length_text!r}")
+    length = int(length_text)
+    if length > len(body):
+        raise SipParseError("Content-Length larger than the body")
+    msg.body = body[:length]
+
+
+# ------------------------------------------------------------------ building
+def make_response(
+    request: Message, status: int, reason: str | None = None, to_tag: str | None = None
+) -> Message:
+    """A response to `request` with Via, From, To, Call-ID, CSeq copied (§8.2.6.2)."""
+    resp = Message(status=status, reason=reason or REASONS.get(status, "Unknown"))
+    headers = resp.headers
+    for h in request.headers:
+        key = h[0]
+        if key in ("via", "from", "call-id", "cseq") or (
+            key == "record-route" and 100 < status < 300
+        ):
+            headers.append(list(h))
+        elif key == "to":
+            value = h[2]
+            if to_tag and status > 100 and not request.to_tag:
+                value = f"{value};tag={to_tag}"
+            headers.append([key, h[1], value])
+    return resp

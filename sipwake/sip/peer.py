@@ -1,0 +1,27 @@
+"""Where a SIP message came from or goes to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A remote transport address, plus the connection it is reached over.
+
+    `flow` names an open TCP/TLS/WS connection (RFC 5626 flow); "" means UDP, or
+    "open a new connection" for stream transports.
+    """
+
+    transport: str  # "udp" | "tcp" | "tls" | "ws"
+    host: str
+    port: int
+    flow: str = ""
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"

@@ -1,0 +1,260 @@
+"""SIP URIs, name-addr values and Via values (RFC 3261 §19.1, §20, §25.1).
+
+Parsing is forgiving where real phones are sloppy (case, whitespace) and strict where a
+mistake would misroute a request (missing host, bad port). Every failure raises
+SipParseError, which the transport turns into 400 Bad Request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sipwake.sip.errors import SipParseError
+
+_SCHEMES = ("sip", "sips")
+
+
+def _split_params(text: str, sep: str = ";") -> dict[str, str | None]:
+    """`a=1;b;c="x;y"` → {"a": "1", "b": None, "c": '"x;y"'}; names lower-cased."""
+    params: dict[str, str | None] = {}
+    for part in split_unquoted(text, sep):
+        part = part.strip()
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name = name.strip().lower()
+        if not name:
+            raise SipParseError(f"empty parameter name in {text!r}")
+        params[name] = value.strip() if eq else None
+    return params
+
+
+def _format_params(params: dict[str, str | None], sep: str = ";") -> str:
+    return "".join(sep + k if v is None else f"{sep}{k}={v}" for k, v in params.items())
+
+
+def split_unquoted(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside double quotes and angle brackets (header lists, params)."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    angle = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle += 1
+        elif ch == ">":
+            angle = max(0, angle - 1)
+        elif ch == sep and angle == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
+    if not text:
+        raise SipParseError(f"missing host in {what}")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"bad IPv6 reference in {what}")
+        host = text[: end + 1]
+        rest = text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise SipParseError(f"junk after IPv6 host in {what}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, colon, port_text = text.partition(":")
+        if colon and not port_text:
+            raise SipParseError(f"empty port in {what}")
+    if not host or any(c in host for c in ' \t<>"@'):
+        raise SipParseError(f"bad host {host!r} in {what}")
+    port: int | None = None
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SipParseError(f"bad port {port_text!r} in {what}")
+        port = int(port_text)
+    return host.lower(), port
+
+
+@dataclass(slots=True)
+class URI:
+    """A sip:/sips: URI, or any other absolute URI kept opaque (tel:, urn:...)."""
+
+    scheme: str
+    user: str = ""
+    password: str = ""
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: str = ""  # "?a=b&c=d", kept raw: only ever copied
+    opaque: str = ""  # the part after "scheme:" for non-SIP schemes
+
+    @classmethod
+    def parse(cls, text: str) -> URI:
+        text = text.strip()
+        scheme, colon, rest = text.partition(":")
+        scheme = scheme.lower()
+        if not colon or not scheme or not scheme.isascii() or not scheme[0].isalpha():
+            raise SipParseError(f"bad URI {text!r}")
+        if scheme not in _SCHEMES:
+            if not rest or any(c in rest for c in " \t<>"):
+                raise SipParseError(f"bad URI {text!r}")
+            return cls(scheme=scheme, opaque=rest)
+        rest, _, headers = rest.partition("?")
+        user = password = ""
+        at = rest.rfind("@")
+        if at >= 0:
+            userinfo, rest = rest[:at], rest[at + 1 :]
+            user, _, password = userinfo.partition(":")
+            if not user:
+                raise SipParseError(f"empty user in {text!r}")
+        hostport, _, param_text = rest.partition(";")
+        host, port = _parse_hostport(hostport, text)
+        params = _split_params(param_text) if param_text else {}
+        return cls(scheme, user, password, host, port, params, "?" + headers if headers else "")
+
+    @property
+    def is_sip(self) -> bool:
+        return self.scheme in _SCHEMES
+
+    @property
+    def hostport(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def aor(self) -> str:
+        """Address-of-record form: scheme, user and host only (RFC 3261 §10.3 step 5)."""
+        if not self.is_sip:
+            return str(self)
+        return f"sip:{self.user}@{self.host}" if self.user else f"sip:{self.host}"
+
+    def __str__(self) -> str:
+        if not self.is_sip:
+            return f"{self.scheme}:{self.opaque}"
+        userinfo = ""
+        if self.user:
+            userinfo = self.user + (":" + self.password if self.password else "") + "@"
+        return f"{self.scheme}:{userinfo}{self.hostport}{_format_params(self.params)}{self.headers}"
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """`"Display" <uri>;params` or a bare addr-spec (From, To, Contact, Route...)."""
+
+    uri: URI
+    display: str = ""  # unquoted, unescaped
+    params: dict[str, str | None] = field(default_factory=dict)
+    star: bool = False  # Contact: *
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        text = text.strip()
+        if text == "*":
+            return cls(URI("sip"), star=True)
+        display = ""
+        if text.startswith('"'):
+            i = 1
+            chars: list[str] = []
+            while i < len(text):
+                ch = text[i]
+                if ch == "\\" and i + 1 < len(text):
+                    chars.append(text[i + 1])
+                    i += 2
+                    continue
+                if ch == '"':
+                    break
+                chars.append(ch)
+                i += 1
+            else:
+                raise SipParseError(f"unterminated display name in {text!r}")
+            display = "".join(chars)
+            text = text[i + 1 :].lstrip()
+            if not text.startswith("<"):
+                raise SipParseError("quoted display name without <uri>")
+        lt = text.find("<")
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise SipParseError(f"missing '>' in {text!r}")
+            if not display:
+                display = text[:lt].strip()
+            uri = URI.parse(text[lt + 1 : gt])
+            rest = text[gt + 1 :].strip()
+            if rest and not rest.startswith(";"):
+                raise SipParseError(f"junk after <uri> in {text!r}")
+        else:
+            # addr-spec: parameters after the URI belong to the header, not the URI
+            uri_text, _, rest = text.partition(";")
+            if "?" in uri_text or "," in uri_text:
+                raise SipParseError(f"addr-spec needs <> around {text!r}")
+            uri = URI.parse(uri_text)
+            rest = ";" + rest if rest else ""
+        params = _split_params(rest[1:]) if rest else {}
+        return cls(uri, display, params)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        if self.star:
+            return "*"
+        display = ""
+        if self.display:
+            escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
+            display = f'"{escaped}" '
+        return f"{display}<{self.uri}>{_format_params(self.params)}"
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value: `SIP/2.0/UDP host:port;branch=z9hG4bK...;rport`."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        text = text.strip()
+        proto, _, rest = text.partition(" ")
+        if not rest:
+            # tolerate tabs or several spaces between sent-protocol and sent-by
+            parts = text.split(None, 1)
+            if len(parts) != 2:
+                raise SipParseError(f"bad Via {text!r}")
+            proto, rest = parts
+        pieces = [p.strip() for p in proto.split("/")]
+        if len(pieces) != 3 or pieces[0].upper() != "SIP" or not pieces[2]:
+            raise SipParseError(f"bad Via protocol {proto!r}")
+        sent_by, _, param_text = rest.strip().partition(";")
+        host, port = _parse_hostport(sent_by.strip(), "Via")
+        params = _split_params(param_text) if param_text else {}
+        return cls(pieces[2].upper(), host, port, params)
+
+    @property
+    def branch(self) -> str:
+        return self.params.get("branch") or ""
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"
