@@ -169,6 +169,18 @@ class Message:
                 return first
         return None
 
+    def replace_top(self, name: str, value: str) -> None:
+        """Replace the first value of a list header (the top Via after stamping it)."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        for h in self.headers:
+            if h[0] == key:
+                parts = split_unquoted(h[2], ",")
+                h[2] = ", ".join([value, *(p.strip() for p in parts[1:])])
+                self._invalidate(key)
+                return
+        self.add(name, value, first=True)
+
     def _invalidate(self, key: str) -> None:
         if self._cache:
             self._cache.pop(key, None)
@@ -250,10 +262,10 @@ class Message:
         text = self.get("max-forwards")
         if text is None:
             return None
-        text = text.strip()
+        text = text.strip().lstrip("0") or "0"  # RFC 4475 wsinv: "0068" is 68
         if not text.isdigit() or len(text) > 3:
-            raise SipParseError(f"bad Max-Forwards {text!r}")
-        return int(text)
+            raise SipParseError(f"bad Max-Forwards {text[:20]!r}")
+        return min(int(text), 255)
 
     def int_header(self, name: str) -> int | None:
         """An integer-valued header (Expires, Min-Expires); 400 when malformed."""

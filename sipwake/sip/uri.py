@@ -7,11 +7,14 @@ SipParseError, which the transport turns into 400 Bad Request.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sipwake.sip.errors import SipParseError
 
 _SCHEMES = ("sip", "sips")
+# "SIP/2.0/UDP " with the optional whitespace RFC 4475 wsinv shows
+_VIA_PROTO = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+", re.I)
 
 
 def _split_params(text: str, sep: str = ";") -> dict[str, str | None]:
@@ -233,20 +236,14 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         text = text.strip()
-        proto, _, rest = text.partition(" ")
-        if not rest:
-            # tolerate tabs or several spaces between sent-protocol and sent-by
-            parts = text.split(None, 1)
-            if len(parts) != 2:
-                raise SipParseError(f"bad Via {text!r}")
-            proto, rest = parts
-        pieces = [p.strip() for p in proto.split("/")]
-        if len(pieces) != 3 or pieces[0].upper() != "SIP" or not pieces[2]:
-            raise SipParseError(f"bad Via protocol {proto!r}")
+        m = _VIA_PROTO.match(text)
+        if m is None:
+            raise SipParseError(f"bad Via {text[:60]!r}")
+        transport, rest = m.group(1), text[m.end() :]
         sent_by, _, param_text = rest.strip().partition(";")
         host, port = _parse_hostport(sent_by.strip(), "Via")
         params = _split_params(param_text) if param_text else {}
-        return cls(pieces[2].upper(), host, port, params)
+        return cls(transport.upper(), host, port, params)
 
     @property
     def branch(self) -> str:

@@ -1,0 +1,330 @@
+"""SIP parser and serializer: round trips, compact forms, RFC 4475-style torture input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.message import Message, make_response, parse
+from sipwake.sip.uri import URI, NameAddr, Via
+
+
+def crlf(text: str) -> bytes:
+    return text.lstrip("\n").replace("\n", "\r\n").encode()
+
+
+REGISTER = crlf("""
+REGISTER sip:example.com SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds;rport
+Max-Forwards: 70
+To: "Bob \\"the\\" Builder" <sip:bob@example.com>
+From: Bob <sip:bob@example.com>;tag=456248
+Call-ID: 843817637684230@998sdasdh09
+CSeq: 1826 REGISTER
+Contact: <sip:bob@192.0.2.4;pn-provider=apns;pn-prid=00ff;pn-param=ABCD123456.com.x.voip>;+sip.instance="<urn:uuid:1>", <sip:bob@192.0.2.5>;expires=60
+Expires: 7200
+Content-Length: 0
+
+""")
+
+
+def test_parse_register_fields() -> None:
+    m = parse(REGISTER)
+    assert m.method == "REGISTER" and m.is_request
+    assert m.request_uri.host == "example.com"
+    assert m.call_id == "843817637684230@998sdasdh09"
+    assert m.cseq == (1826, "REGISTER")
+    assert m.top_via.branch == "z9hG4bK776asdhds"
+    assert "rport" in m.top_via.params
+    assert m.from_tag == "456248" and m.to_tag == ""
+    assert m.to.display == 'Bob "the" Builder'
+    assert m.max_forwards == 70
+    c1, c2 = m.contacts
+    assert c1.uri.params["pn-provider"] == "apns"
+    assert c1.params["+sip.instance"] == '"<urn:uuid:1>"'
+    assert c2.params["expires"] == "60"
+    assert m.int_header("Expires") == 7200
+
+
+def test_round_trip_is_stable() -> None:
+    m = parse(REGISTER)
+    again = parse(m.to_bytes())
+    assert again.to_bytes() == m.to_bytes()
+    assert again.headers == m.headers
+
+
+def test_compact_forms_and_multi_valued_headers() -> None:
+    raw = crlf("""
+MESSAGE sip:alice@example.com SIP/2.0
+v: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bKb
+v: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bKc
+f: <sip:bob@example.com>;tag=1
+t: sip:alice@example.com
+i: abc
+CSeq: 1 MESSAGE
+c: text/plain
+l: 5
+
+hello""")
+    m = parse(raw, stream=True)
+    assert [v.branch for v in m.vias] == ["z9hG4bKa", "z9hG4bKb", "z9hG4bKc"]
+    assert m.top_via.transport == "TCP" and m.top_via.port is None
+    assert m.get("Content-Type") == "text/plain"
+    assert m.body == b"hello"
+    assert m.to.uri.user == "alice"
+    assert m.pop_first("Via") is not None
+    assert [v.branch for v in m.vias] == ["z9hG4bKb", "z9hG4bKc"]
+
+
+def test_response_parse_and_make_response() -> None:
+    req = parse(REGISTER)
+    resp = make_response(req, 200, to_tag="xyz")
+    assert resp.status == 200 and resp.reason == "OK"
+    back = parse(resp.to_bytes())
+    assert back.to_tag == "xyz" and back.cseq == (1826, "REGISTER")
+    assert back.top_via.branch == req.top_via.branch
+    assert make_response(req, 100, to_tag="xyz").to.tag is None  # no tag on 100
+
+
+def test_body_is_bytes_and_content_length_framing() -> None:
+    body = "héllo 🙂".encode()
+    raw = crlf(f"""
+MESSAGE sip:a@x SIP/2.0
+Via: SIP/2.0/UDP h;branch=z9hG4bK1
+From: <sip:b@x>;tag=1
+To: <sip:a@x>
+Call-ID: 1
+CSeq: 1 MESSAGE
+Content-Length: {len(body)}
+""") + b"\r\n" + body + b"trailing junk in the datagram"
+    m = parse(raw)
+    assert m.body == body  # UDP: bytes past Content-Length are discarded (§18.3)
+    assert parse(m.to_bytes()).body == body
+
+
+def test_header_folding_and_whitespace() -> None:
+    raw = crlf("""
+OPTIONS sip:x SIP/2.0
+Via  :   SIP/2.0/UDP   h:5060 ;branch=z9hG4bK1
+From: <sip:b@x>;tag=1
+To: <sip:a@x>
+Subject: first
+  line continued
+Call-ID: 1
+CSeq:   7    OPTIONS
+""") + b"\r\n"
+    m = parse(raw)
+    assert m.get("Subject") == "first line continued"
+    assert m.cseq == (7, "OPTIONS")
+    assert m.top_via.host == "h" and m.top_via.port == 5060
+
+
+def test_uri_forms() -> None:
+    u = URI.parse("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?subject=hi")
+    assert u.scheme == "sips" and u.user == "alice" and u.password == "secret"
+    assert u.host == "[2001:db8::1]" and u.port == 5061
+    assert u.params == {"transport": "tls", "lr": None}
+    assert str(u) == "sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?subject=hi"
+    assert URI.parse("tel:+15551234567").opaque == "+15551234567"
+    assert URI.parse("sip:alice@EXAMPLE.com").aor() == "sip:alice@example.com"
+
+
+def test_name_addr_forms() -> None:
+    na = NameAddr.parse('"A \\\\ B, \\"C\\"" <sip:a@x;lr>;tag=1;expires=3')
+    assert na.display == 'A \\ B, "C"'
+    assert na.uri.params == {"lr": None}
+    assert na.params == {"tag": "1", "expires": "3"}
+    assert NameAddr.parse(str(na)) == na
+    plain = NameAddr.parse("sip:a@x;tag=9")  # addr-spec: params belong to the header
+    assert plain.uri.params == {} and plain.tag == "9"
+    assert NameAddr.parse("Bob Smith <sip:b@x>").display == "Bob Smith"
+    assert NameAddr.parse("*").star
+
+
+def test_via_with_ipv6_and_params() -> None:
+    v = Via.parse("SIP/2.0/TLS [::1]:5061;branch=z9hG4bKx;received=::1;rport=5000")
+    assert v.transport == "TLS" and v.host == "[::1]" and v.port == 5061
+    assert v.params["rport"] == "5000"
+
+
+# RFC 4475 §3.1.1-style valid but tortuous messages: must parse.
+VALID = [
+    # wsinv-like: escapes in URI user, odd but legal spacing, unknown headers, tab LWS
+    crlf("""
+INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0
+TO :
+ sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n
+from   : "J Rosenberg \\\\\\""       <sip:jdrosen@example.com>
+  ;
+  tag = 98asjd8
+MaX-fOrWaRdS: 0068
+Call-ID: wsinv.ndaksdj@192.0.2.1
+Content-Length   : 0
+cseq: 0009
+  INVITE
+Via  : SIP  /   2.0
+ /UDP
+    192.0.2.2;branch=390skdjuw
+s :
+NewFangledHeader:   newfangled value
+ continued newfangled value
+UnknownHeaderWithUnusualValue: ;;,,;;,;
+Route:
+ <sip:services.example.com;lr;unknownwith=value;unknown-no-value>
+v:  SIP  / 2.0  / TCP     spindle.example.com   ;
+  branch  =   z9hG4bK9ikj8  ,
+ SIP  /    2.0   / UDP  192.168.255.111   ; branch=
+ z9hG4bK30239
+m:"Quoted string \\"\\"" <sip:jdrosen@example.com> ; newparam =
+      newvalue ;
+  secondparam ; q = 0.33
+""") + b"\r\n",
+    # intmeth: unknown method with odd token characters
+    crlf("""
+!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com SIP/2.0
+Via: SIP/2.0/UDP host1.example.com;branch=z9hG4bK-.!%66*_+`'~
+To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
+From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\"\xd1\x80\xd0\xb0\xd0\xb1\xd0\xbe\xd1\x82\xd0\xb0\xd1\x8e\xd1\x89\xd0\xb8\xd0\xb9\";tag=_token~1'+`*%!-.
+Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/"][?}{
+CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~
+Max-Forwards: 255
+extensionHeader-!.%*+_`'~: \xef\xbb\xbf\xe5\xa4\xa7\xe5\x81\x9c\xe9\x9b\xbb
+Content-Length: 0
+""".encode("latin-1").decode("utf-8", "surrogateescape") if False else """
+!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com SIP/2.0
+Via: SIP/2.0/UDP host1.example.com;branch=z9hG4bK-.!%66*_+`'~
+To: <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
+From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=_token~1'+`*%!-.
+Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/"][?}{
+CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~
+Max-Forwards: 255
+extensionHeader-!.%*+_`'~: 大停電
+Content-Length: 0
+""") + b"\r\n",
+    # noreason: status line without a reason phrase
+    crlf("""
+SIP/2.0 100
+Via: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe
+Call-ID: noreason.asndj203insdf99223ndf
+CSeq: 35 INVITE
+From: <sip:user@example.com>;tag=39ansfi3
+To: <sip:user@example.edu>;tag=902jndnke3
+Content-Length: 0
+""") + b"\r\n",
+    # LF-only line ends (seen from broken phones): accepted
+    b"OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:b@x>;tag=1\n"
+    b"To: <sip:a@x>\nCall-ID: 1\nCSeq: 1 OPTIONS\n\n",
+]
+
+
+@pytest.mark.parametrize("raw", VALID, ids=["wsinv", "intmeth", "noreason", "lf-only"])
+def test_valid_torture_messages_parse(raw: bytes) -> None:
+    m = parse(raw)
+    assert m.call_id
+    m.cseq  # noqa: B018
+    m.top_via  # noqa: B018
+    parse(m.to_bytes())  # what we write, we read back
+
+
+def test_wsinv_details() -> None:
+    m = parse(VALID[0])
+    assert m.max_forwards == 68
+    assert m.cseq == (9, "INVITE")
+    assert [v.branch for v in m.vias] == ["390skdjuw", "z9hG4bK9ikj8", "z9hG4bK30239"]
+    assert m.to_tag == "1918181833n"
+    assert m.from_.display == 'J Rosenberg \\"'
+    assert m.contacts[0].params["q"] == "0.33"
+
+
+BASE = """
+OPTIONS sip:a@x SIP/2.0
+Via: SIP/2.0/UDP h;branch=z9hG4bK1
+From: <sip:b@x>;tag=1
+To: <sip:a@x>
+Call-ID: 1
+CSeq: 1 OPTIONS
+Max-Forwards: 70
+"""
+
+# RFC 4475 §3.1.2-style invalid messages: SipParseError (→ 400), never another exception.
+INVALID = {
+    "missing-call-id": BASE.replace("Call-ID: 1\n", ""),
+    "missing-via": BASE.replace("Via: SIP/2.0/UDP h;branch=z9hG4bK1\n", ""),
+    "cseq-mismatch": BASE.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE"),
+    "cseq-not-number": BASE.replace("CSeq: 1 OPTIONS", "CSeq: x OPTIONS"),
+    "cseq-huge": BASE.replace("CSeq: 1 OPTIONS", "CSeq: 36893488147419103232 OPTIONS"),
+    "bad-version": BASE.replace("SIP/2.0\n", "SIP/7.0\n", 1),
+    "lws-in-ruri": BASE.replace("sip:a@x SIP", "sip:a@x x SIP"),
+    "unclosed-quote": BASE.replace("From: <sip:b@x>", 'From: "Bob <sip:b@x>'),
+    "ltgt-missing": BASE.replace("To: <sip:a@x>", "To: <sip:a@x"),
+    "bad-via": BASE.replace("SIP/2.0/UDP h;", "SIP/2.0 h;"),
+    "bad-port": BASE.replace("SIP/2.0/UDP h;", "SIP/2.0/UDP h:99999;"),
+    "empty-host": BASE.replace("<sip:b@x>", "<sip:b@>"),
+    "bad-max-forwards": BASE.replace("Max-Forwards: 70", "Max-Forwards: seventy"),
+    "bad-status": "SIP/2.0 99 Low\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:b@x>;tag=1\n"
+    "To: <sip:a@x>\nCall-ID: 1\nCSeq: 1 OPTIONS\n",
+    "header-no-colon": BASE + "Garbage line without colon\n",
+    "content-length-too-big": BASE + "Content-Length: 50\n",
+    "content-length-negative": BASE + "Content-Length: -5\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_messages_raise_parse_error(name: str) -> None:
+    raw = crlf(INVALID[name]) + b"\r\n"
+    with pytest.raises(SipParseError):
+        m = parse(raw)
+        m.max_forwards  # noqa: B018 - lazily parsed, still must fail cleanly
+
+
+def test_not_utf8_and_no_header_end() -> None:
+    with pytest.raises(SipParseError):
+        parse(b"OPTIONS sip:a@x SIP/2.0\r\nSubject: \xff\xfe\r\n\r\n")
+    with pytest.raises(SipParseError):
+        parse(b"OPTIONS sip:a@x SIP/2.0\r\nVia: x")
+
+
+def test_stream_requires_content_length() -> None:
+    with pytest.raises(SipParseError):
+        parse(crlf(BASE) + b"\r\n", stream=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_never_crash(data: bytes) -> None:
+    try:
+        m = parse(data)
+    except SipParseError:
+        return
+    m.to_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_header_values_never_crash(value: str) -> None:
+    raw = (crlf(BASE).decode() + f"Contact: {value}\r\nSubject: {value}\r\n\r\n").encode(
+        "utf-8", "surrogatepass"
+    )
+    try:
+        m = parse(raw)
+        m.contacts  # noqa: B018
+        m.get_all("Contact")
+    except SipParseError:
+        pass
+    except UnicodeEncodeError:
+        pass
+
+
+def test_header_editing() -> None:
+    m = Message(method="OPTIONS", uri="sip:a@x")
+    m.add("Via", "SIP/2.0/UDP a;branch=z9hG4bK1")
+    m.add("Route", "<sip:p1;lr>, <sip:p2;lr>")
+    m.set("Max-Forwards", "69")
+    assert m.pop_first("Route") == "<sip:p1;lr>"
+    assert m.get_all("Route") == ["<sip:p2;lr>"]
+    m.replace_top("Via", "SIP/2.0/UDP b;branch=z9hG4bK2")
+    assert m.top_via.host == "b"
+    m.remove("Route")
+    assert m.get("Route") is None
