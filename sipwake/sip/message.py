@@ -202,14 +202,14 @@ class Message:
             if number >= 2**31:
                 raise SipParseError(f"CSeq number out of range {text!r}")
             cached = self._cache["cseq"] = (number, parts[1].upper())
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def vias(self) -> list[Via]:
         cached = self._cache.get("via")
         if cached is None:
             cached = self._cache["via"] = [Via.parse(v) for v in self.get_all("via")]
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def top_via(self) -> Via:
@@ -225,7 +225,7 @@ class Message:
             if text is None:
                 raise SipParseError(f"missing {key}")
             cached = self._cache[key] = NameAddr.parse(text)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def from_(self) -> NameAddr:
@@ -248,14 +248,14 @@ class Message:
         cached = self._cache.get("ruri")
         if cached is None:
             cached = self._cache["ruri"] = URI.parse(self.uri)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def contacts(self) -> list[NameAddr]:
         cached = self._cache.get("contact")
         if cached is None:
             cached = self._cache["contact"] = [NameAddr.parse(v) for v in self.get_all("m")]
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def max_forwards(self) -> int | None:

@@ -1,0 +1,204 @@
+"""REGISTER throughput: sipwake (digest auth on, distinct users, SQLite) vs. a bare echo.
+
+The load generator is SIPp, closed loop (a fixed number of registrations in flight),
+on the same 2-core machine. In the same run it measures:
+  1. sipwake: REGISTER → 401 → REGISTER with credentials → 200 (2 transactions each),
+     every user distinct, push parameters in the Contact, bindings written to SQLite;
+  2. a minimal uvloop UDP responder that answers every REGISTER with a bare 200.
+The figure is the ratio of transactions/s.
+
+    python bench/register.py [--users 20000] [--concurrency 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+DOMAIN = "bench.example"
+AUTH = ROOT / "tests" / "sipp" / "register_auth.xml"  # the scenario the SIPp test uses
+BARE = HERE / "register_bare.xml"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------ the echo responder
+def echo_main(port: int) -> None:
+    """Answer every request with 200 OK, copying the headers a response needs."""
+    keep = (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            lines = [b"SIP/2.0 200 OK"]
+            for line in head[1:]:
+                if line.split(b":", 1)[0].strip().lower() in keep:
+                    lines.append(line)
+            lines.append(b"Content-Length: 0\r\n\r\n")
+            self.t.sendto(b"\r\n".join(lines), addr)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", port))
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+# ------------------------------------------------------------------- the bench
+def provision(db: Path, users: int) -> None:
+    from sipwake.sip.digest import ha1
+    from sipwake.store import open_store
+    from sipwake.store.models import User
+
+    async def go() -> None:
+        store = await open_store(f"sqlite:///{db}")
+        batch = [
+            store.put_user(
+                User(f"u{i}", DOMAIN, ha1(f"u{i}", DOMAIN, f"p{i}"),
+                     ha1(f"u{i}", DOMAIN, f"p{i}", "SHA-256"))
+            )
+            for i in range(users)
+        ]  # fmt: skip
+        await asyncio.gather(*batch)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def run_sipp(
+    port: int, scenario: Path, inf: Path, calls: int, concurrency: int
+) -> tuple[float, int, int]:
+    """Returns (seconds, successful, failed) for `calls` registrations."""
+    cmd = [
+        shutil.which("sipp") or "sipp", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", "0",
+        "-sf", str(scenario), "-inf", str(inf), "-m", str(calls),
+        "-l", str(concurrency), "-r", "100000", "-rp", "1000", "-t", "u1",
+        "-nostdin", "-timeout", "120s", "-timeout_error", "-max_recv_loops", "10000",
+        "-max_sched_loops", "10000",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=inf.parent, check=False)
+    elapsed = time.perf_counter() - start
+    out = proc.stdout
+    ok = _last_count(out, "Successful call")
+    failed = _last_count(out, "Failed call")
+    return elapsed, ok, failed
+
+
+def _last_count(out: str, label: str) -> int:
+    counts = re.findall(rf"{label}\s+\|\s+\d+\s+\|\s+(\d+)", out)
+    return int(counts[-1]) if counts else 0
+
+
+def wait_udp(port: int, timeout: float = 15.0) -> None:
+    """Until the server answers an OPTIONS on that port."""
+    msg = (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKw\r\n"
+        f"From: <sip:w@{DOMAIN}>;tag=1\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: w\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                s.recv(4096)
+                return
+            except OSError:
+                continue
+    raise RuntimeError(f"nothing answers on udp {port}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo:
+        echo_main(args.echo)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="sipwake-bench-"))
+    db = tmp / "bench.db"
+    t = time.perf_counter()
+    provision(db, args.users)
+    print(f"provisioned {args.users} users in {time.perf_counter() - t:.1f}s")
+    inf = tmp / "users.csv"
+    lines = ["SEQUENTIAL"] + [
+        f"u{i};p{i};{DOMAIN};{i:08x}{'ab' * 28};[authentication username=u{i} password=p{i}]"
+        for i in range(args.users)
+    ]
+    inf.write_text("\n".join(lines) + "\n")
+
+    sip_port, http_port, echo_port = free_port(), free_port(), free_port()
+    (tmp / "bench.toml").write_text(
+        f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{sip_port}"]\n'
+        f'secret = "bench"\n[http]\nlisten = "127.0.0.1:{http_port}"\n'
+        f'[store]\nurl = "sqlite:///{db}"\n[log]\nlevel = "WARNING"\n'
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sipwake.cli", "serve", "--config", str(tmp / "bench.toml")],
+        env=env,
+    )
+    echo = subprocess.Popen([sys.executable, __file__, "--echo", str(echo_port)], env=env)
+    try:
+        wait_udp(sip_port)
+        wait_udp(echo_port)
+        # warm-up: a few hundred registrations on each, not counted
+        run_sipp(echo_port, BARE, inf, 500, args.concurrency)
+        run_sipp(sip_port, AUTH, inf, 500, args.concurrency)
+
+        e_s, e_ok, e_fail = run_sipp(
+            echo_port, BARE, inf, args.users, args.concurrency
+        )
+        s_s, s_ok, s_fail = run_sipp(
+            sip_port, AUTH, inf, args.users, args.concurrency
+        )
+    finally:
+        server.terminate()
+        echo.terminate()
+        server.wait(10)
+        echo.wait(10)
+
+    echo_tps = e_ok / e_s
+    regs = s_ok / s_s
+    tps = 2 * regs  # 401 challenge + authenticated REGISTER
+    print(f"echo responder : {echo_tps:8.0f} transactions/s ({e_ok} ok, {e_fail} failed)")
+    print(
+        f"sipwake        : {tps:8.0f} REGISTER transactions/s = {regs:.0f} registrations/s "
+        f"({s_ok} ok, {s_fail} failed; auth on, distinct users, SQLite)"
+    )
+    print(f"ratio          : {tps / echo_tps:.2f}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The HTTP side of a node: health now; device, call and message APIs join it later."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+log = logging.getLogger("sipwake.api")
+
+
+class HttpApi:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.app = web.Application(client_max_size=1024 * 1024)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
+        await site.start()
+        for sock in getattr(site._server, "sockets", None) or ():
+            self.port = sock.getsockname()[1]
+        log.info("HTTP listening on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        try:
+            await self.server.store.get_user("-", "-")  # the store answers
+        except Exception as exc:
+            log.warning("health check: store down: %s", exc)
+            return web.json_response({"status": "store unavailable"}, status=503)
+        return web.json_response({"status": "ok"})

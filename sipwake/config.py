@@ -1,0 +1,370 @@
+"""Configuration: one TOML file, every key overridable by `SIPWAKE_<SECTION>_<KEY>`.
+
+The dataclasses below are the schema: their defaults are the embedded
+configuration `sipwake serve` runs on without a file, and their type hints are
+what file values and environment values are checked and converted against.
+Unknown keys are errors so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+log = logging.getLogger("sipwake.config")
+
+ENV_PREFIX = "SIPWAKE_"
+TRANSPORTS = ("udp", "tcp", "tls", "ws")
+DIGEST_ALGORITHMS = ("MD5", "SHA-256")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the operator (names the key at fault)."""
+
+
+# --- schema ------------------------------------------------------------------
+
+
+@dataclass
+class SipConfig:
+    domain: str = "localhost"
+    realm: str = ""  # digest realm; empty means the domain (resolved by load_config)
+    listen: list[str] = field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+    t1: float = 0.5  # RFC 3261 timers, seconds
+    t2: float = 4.0
+    t4: float = 5.0
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    trusted_peers: list[str] = field(default_factory=list)  # IPs or CIDRs: trunks, VM servers
+    digest_algorithms: list[str] = field(default_factory=lambda: list(DIGEST_ALGORITHMS))
+    nonce_ttl: float = 300.0
+    # Nonce HMAC secret. Empty: the server picks a random one per process, which
+    # is fine for one node but makes nonces from one cluster node fail on another.
+    secret: str = ""
+    tls_cert: str = ""  # PEM paths for tls: listeners
+    tls_key: str = ""
+    max_message_size: int = 65536
+
+
+@dataclass
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    api_token: str = ""  # bearer token for the voicemail webhook and admin endpoints
+
+
+@dataclass
+class StoreConfig:
+    url: str = "sqlite:///sipwake.db"
+
+
+@dataclass
+class ClusterConfig:
+    redis_url: str = ""  # empty: single node
+
+
+@dataclass
+class ApnsConfig:
+    team_id: str = ""
+    key_id: str = ""
+    key_file: str = ""  # .p8 signing key
+    topic: str = ""  # bundle id
+    url: str = "https://api.push.apple.com"
+    sandbox_url: str = "https://api.sandbox.push.apple.com"
+    ca_file: str = ""  # extra CA on top of the system trust store
+    allow_insecure: bool = False  # allow http:// URLs, for local test servers only
+
+
+@dataclass
+class FcmConfig:
+    project_id: str = ""
+    service_account_file: str = ""
+    url: str = "https://fcm.googleapis.com"
+    token_url: str = ""  # when set, wins over the service account's token_uri
+    ca_file: str = ""
+    allow_insecure: bool = False
+
+
+@dataclass
+class PushConfig:
+    apns: ApnsConfig = field(default_factory=ApnsConfig)
+    fcm: FcmConfig = field(default_factory=FcmConfig)
+
+
+@dataclass
+class CallsConfig:
+    park_timeout: float = 30.0
+    alert_repeat: float = 15.0
+    max_parked_per_user: int = 10
+    max_parked_total: int = 10000
+
+
+@dataclass
+class MessagesConfig:
+    max_body: int = 65536
+    retention_days: int = 30
+    inbox_cap: int = 10000
+
+
+@dataclass
+class VoicemailConfig:
+    notifiers: list[str] = field(default_factory=list)  # users allowed to send MWI NOTIFY
+
+
+@dataclass
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    sip: SipConfig = field(default_factory=SipConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
+    messages: MessagesConfig = field(default_factory=MessagesConfig)
+    voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --- listen addresses ----------------------------------------------------------
+
+
+class ListenSpec(NamedTuple):
+    transport: str  # one of TRANSPORTS
+    host: str  # IPv6 without brackets
+    port: int
+
+
+def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
+    """`"127.0.0.1:8080"`, `"[::1]:8080"` or `"example.com:8080"` → (host, port)."""
+    if spec.startswith("["):
+        close = spec.find("]")
+        if close < 0 or spec[close + 1 : close + 2] != ":":
+            raise ConfigError(f"{what} {spec!r}: expected [ipv6]:port")
+        host, port_text = spec[1:close], spec[close + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{what} {spec!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = spec.rpartition(":")
+        if not sep or ":" in host:
+            raise ConfigError(f"{what} {spec!r}: expected host:port (IPv6 in brackets)")
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"{what} {spec!r}: missing or bad host")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{what} {spec!r}: port must be 0-65535")
+    return host, int(port_text)
+
+
+def parse_listen(spec: str) -> ListenSpec:
+    """`"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`, `"tls:0.0.0.0:5061"`, `"ws:…"`."""
+    transport, sep, rest = spec.partition(":")
+    transport = transport.lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ConfigError(
+            f"listen {spec!r}: expected transport:host:port with transport one of "
+            + ", ".join(TRANSPORTS)
+        )
+    host, port = parse_host_port(rest, f"listen {spec!r}:")
+    return ListenSpec(transport, host, port)
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then `SIPWAKE_*` variables."""
+    config = Config()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        _apply_table(config, data, "")
+    _apply_env(config, env)
+    _finish(config)
+    return config
+
+
+def _fields(section: object) -> dict[str, Any]:
+    """Field name → resolved type of a schema dataclass."""
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)}  # type: ignore[arg-type]
+
+
+def _apply_table(section: object, table: Mapping[str, Any], prefix: str) -> None:
+    fields = _fields(section)
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            if isinstance(value, dict):
+                raise ConfigError(f"unknown section [{name}]")
+            raise ConfigError(f"unknown key {name!r}")
+        target = fields[key]
+        if dataclasses.is_dataclass(target):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name!r} must be a table [{name}]")
+            _apply_table(getattr(section, key), value, f"{name}.")
+        else:
+            setattr(section, key, _check(name, value, target))
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    return "a list of strings"
+
+
+def _check(name: str, value: Any, tp: Any) -> Any:
+    """A TOML value checked against the field type (ints are accepted as floats)."""
+    ok: bool
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(tp) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = list(value) if ok else value
+    else:  # pragma: no cover - the schema above uses only these types
+        raise AssertionError(f"unsupported field type {tp!r} for {name}")
+    if not ok:
+        raise ConfigError(f"{name!r} must be {_type_name(tp)}, got {type(value).__name__}")
+    return value
+
+
+def _env_keys(section: object, path: str) -> dict[str, tuple[object, str, Any]]:
+    """Every leaf key's variable name → (section object, field name, type)."""
+    out: dict[str, tuple[object, str, Any]] = {}
+    for name, tp in _fields(section).items():
+        var = f"{path}_{name}".upper() if path else name.upper()
+        if dataclasses.is_dataclass(tp):
+            out.update(_env_keys(getattr(section, name), var))
+        else:
+            out[var] = (section, name, tp)
+    return out
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> None:
+    # Matching whole variable names against the schema's own list resolves the
+    # ambiguity of "_" (PUSH_APNS_TEAM_ID is push.apns + team_id, not push + apns_team_id).
+    known = _env_keys(config, "")
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        entry = known.get(var[len(ENV_PREFIX) :])
+        if entry is None:
+            log.warning("ignoring unknown environment variable %s", var)
+            continue
+        section, name, tp = entry
+        setattr(section, name, _from_env(var, text, tp))
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _from_env(var: str, text: str, tp: Any) -> Any:
+    """An environment string converted to the field type."""
+    raw = text.strip()
+    if tp is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{var}={text!r}: expected true/false/1/0/yes/no")
+    if tp is int or tp is float:
+        try:
+            return tp(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={text!r}: expected {_type_name(tp)}") from None
+    if tp is str:
+        return text  # as given: a secret or token may legitimately carry spaces
+    # A list: a TOML array literal, or comma-separated words.
+    if raw.startswith("["):
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{var}: invalid TOML array: {exc}") from None
+        return _check(var, value, tp)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _finish(config: Config) -> None:
+    """Derived defaults and cross-field checks, after file and environment."""
+    sip = config.sip
+    if not sip.realm:
+        sip.realm = sip.domain
+    if not sip.domain:
+        raise ConfigError("'sip.domain' must not be empty")
+    for spec in sip.listen:
+        try:
+            parse_listen(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"'sip.listen': {exc}") from None
+    parse_host_port(config.http.listen, "'http.listen'")
+    for peer in sip.trusted_peers:
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise ConfigError(f"'sip.trusted_peers': {peer!r} is not an IP or CIDR") from None
+    algorithms = []
+    for a in sip.digest_algorithms:
+        canonical = "SHA-256" if a.upper() in ("SHA-256", "SHA256") else a.upper()
+        if canonical not in DIGEST_ALGORITHMS:
+            raise ConfigError(
+                f"'sip.digest_algorithms': {a!r} is not one of {', '.join(DIGEST_ALGORITHMS)}"
+            )
+        algorithms.append(canonical)
+    if not algorithms:
+        raise ConfigError("'sip.digest_algorithms' must not be empty")
+    sip.digest_algorithms = algorithms
+    if not 0 < sip.min_expires <= sip.default_expires <= sip.max_expires:
+        raise ConfigError(
+            "expected 0 < 'sip.min_expires' <= 'sip.default_expires' <= 'sip.max_expires'"
+        )
+    for name in ("t1", "t2", "t4", "nonce_ttl"):
+        if getattr(sip, name) <= 0:
+            raise ConfigError(f"'sip.{name}' must be positive")
+    if sip.max_message_size <= 0:
+        raise ConfigError("'sip.max_message_size' must be positive")
+    if sip.tls_key and not sip.tls_cert:
+        raise ConfigError("'sip.tls_key' is set without 'sip.tls_cert'")
+    if any(parse_listen(s).transport == "tls" for s in sip.listen) and not sip.tls_cert:
+        raise ConfigError("a tls: listener needs 'sip.tls_cert' (and 'sip.tls_key')")
+    if not config.store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("'store.url' must be sqlite:///… or postgresql://…")
+    config.log.level = config.log.level.upper()
+    if config.log.level not in LOG_LEVELS:
+        raise ConfigError(f"'log.level' must be one of {', '.join(LOG_LEVELS)}")
+    if not sip.secret and config.cluster.redis_url:
+        log.warning(
+            "[sip] secret is empty: each node picks its own nonce secret, so a client "
+            "challenged by one node fails authentication on another; set the same secret "
+            "on every node"
+        )

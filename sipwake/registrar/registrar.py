@@ -1,0 +1,298 @@
+"""The registrar: REGISTER → bindings and push devices (RFC 3261 §10, RFC 8599, RFC 5626).
+
+Bindings live in memory (the routing hot path) and are written through to the store
+before the 200 OK, so they survive a restart. Devices are their own records: a binding
+goes away with Expires: 0, expiry or a dropped connection; the device and its push
+token stay, so the user keeps getting pushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from sipwake.registrar.auth import Authenticator
+from sipwake.registrar.pn import (
+    PushParamError,
+    PushParams,
+    UnsupportedProvider,
+    parse_push_params,
+)
+from sipwake.sip.message import Message, make_response
+from sipwake.sip.peer import Peer
+from sipwake.sip.uri import NameAddr
+from sipwake.store.base import Store
+from sipwake.store.models import Binding, Device, User
+
+log = logging.getLogger("sipwake.registrar")
+
+FEATURE_CAPS = '*;+sip.pns="apns";+sip.pns="fcm"'
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSettings:
+    domain: str
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+
+
+class RegistrationListener(Protocol):
+    """Later flows (parked calls, inbox) react to a device completing a REGISTER."""
+
+    def on_registered(self, binding: Binding, device: Device | None) -> None: ...
+
+
+class Registrar:
+    def __init__(
+        self,
+        settings: RegistrarSettings,
+        store: Store,
+        auth: Authenticator,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.auth = auth
+        self.clock = clock
+        self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
+        self.devices: dict[str, Device] = {}  # device_id → device (write-through cache)
+        self.listeners: list[RegistrationListener] = []
+        self.flow_alive: Callable[[str], bool] = lambda flow: True
+
+    async def load(self) -> None:
+        """Read back the bindings that were live when the server stopped."""
+        now = self.clock()
+        await self.store.purge_expired_bindings(now)
+        for b in await self.store.all_bindings():
+            if b.flow:
+                continue  # its connection died with the old process
+            self.bindings.setdefault(b.aor, {})[b.key] = b
+
+    # ------------------------------------------------------------------ queries
+    def live_bindings(self, aor: str) -> list[Binding]:
+        """Bindings that can be reached now: unexpired, and their connection still open."""
+        now = self.clock()
+        return [
+            b
+            for b in self.bindings.get(aor, {}).values()
+            if b.expires_at > now and (not b.flow or self.flow_alive(b.flow))
+        ]
+
+    async def devices_of(self, aor: str) -> list[Device]:
+        return await self.store.devices(aor)
+
+    # ----------------------------------------------------------------- REGISTER
+    async def handle_register(self, request: Message, respond: Callable[[Message], None]) -> None:
+        """Process one REGISTER: send the final response, then tell the listeners."""
+        registered: list[tuple[Binding, Device | None]] = []
+        respond(await self._register(request, registered))
+        for binding, device in registered:
+            for listener in self.listeners:
+                try:
+                    listener.on_registered(binding, device)
+                except Exception:
+                    log.exception("registration listener failed")
+
+    async def _register(
+        self, request: Message, registered: list[tuple[Binding, Device | None]]
+    ) -> Message:
+        s = self.settings
+        ruri = request.request_uri
+        if not ruri.is_sip or ruri.host != s.domain:
+            return make_response(request, 404, "Not Found (not our domain)")
+        to_uri = request.to.uri
+        if not to_uri.is_sip or to_uri.host != s.domain or not to_uri.user:
+            return make_response(request, 404, "Not Found (not our domain)")
+        checked = await self.auth.check(request)
+        if isinstance(checked, Message):
+            return checked
+        user: User = checked
+        if user.username != to_uri.user:
+            return make_response(request, 403, "Forbidden (cannot register another user)")
+        aor = user.aor
+        contacts = request.contacts
+        header_expires = request.int_header("Expires")
+
+        if any(c.star for c in contacts):
+            if len(contacts) != 1 or header_expires != 0:
+                return make_response(request, 400, "Bad Request (Contact: * needs Expires: 0)")
+            await self._remove_all(aor, request)
+            return self._ok(request, aor)
+
+        changes: list[tuple[Binding, PushParams | None]] = []
+        for contact in contacts:
+            expires = _contact_expires(contact, header_expires, s.default_expires)
+            if 0 < expires < s.min_expires:
+                resp = make_response(request, 423)
+                resp.add("Min-Expires", str(s.min_expires))
+                return resp
+            try:
+                push = parse_push_params(contact.uri.params)
+            except UnsupportedProvider as exc:
+                resp = make_response(request, 555)
+                resp.add("Feature-Caps", FEATURE_CAPS)
+                log.info("REGISTER %s: unsupported pn-provider %r", aor, str(exc))
+                return resp
+            except PushParamError as exc:
+                return make_response(request, 400, f"Bad Request ({exc})")
+            binding = self._binding(request, aor, contact, min(expires, s.max_expires), push)
+            changes.append((binding, push))
+
+        for binding, _ in changes:
+            old = self.bindings.get(aor, {}).get(binding.key)
+            if old is not None and old.call_id == binding.call_id and old.cseq >= binding.cseq:
+                return make_response(request, 500, "Server Internal Error (CSeq out of order)")
+
+        for binding, push in changes:
+            device = await self._save_device(aor, binding, push) if push else None
+            if device is not None:
+                binding.device_id = device.device_id
+            if binding.expires_at <= self.clock():
+                await self._remove(aor, binding.key)
+            else:
+                await self.store.put_binding(binding)
+                self.bindings.setdefault(aor, {})[binding.key] = binding
+                registered.append((binding, device))
+        resp = self._ok(request, aor)
+        # RFC 5626: an outbound-capable registration gets Require: outbound
+        if any("reg-id" in c.params for c in contacts) and "outbound" in request.get_all(
+            "Supported"
+        ):
+            resp.add("Require", "outbound")
+        return resp
+
+    def _binding(
+        self,
+        request: Message,
+        aor: str,
+        contact: NameAddr,
+        expires: int,
+        push: PushParams | None,
+    ) -> Binding:
+        now = self.clock()
+        instance = (contact.params.get("+sip.instance") or "").strip('"').strip("<>")
+        key = instance or (push.raw_prid if push else "") or str(contact.uri)
+        source: Peer | None = request.source
+        q_text = contact.params.get("q") or "1"
+        try:
+            q = min(1.0, max(0.0, float(q_text)))
+        except ValueError:
+            q = 1.0
+        return Binding(
+            aor=aor,
+            key=key,
+            contact=str(contact.uri),
+            expires_at=now + expires,
+            call_id=request.call_id,
+            cseq=request.cseq[0],
+            q=q,
+            received=str(source) if source else "",
+            flow=source.flow if source is not None else "",
+            instance=instance,
+            user_agent=request.get("User-Agent") or "",
+            path=request.get_all("Path"),
+            updated_at=now,
+        )
+
+    async def _save_device(self, aor: str, binding: Binding, push: PushParams) -> Device:
+        """Create or refresh the device record; a new token re-enables the device."""
+        ident = binding.instance or f"{push.provider}:{push.push_token or push.voip_token}"
+        device_id = hashlib.sha256(f"{aor}|{ident}".encode()).hexdigest()[:24]
+        old = self.devices.get(device_id) or await self.store.get_device(device_id)
+        now = self.clock()
+        new_token = old is None or (
+            old.push_token != push.push_token or old.voip_token != push.voip_token
+        )
+        fields = {
+            "provider": push.provider,
+            "platform": push.platform,
+            "topic": push.topic,
+            "team_id": push.team_id,
+            "pn_param": push.raw_param,
+            "instance": binding.instance,
+            "sandbox": push.sandbox,
+        }
+        if old is None:
+            device = Device(
+                device_id=device_id,
+                aor=aor,
+                push_token=push.push_token,
+                voip_token=push.voip_token,
+                call_mode="voip" if push.voip_token else "alert",
+                token_updated_at=now,
+                created_at=now,
+                updated_at=now,
+                **fields,  # type: ignore[arg-type]
+            )
+        elif new_token or any(getattr(old, k) != v for k, v in fields.items()):
+            device = replace(old, **fields)  # type: ignore[arg-type]
+            device.push_token = push.push_token
+            device.voip_token = push.voip_token
+            device.updated_at = now
+            if new_token:
+                device.token_updated_at = now
+                device.enabled = True
+                device.disabled_reason = ""
+        else:
+            self.devices[device_id] = old
+            return old  # unchanged: no write on a plain refresh
+        await self.store.put_device(device)
+        self.devices[device_id] = device
+        log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
+        return device
+
+    async def _remove(self, aor: str, key: str) -> None:
+        by_key = self.bindings.get(aor)
+        if by_key and by_key.pop(key, None) is not None and not by_key:
+            del self.bindings[aor]
+        await self.store.delete_binding(aor, key)
+
+    async def _remove_all(self, aor: str, request: Message) -> None:
+        for key, b in list(self.bindings.get(aor, {}).items()):
+            if b.call_id != request.call_id or b.cseq < request.cseq[0]:
+                await self._remove(aor, key)
+
+    def _ok(self, request: Message, aor: str) -> Message:
+        resp = make_response(request, 200, to_tag=None)
+        now = self.clock()
+        for b in self.bindings.get(aor, {}).values():
+            left = int(b.expires_at - now)
+            if left > 0:
+                resp.add("Contact", f"<{b.contact}>;expires={left}")
+        resp.add("Feature-Caps", FEATURE_CAPS)
+        resp.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()))
+        return resp
+
+    # -------------------------------------------------------------- maintenance
+    async def flow_closed(self, flow: str) -> None:
+        """A TCP/TLS connection dropped: its bindings can't be reached any more."""
+        for aor, by_key in list(self.bindings.items()):
+            for key, b in list(by_key.items()):
+                if b.flow == flow:
+                    await self._remove(aor, key)
+
+    async def expire(self) -> int:
+        """Drop expired bindings from memory and store; returns how many went."""
+        now = self.clock()
+        gone = 0
+        for aor, by_key in list(self.bindings.items()):
+            for key, b in list(by_key.items()):
+                if b.expires_at <= now:
+                    del by_key[key]
+                    gone += 1
+            if not by_key:
+                del self.bindings[aor]
+        await self.store.purge_expired_bindings(now)
+        return gone
+
+
+def _contact_expires(contact: NameAddr, header: int | None, default: int) -> int:
+    text = contact.params.get("expires")
+    if text is not None and text.isdigit() and len(text) <= 10:
+        return int(text)
+    return header if header is not None else default

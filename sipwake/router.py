@@ -1,0 +1,112 @@
+"""Hands each new SIP request to the service that owns its method.
+
+This is the transaction user: the transaction layer calls it for new requests,
+CANCELs, end-to-end ACKs and stray responses. Services register a handler per
+method; a handler may be a coroutine (its own task) or a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.message import Message, make_response
+from sipwake.sip.transaction import ServerTransaction
+
+log = logging.getLogger("sipwake.router")
+
+Handler = Callable[[ServerTransaction], Awaitable[None] | None]
+
+SUPPORTED = "path, outbound, gruu"
+
+
+class Router:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
+        self.cancel_handlers: list[Callable[[ServerTransaction], bool]] = []
+        self.ack_handlers: list[Callable[[Message], bool]] = []
+        self.response_handlers: list[Callable[[Message], bool]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def route(self, method: str, handler: Handler) -> None:
+        self.handlers[method] = handler
+
+    @property
+    def allow(self) -> str:
+        return ", ".join(sorted({*self.handlers, "ACK", "CANCEL"}))
+
+    # ---------------------------------------------------- TransactionUser API
+    def on_request(self, st: ServerTransaction) -> None:
+        request = st.request
+        handler = self.handlers.get(request.method.upper())
+        if handler is None:
+            resp = make_response(request, 405)
+            resp.add("Allow", self.allow)
+            st.respond(resp)
+            return
+        try:
+            mf = request.max_forwards
+            if mf is not None and mf <= 0 and request.method != "OPTIONS":
+                st.respond(make_response(request, 483))
+                return
+            result = handler(st)
+        except SipParseError as exc:
+            self._bad_request(st, exc)
+            return
+        if result is not None:
+            task = asyncio.ensure_future(self._guard(st, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, st: ServerTransaction, work: Awaitable[None]) -> None:
+        """Run an async handler; a failure becomes 400/500, never a silent drop."""
+        try:
+            await work
+        except SipParseError as exc:
+            self._bad_request(st, exc)
+        except Exception:
+            log.exception("handler for %s failed", st.request.method)
+            self._fail(st, 500, None)
+
+    def _bad_request(self, st: ServerTransaction, exc: SipParseError) -> None:
+        """A header read lazily turned out malformed: 400 naming it, and a log line."""
+        log.warning("bad %s from %s: %s", st.request.method, st.request.source, exc.args[0])
+        detail = str(exc.args[0]).replace("\r", " ").replace("\n", " ")[:80]
+        self._fail(st, 400, f"Bad Request ({detail})")
+
+    @staticmethod
+    def _fail(st: ServerTransaction, status: int, reason: str | None) -> None:
+        if st.last_response is None or st.last_response.status < 200:
+            st.respond(make_response(st.request, status, reason))
+
+    def on_cancel(self, invite: ServerTransaction) -> None:
+        for handler in self.cancel_handlers:
+            if handler(invite):
+                return
+        invite.respond(make_response(invite.request, 487))
+
+    def on_ack(self, ack: Message) -> None:
+        for handler in self.ack_handlers:
+            if handler(ack):
+                return
+
+    def on_stray_response(self, resp: Message) -> None:
+        for handler in self.response_handlers:
+            if handler(resp):
+                return
+
+    # ------------------------------------------------------------------ OPTIONS
+    def _options(self, st: ServerTransaction) -> None:
+        """Keep-alive pings and capability queries: always 200."""
+        resp = make_response(st.request, 200)
+        resp.add("Allow", self.allow)
+        resp.add("Accept", "application/sdp, text/plain, message/cpim")
+        resp.add("Supported", SUPPORTED)
+        st.respond(resp)
+
+    async def drain(self) -> None:
+        """Wait for in-flight handlers (clean shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)

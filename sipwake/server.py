@@ -1,0 +1,122 @@
+"""Assembles one sipwake node from its configuration and runs it.
+
+Wire → SIP core → services → stores and push: the transport hands parsed messages
+to the transaction layer, which hands new requests to the router, which hands them
+to the service owning the method (registrar, calls, messages, voicemail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+from sipwake.api.http import HttpApi
+from sipwake.config import Config, parse_listen
+from sipwake.registrar.auth import Authenticator
+from sipwake.registrar.registrar import Registrar, RegistrarSettings
+from sipwake.registrar.users import UserDirectory
+from sipwake.router import Router
+from sipwake.sip.digest import DigestAuth
+from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from sipwake.sip.transport import TransportLayer
+from sipwake.store import open_store
+from sipwake.store.base import Store
+
+log = logging.getLogger("sipwake.server")
+
+EXPIRY_SWEEP = 30.0  # seconds between expired-binding sweeps
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store
+        self.registrar: Registrar
+        self.router = Router()
+        self.transport = TransportLayer(self._received, config.sip.max_message_size)
+        self.transactions: TransactionLayer
+        self.http: HttpApi | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self.store = await open_store(cfg.store.url)
+        secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
+        digest = DigestAuth(
+            secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
+        )
+        auth = Authenticator(digest, UserDirectory(self.store), cfg.sip.domain)
+        settings = RegistrarSettings(
+            cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
+        )
+        self.registrar = Registrar(settings, self.store, auth)
+        await self.registrar.load()
+        self.registrar.flow_alive = self.transport.flow_alive
+        self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))
+
+        timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
+        self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
+        self.router.route("REGISTER", self._register)
+
+        tls = self._tls_context()
+        for spec in cfg.sip.listen:
+            listen = parse_listen(spec)
+            await self.transport.listen(listen.transport, listen.host, listen.port, tls)
+        self.http = HttpApi(self)
+        await self.http.start(cfg.http.listen)
+        self.spawn(self._sweep())
+        log.info("sipwake serving domain %s", cfg.sip.domain)
+
+    def _received(self, msg: Any) -> None:
+        self.transactions.receive(msg)
+
+    def _register(self, st: ServerTransaction) -> Coroutine[Any, Any, None]:
+        return self.registrar.handle_register(st.request, st.respond)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        sip = self.config.sip
+        if not sip.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(sip.tls_cert, sip.tls_key or None)
+        return ctx
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP)
+            try:
+                gone = await self.registrar.expire()
+                if gone:
+                    log.info("%d bindings expired", gone)
+            except Exception:
+                log.exception("binding sweep failed")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Stop taking traffic, finish in-flight work, close the store."""
+        await self.transport.close()
+        if self.http is not None:
+            await self.http.stop()
+        await self.router.drain()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        log.info("sipwake stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        await self._stopping.wait()
+        await self.stop()

@@ -1,0 +1,358 @@
+"""SIP transports: UDP, TCP and TLS listeners, connection reuse, response routing.
+
+Incoming bytes become parsed Messages with `source` set to the Peer they came from
+(for TCP/TLS including the connection id: the RFC 5626 flow). Requests get
+`received`/`rport` added to their top Via (RFC 3581). Malformed input gets a 400
+(when enough of it was readable to form one) and a log line; oversize input is
+refused without being buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.message import Message, make_response, parse, parse_error_partial
+from sipwake.sip.peer import Peer
+
+log = logging.getLogger("sipwake.sip.transport")
+
+MessageHandler = Callable[[Message], None]
+_flow_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    transport: str
+    host: str
+    port: int  # the bound port (resolved when 0 was asked for)
+
+
+def _peer_host(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    return addr[0], addr[1]
+
+
+class TransportLayer:
+    """Owns every socket; hands parsed messages to `handler` and sends what it is given."""
+
+    def __init__(self, handler: MessageHandler, max_size: int = 65536) -> None:
+        self.handler = handler
+        self.max_size = max_size
+        self.listeners: list[Listener] = []
+        self._udp: dict[str, asyncio.DatagramTransport] = {}  # "ipv4"/"ipv6" → socket
+        self._servers: list[asyncio.AbstractServer] = []
+        self._flows: dict[str, _StreamConnection] = {}
+        self._by_addr: dict[tuple[str, str, int], _StreamConnection] = {}
+        self._client_ssl: ssl.SSLContext | None = None
+        self.on_flow_closed: Callable[[str], None] | None = None
+        self.parse_errors = 0
+
+    # ---------------------------------------------------------------- listening
+    async def listen(
+        self, transport: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> Listener:
+        loop = asyncio.get_running_loop()
+        bind_host = host.strip("[]")
+        if transport == "udp":
+            dgram, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(bind_host, port)
+            )
+            bound = dgram.get_extra_info("sockname")
+            family = "ipv6" if ":" in bind_host else "ipv4"
+            self._udp.setdefault(family, dgram)
+            self._udp.setdefault("any", dgram)
+        elif transport in ("tcp", "tls"):
+            if transport == "tls" and ssl_context is None:
+                raise ValueError("tls listener needs a certificate ([sip] tls_cert, tls_key)")
+            server = await loop.create_server(
+                lambda: _StreamConnection(self, transport),
+                bind_host,
+                port,
+                ssl=ssl_context if transport == "tls" else None,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
+        else:
+            raise ValueError(f"unsupported SIP transport {transport!r}")
+        listener = Listener(transport, bind_host, bound[1])
+        self.listeners.append(listener)
+        log.info("SIP listening on %s:%s:%d", transport, bind_host, bound[1])
+        return listener
+
+    def set_client_ssl(self, context: ssl.SSLContext) -> None:
+        """TLS context for connections we open ourselves (tls: peers without a flow)."""
+        self._client_ssl = context
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._flows.values()):
+            conn.transport.close()
+        for dgram in set(self._udp.values()):
+            dgram.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._udp.clear()
+
+    def flow_alive(self, flow: str) -> bool:
+        return flow in self._flows
+
+    # ---------------------------------------------------------------- receiving
+    def _deliver(self, data: bytes, peer: Peer, stream: bool) -> None:
+        try:
+            msg = parse(data, stream=stream)
+        except SipParseError as exc:
+            self.parse_errors += 1
+            log.warning("malformed SIP from %s: %s", peer, exc.args[0])
+            self._answer_bad(exc, peer)
+            return
+        msg.source = peer
+        if msg.method:
+            _stamp_via(msg, peer)
+        try:
+            self.handler(msg)
+        except SipParseError as exc:  # a lazily parsed header turned out bad
+            self.parse_errors += 1
+            log.warning("malformed SIP from %s: %s", peer, exc.args[0])
+            if msg.method and msg.method != "ACK":
+                self._send_bad(msg, exc.args[0], peer)
+        except Exception:
+            log.exception("error handling %r from %s", msg, peer)
+            if msg.method and msg.method != "ACK":
+                resp = make_response(msg, 500)
+                self.send(resp, peer)
+
+    def _answer_bad(self, exc: SipParseError, peer: Peer, status: int = 400) -> None:
+        partial = parse_error_partial(exc)
+        if partial is None or not partial.method or partial.method == "ACK":
+            return
+        self._send_bad(partial, exc.args[0], peer, status)
+
+    def _send_bad(self, msg: Message, why: str, peer: Peer, status: int = 400) -> None:
+        try:
+            msg.top_via  # noqa: B018 - a response needs a Via to go anywhere
+            resp = make_response(msg, status)
+        except SipParseError:
+            return
+        # the detail helps the sender's developer; keep it short and single-line
+        detail = why.replace("\r", " ").replace("\n", " ")[:80]
+        resp.reason = f"{resp.reason} ({detail})"
+        msg.source = peer
+        self.send(resp, peer)
+
+    def _refuse_oversize(self, head: bytes, peer: Peer) -> None:
+        """Answer 413 to an oversize request from its headers alone."""
+        try:
+            msg = parse(head + b"\r\n\r\n")
+        except SipParseError as exc:
+            self._answer_bad(exc, peer, 413)
+            return
+        if msg.method and msg.method != "ACK":
+            self._send_bad(msg, f"message over {self.max_size} bytes", peer, 413)
+
+    # ------------------------------------------------------------------ sending
+    def send(self, msg: Message, peer: Peer) -> bool:
+        """Send a message. Responses follow RFC 3261 §18.2.2 from the request's source."""
+        data = msg.to_bytes()
+        if not msg.method and peer.transport == "udp":
+            peer = _udp_response_target(msg, peer)
+        return self.send_bytes(data, peer)
+
+    def send_bytes(self, data: bytes, peer: Peer) -> bool:
+        if peer.transport == "udp":
+            dgram = self._udp.get("ipv6" if ":" in peer.host else "ipv4") or self._udp.get("any")
+            if dgram is None:
+                log.warning("no UDP socket to send to %s", peer)
+                return False
+            dgram.sendto(data, (peer.host, peer.port))
+            return True
+        conn = self._flows.get(peer.flow) if peer.flow else None
+        if conn is None:
+            conn = self._by_addr.get((peer.transport, peer.host, peer.port))
+        if conn is not None:
+            conn.transport.write(data)
+            return True
+        # no open connection: open one in the background (RFC 3261 §18.2.2 fallback)
+        asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        return True
+
+    async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _StreamConnection(self, peer.transport),
+                    peer.host,
+                    peer.port,
+                    ssl=self._client_context() if peer.transport == "tls" else None,
+                ),
+                timeout=5,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info("cannot connect to %s: %s", peer, exc)
+            return
+        conn.transport.write(data)
+
+    def _client_context(self) -> ssl.SSLContext:
+        if self._client_ssl is None:
+            self._client_ssl = ssl.create_default_context()
+        return self._client_ssl
+
+    # ---------------------------------------------------------- connection table
+    def _register(self, conn: _StreamConnection) -> None:
+        self._flows[conn.flow] = conn
+        self._by_addr[(conn.kind, conn.peer_host, conn.peer_port)] = conn
+
+    def _unregister(self, conn: _StreamConnection) -> None:
+        self._flows.pop(conn.flow, None)
+        key = (conn.kind, conn.peer_host, conn.peer_port)
+        if self._by_addr.get(key) is conn:
+            del self._by_addr[key]
+        if self.on_flow_closed is not None:
+            self.on_flow_closed(conn.flow)
+
+
+def _stamp_via(msg: Message, peer: Peer) -> None:
+    """RFC 3581 rport and RFC 3261 §18.2.1 received on the top Via."""
+    via = msg.top_via
+    changed = False
+    if "rport" in via.params:
+        via.params["rport"] = str(peer.port)
+        changed = True
+    if via.host.strip("[]") != peer.host or changed:
+        via.params["received"] = peer.host
+        changed = True
+    if changed:
+        vias = msg.vias
+        msg.replace_top("via", str(via))
+        msg._cache["via"] = vias  # still valid: `via` was updated in place
+
+
+def _udp_response_target(resp: Message, peer: Peer) -> Peer:
+    """Responses over UDP go to received:rport, else received:sent-by port (§18.2.2)."""
+    try:
+        via = resp.top_via
+    except SipParseError:
+        return peer
+    rport = via.params.get("rport")
+    received = via.params.get("received") or via.host
+    if rport and rport.isdigit():
+        return Peer("udp", received.strip("[]"), int(rport))
+    if via.params.get("received"):
+        return Peer("udp", received.strip("[]"), via.port or 5060)
+    return peer
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if len(data) <= 4 and not data.strip():
+            return  # CRLF keep-alive
+        host, port = str(addr[0]), int(addr[1])
+        peer = Peer("udp", host, port)
+        if len(data) > self.layer.max_size:
+            log.warning("oversize datagram (%d bytes) from %s dropped", len(data), peer)
+            head = data.split(b"\r\n\r\n", 1)[0]
+            self.layer._refuse_oversize(head, peer)
+            return
+        self.layer._deliver(data, peer, stream=False)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _StreamConnection(asyncio.Protocol):
+    """One TCP/TLS connection: frames messages by Content-Length (RFC 3261 §18.3)."""
+
+    def __init__(self, layer: TransportLayer, kind: str) -> None:
+        self.layer = layer
+        self.kind = kind
+        self.flow = f"{kind}-{next(_flow_ids)}"
+        self.buffer = bytearray()
+        self.skip = 0  # body bytes of a refused oversize message still to discard
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer_host = ""
+        self.peer_port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer_host, self.peer_port = _peer_host(transport.get_extra_info("peername"))
+        self.layer._register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.layer._unregister(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        self.buffer += data
+        while self.buffer:
+            if not self._next_message():
+                return
+
+    def _next_message(self) -> bool:
+        """Take one message off the buffer; False when more bytes are needed."""
+        buf = self.buffer
+        # RFC 5626 keep-alive: a double CRLF ping gets a single CRLF pong
+        while buf.startswith(b"\r\n"):
+            if buf.startswith(b"\r\n\r\n"):
+                del buf[:4]
+                self.transport.write(b"\r\n")
+            elif len(buf) < 4:
+                return False  # maybe the start of a ping: wait for the rest
+            else:
+                del buf[:2]
+        if not buf:
+            return False
+        peer = Peer(self.kind, self.peer_host, self.peer_port, self.flow)
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.layer.max_size:
+                log.warning("oversize header block from %s; closing", peer)
+                self.layer._refuse_oversize(bytes(buf[:4096]), peer)
+                self.transport.close()
+                buf.clear()
+            return False
+        head = bytes(buf[:end])
+        length = _content_length(head)
+        if length is None:
+            log.warning("no valid Content-Length on stream from %s; closing", peer)
+            self.layer._deliver(head + b"\r\n\r\n", peer, stream=True)  # gets its 400
+            self.transport.close()
+            buf.clear()
+            return False
+        total = end + 4 + length
+        if total > self.layer.max_size:
+            log.warning("oversize message (%d bytes) from %s refused", total, peer)
+            self.layer._refuse_oversize(head, peer)
+            available = len(buf) - (end + 4)
+            self.skip = max(0, length - available)
+            del buf[: min(total, len(buf))]
+            return True
+        if len(buf) < total:
+            return False
+        data = bytes(buf[:total])
+        del buf[:total]
+        self.layer._deliver(data, peer, stream=True)
+        return True
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in (b"content-length", b"l"):
+            value = value.strip()
+            return int(value) if value.isdigit() and len(value) < 10 else None
+    return None

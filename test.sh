@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs lint, types and the test suite.
+# Needs root (or sudo) for apt-get when SIPp is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v sipp >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+python3 -m ruff check sipwake tests bench
+python3 -m mypy --strict sipwake
+python3 -m pytest -q "$@"

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real server on 127.0.0.1 with a real store, and test phones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from sipwake.config import Config, load_config
+from sipwake.server import Server
+from sipwake.sip.digest import ha1
+from sipwake.store.models import User
+from tests.agent import Agent
+
+DOMAIN = "example.com"
+PG_DSN = os.environ.get("SIPWAKE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    cfg = load_config(None, env={})
+    cfg.sip.domain = DOMAIN
+    cfg.sip.realm = DOMAIN
+    cfg.sip.listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+    cfg.sip.secret = "test-secret"
+    cfg.http.listen = "127.0.0.1:0"
+    cfg.store.url = f"sqlite:///{tmp_path}/sipwake.db"
+    for section, values in sections.items():
+        target = getattr(cfg, section)
+        for key, value in values.items():
+            setattr(target, key, value)
+    return cfg
+
+
+class Running:
+    """A started server plus helpers to make users and phones talk to it."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.agents: list[Agent] = []
+
+    def addr(self, transport: str = "udp") -> tuple[str, int]:
+        for listener in self.server.transport.listeners:
+            if listener.transport == transport:
+                return listener.host, listener.port
+        raise LookupError(transport)
+
+    async def add_user(self, name: str, password: str = "secret") -> User:
+        realm = self.server.config.sip.realm
+        user = User(
+            name, DOMAIN, ha1(name, realm, password, "MD5"), ha1(name, realm, password, "SHA-256")
+        )
+        await self.server.store.put_user(user)
+        return user
+
+    async def phone(self, user: str, password: str = "secret", transport: str = "udp") -> Agent:
+        agent = await Agent(user, password, DOMAIN, self.addr(transport), transport).start()
+        self.agents.append(agent)
+        return agent
+
+
+ServerFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    running: list[Running] = []
+
+    async def start(config: Config | None = None, **sections: dict[str, Any]) -> Running:
+        server = Server(config or make_config(tmp_path, **sections))
+        await server.start()
+        r = Running(server)
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        for a in r.agents:
+            a.close()
+        await r.server.stop()
+
+
+@pytest.fixture
+async def running(start_server: ServerFactory) -> Running:
+    return await start_server()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema on the machine's real server, dropped afterwards."""
+    schema = f"t_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(PG_DSN)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_DSN}?schema={schema}"
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+def instance_id() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a condition that no event signals (e.g. a row written by another process)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - no event to await here
+            await asyncio.sleep(0.01)

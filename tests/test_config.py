@@ -1,0 +1,282 @@
+"""Configuration: embedded defaults, TOML file, SIPWAKE_* overrides, validation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from sipwake.config import Config, ConfigError, ListenSpec, load_config, parse_listen
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sipwake.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None, env={})
+    assert isinstance(cfg, Config)
+    assert cfg.store.url == "sqlite:///sipwake.db"
+    assert cfg.sip.listen == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    assert cfg.http.listen == "127.0.0.1:8080"
+    assert cfg.sip.domain == cfg.sip.realm == "localhost"
+    assert cfg.sip.digest_algorithms == ["MD5", "SHA-256"]
+    assert (cfg.sip.t1, cfg.sip.t2, cfg.sip.t4) == (0.5, 4.0, 5.0)
+    assert cfg.calls.park_timeout == 30 and cfg.calls.alert_repeat == 15
+    assert cfg.push.apns.url == "https://api.push.apple.com"
+    assert cfg.push.apns.sandbox_url == "https://api.sandbox.push.apple.com"
+    assert cfg.push.fcm.url == "https://fcm.googleapis.com"
+    assert cfg.push.apns.allow_insecure is False
+    assert cfg.cluster.redis_url == ""
+    assert cfg.log.level == "INFO"
+
+
+def test_defaults_are_not_shared_between_loads() -> None:
+    a = load_config(None, env={})
+    a.sip.listen.append("tcp:127.0.0.1:1")
+    assert load_config(None, env={}).sip.listen == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+
+
+def test_file_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[sip]
+domain = "example.com"
+listen = ["udp:0.0.0.0:5070", "tls:[::]:5061"]
+tls_cert = "cert.pem"
+min_expires = 30
+t1 = 1            # an integer is fine for a float key
+trusted_peers = ["10.0.0.0/8", "2001:db8::1"]
+digest_algorithms = ["sha-256", "md5"]
+
+[http]
+listen = "[::1]:9000"
+
+[store]
+url = "postgresql://sip@db/sipwake"
+
+[push.apns]
+team_id = "TEAM123"
+url = "http://127.0.0.1:8443"
+allow_insecure = true
+
+[push.fcm]
+project_id = "proj"
+
+[calls]
+park_timeout = 45.5
+
+[voicemail]
+notifiers = ["vm"]
+
+[log]
+level = "debug"
+""",
+    )
+    cfg = load_config(path, env={})
+    assert cfg.sip.domain == cfg.sip.realm == "example.com"
+    assert cfg.sip.listen == ["udp:0.0.0.0:5070", "tls:[::]:5061"]
+    assert cfg.sip.min_expires == 30
+    assert cfg.sip.t1 == 1.0 and isinstance(cfg.sip.t1, float)
+    assert cfg.sip.digest_algorithms == ["SHA-256", "MD5"]
+    assert cfg.http.listen == "[::1]:9000"
+    assert cfg.store.url == "postgresql://sip@db/sipwake"
+    assert cfg.push.apns.team_id == "TEAM123"
+    assert cfg.push.apns.allow_insecure is True
+    assert cfg.push.apns.key_id == ""  # untouched keys keep their defaults
+    assert cfg.push.fcm.project_id == "proj"
+    assert cfg.calls.park_timeout == 45.5
+    assert cfg.voicemail.notifiers == ["vm"]
+    assert cfg.log.level == "DEBUG"
+
+
+def test_explicit_realm_kept(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[sip]\ndomain = "a.com"\nrealm = "r.a.com"\n'), env={})
+    assert (cfg.sip.domain, cfg.sip.realm) == ("a.com", "r.a.com")
+
+
+def test_realm_follows_domain_from_env() -> None:
+    cfg = load_config(None, env={"SIPWAKE_SIP_DOMAIN": "env.example"})
+    assert cfg.sip.realm == "env.example"
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, '[push.apns]\nteam_id = "FROMFILE"\n[store]\nurl = "sqlite:///f.db"\n')
+    env = {
+        "SIPWAKE_PUSH_APNS_TEAM_ID": "FROMENV",
+        "SIPWAKE_PUSH_APNS_ALLOW_INSECURE": "yes",
+        "SIPWAKE_PUSH_FCM_TOKEN_URL": "http://127.0.0.1:9/token",
+        "SIPWAKE_STORE_URL": "sqlite:////tmp/x.db",
+        "SIPWAKE_SIP_LISTEN": '["udp:127.0.0.1:5070", "tcp:[::1]:5070"]',
+        "SIPWAKE_SIP_TRUSTED_PEERS": "10.1.2.3, 192.168.0.0/16",
+        "SIPWAKE_SIP_MAX_EXPIRES": "7200",
+        "SIPWAKE_CALLS_PARK_TIMEOUT": "12.5",
+        "SIPWAKE_HTTP_LISTEN": "0.0.0.0:8081",
+        "PATH": "/usr/bin",  # not ours: ignored silently
+    }
+    cfg = load_config(path, env=env)
+    assert cfg.push.apns.team_id == "FROMENV"
+    assert cfg.push.apns.allow_insecure is True
+    assert cfg.push.fcm.token_url == "http://127.0.0.1:9/token"
+    assert cfg.store.url == "sqlite:////tmp/x.db"
+    assert cfg.sip.listen == ["udp:127.0.0.1:5070", "tcp:[::1]:5070"]
+    assert cfg.sip.trusted_peers == ["10.1.2.3", "192.168.0.0/16"]
+    assert cfg.sip.max_expires == 7200
+    assert cfg.calls.park_timeout == 12.5
+    assert cfg.http.listen == "0.0.0.0:8081"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("1", True), ("YES", True), ("false", False), ("0", False), ("no", False)],
+)
+def test_env_bool(text: str, expected: bool) -> None:
+    cfg = load_config(None, env={"SIPWAKE_PUSH_FCM_ALLOW_INSECURE": text})
+    assert cfg.push.fcm.allow_insecure is expected
+
+
+def test_env_comma_list() -> None:
+    cfg = load_config(None, env={"SIPWAKE_SIP_LISTEN": "udp:127.0.0.1:5070,tcp:127.0.0.1:5070"})
+    assert cfg.sip.listen == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+    assert load_config(None, env={"SIPWAKE_SIP_TRUSTED_PEERS": ""}).sip.trusted_peers == []
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SIPWAKE_PUSH_APNS_ALLOW_INSECURE", "maybe"),
+        ("SIPWAKE_SIP_MIN_EXPIRES", "1.5"),
+        ("SIPWAKE_SIP_T1", "fast"),
+        ("SIPWAKE_SIP_LISTEN", "[1, 2]"),
+        ("SIPWAKE_SIP_LISTEN", '["udp:127.0.0.1:5060"'),
+        ("SIPWAKE_SIP_LISTEN", "carrier-pigeon:127.0.0.1:5060"),
+    ],
+)
+def test_env_bad_values(var: str, value: str) -> None:
+    key = var.rsplit("_", 1)[1]  # LISTEN, INSECURE, EXPIRES, T1
+    with pytest.raises(ConfigError, match=f"(?i){key}"):
+        load_config(None, env={var: value})
+
+
+def test_unknown_env_variable_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
+        cfg = load_config(None, env={"SIPWAKE_PUSH_APNS_TEAMID": "x", "SIPWAKE_HOME": "/x"})
+    assert cfg.push.apns.team_id == ""
+    assert "SIPWAKE_PUSH_APNS_TEAMID" in caplog.text and "SIPWAKE_HOME" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sip]\ndomian = "x"\n', "sip.domian"),
+        ('[push.apns]\nteamid = "x"\n', "push.apns.teamid"),
+        ('[push.gcm]\nproject_id = "x"\n', r"\[push.gcm\]"),
+        ('[sipp]\ndomain = "x"\n', r"\[sipp\]"),
+        ('domain = "x"\n', "domain"),
+    ],
+)
+def test_unknown_key_is_an_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"unknown .*{message}"):
+        load_config(write(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sip]\nmin_expires = "60"\n', "'sip.min_expires' must be an integer"),
+        ("[sip]\nmin_expires = 60.0\n", "'sip.min_expires' must be an integer"),
+        ('[sip]\nlisten = "udp:127.0.0.1:5060"\n', "'sip.listen' must be a list of strings"),
+        ("[sip]\nlisten = [5060]\n", "'sip.listen' must be a list of strings"),
+        ('[push.apns]\nallow_insecure = "true"\n', "'push.apns.allow_insecure' must be a boolean"),
+        ("[calls]\npark_timeout = true\n", "'calls.park_timeout' must be a number"),
+        ("[http]\nlisten = 8080\n", "'http.listen' must be a string"),
+        ("sip = 1\n", "'sip' must be a table"),
+        ("[push]\napns = 1\n", "'push.apns' must be a table"),
+    ],
+)
+def test_type_errors_name_key_and_type(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text), env={})
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[sip]\nlisten = ["udp:127.0.0.1"]\n',
+        '[sip]\ntrusted_peers = ["not-an-ip"]\n',
+        '[sip]\ndigest_algorithms = ["SHA-512"]\n',
+        "[sip]\ndigest_algorithms = []\n",
+        "[sip]\nmin_expires = 7200\n",
+        '[sip]\nlisten = ["tls:127.0.0.1:5061"]\n',  # no certificate
+        '[http]\nlisten = "localhost"\n',
+        '[store]\nurl = "mysql://x"\n',
+        '[log]\nlevel = "LOUD"\n',
+        "[sip]\nt1 = 0\n",
+    ],
+)
+def test_invalid_values_rejected(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "nope.toml"), env={})
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "[sip\n"), env={})
+
+
+def test_cluster_without_secret_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
+        load_config(None, env={"SIPWAKE_CLUSTER_REDIS_URL": "redis://127.0.0.1"})
+    assert "secret" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
+        load_config(
+            None,
+            env={"SIPWAKE_CLUSTER_REDIS_URL": "redis://127.0.0.1", "SIPWAKE_SIP_SECRET": "s"},
+        )
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("udp:127.0.0.1:5060", ListenSpec("udp", "127.0.0.1", 5060)),
+        ("tcp:[::1]:5060", ListenSpec("tcp", "::1", 5060)),
+        ("tls:0.0.0.0:5061", ListenSpec("tls", "0.0.0.0", 5061)),
+        ("ws:127.0.0.1:8081", ListenSpec("ws", "127.0.0.1", 8081)),
+        ("UDP:[2001:db8::5]:0", ListenSpec("udp", "2001:db8::5", 0)),
+        ("tcp:sip.example.com:5060", ListenSpec("tcp", "sip.example.com", 5060)),
+    ],
+)
+def test_parse_listen(spec: str, expected: ListenSpec) -> None:
+    assert parse_listen(spec) == expected
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "udp",
+        "udp:127.0.0.1",
+        "sctp:127.0.0.1:5060",
+        "udp:127.0.0.1:65536",
+        "udp:127.0.0.1:-1",
+        "udp:127.0.0.1:http",
+        "udp::5060",
+        "tcp:::1:5060",  # IPv6 needs brackets
+        "tcp:[::1]5060",
+        "tcp:[::1:5060",
+        "tcp:[nothex]:5060",
+        "udp:127.0.0.1:",
+    ],
+)
+def test_parse_listen_rejects(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen(spec)
