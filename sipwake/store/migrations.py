@@ -1,0 +1,147 @@
+"""Schema migrations, versioned in code.
+
+`MIGRATIONS` is the ordered history of the schema. To change the schema, append a
+`Migration` with the next version number; never edit one that has shipped, because
+databases that already applied it will not run it again.
+
+Statements are written once for both dialects. `{float}`, `{int}`, `{bool}` and
+`{serial}` stand for the column types that differ (see `_TYPES`); a statement that
+cannot be shared is given as a mapping `{"sqlite": ..., "postgresql": ...}`.
+
+Each backend's `open()` creates `schema_version` if needed and applies the pending
+migrations in one transaction, recording one row per version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+Statement = str | Mapping[Dialect, str]
+
+_TYPES: dict[Dialect, dict[str, str]] = {
+    "sqlite": {
+        "float": "REAL",  # 8-byte IEEE, same as double precision
+        "int": "INTEGER",  # up to 64 bits
+        "bool": "INTEGER",  # 0/1; the row readers turn it back into bool
+        "serial": "INTEGER PRIMARY KEY",  # the rowid: ascending, no extra index
+    },
+    "postgresql": {
+        "float": "DOUBLE PRECISION",
+        "int": "BIGINT",
+        "bool": "BOOLEAN",
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[Statement, ...]
+
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version {int} PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at {float} NOT NULL
+)"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "users, bindings, devices, push log",
+        (
+            """
+            CREATE TABLE users (
+                username TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                ha1_md5 TEXT NOT NULL,
+                ha1_sha256 TEXT NOT NULL,
+                created_at {float} NOT NULL,
+                PRIMARY KEY (username, domain)
+            )""",
+            """
+            CREATE TABLE bindings (
+                aor TEXT NOT NULL,
+                key TEXT NOT NULL,
+                contact TEXT NOT NULL,
+                expires_at {float} NOT NULL,
+                call_id TEXT NOT NULL,
+                cseq {int} NOT NULL,
+                q {float} NOT NULL,
+                received TEXT NOT NULL,
+                flow TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                user_agent TEXT NOT NULL,
+                path TEXT NOT NULL,
+                updated_at {float} NOT NULL,
+                PRIMARY KEY (aor, key)
+            )""",
+            # purge_expired_bindings runs often; without it every purge scans the table
+            "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+            """
+            CREATE TABLE devices (
+                device_id TEXT NOT NULL PRIMARY KEY,
+                aor TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                push_token TEXT NOT NULL,
+                voip_token TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                team_id TEXT NOT NULL,
+                pn_param TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                sandbox {bool} NOT NULL,
+                call_mode TEXT NOT NULL,
+                ringtone TEXT NOT NULL,
+                locale TEXT NOT NULL,
+                privacy {bool} NOT NULL,
+                enabled {bool} NOT NULL,
+                disabled_reason TEXT NOT NULL,
+                token_updated_at {float} NOT NULL,
+                created_at {float} NOT NULL,
+                updated_at {float} NOT NULL
+            )""",
+            "CREATE INDEX devices_aor ON devices (aor)",
+            """
+            CREATE TABLE push_attempts (
+                id {serial},
+                device_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                push_id TEXT NOT NULL,
+                attempt {int} NOT NULL,
+                status {int} NOT NULL,
+                outcome TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                latency_ms {float} NOT NULL,
+                at {float} NOT NULL
+            )""",
+            # (device_id, at) serves "newest attempts of one device" without a sort
+            "CREATE INDEX push_attempts_device ON push_attempts (device_id, at)",
+        ),
+    ),
+)
+
+
+def render(statement: Statement, dialect: Dialect) -> str:
+    """The statement's SQL for one dialect, column types filled in."""
+    sql = statement if isinstance(statement, str) else statement[dialect]
+    return sql.format(**_TYPES[dialect]).strip()
+
+
+def pending(current: int, dialect: Dialect) -> list[tuple[Migration, list[str]]]:
+    """Migrations newer than `current`, in order, each with its rendered SQL."""
+    return [
+        (m, [render(s, dialect) for s in m.statements]) for m in MIGRATIONS if m.version > current
+    ]
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version if MIGRATIONS else 0

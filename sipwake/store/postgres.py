@@ -1,0 +1,162 @@
+"""PostgreSQL backend on an asyncpg pool.
+
+Group commit, as in the SQLite backend: the inserts and upserts (put_*, the push
+log) are queued, and one flusher task commits everything queued in one transaction
+(one `executemany` per statement), then resolves the callers. A commit costs a WAL
+flush, so one per REGISTER would cap throughput at the disk's flush rate. A failed
+batch is retried in halves until only the bad write fails. Writes that report a row
+count (delete_*, disable_device, purge) and reads run directly on the pool. Either
+way an await returns only after the commit.
+
+`schema` puts every table in that schema (created if missing) through the
+connections' search_path; tests use it to isolate themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from sipwake.store import migrations
+from sipwake.store import sql as q
+
+log = logging.getLogger(__name__)
+
+# Serializes migrations when several nodes start at once (any fixed 64-bit number).
+_MIGRATION_LOCK = 0x73697077616B65  # "sipwake"
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_Write = tuple[str, q.Row, "asyncio.Future[None]"]
+
+
+class PostgresStore(q.SQLStore):
+    _q = q.POSTGRES
+
+    def __init__(
+        self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
+    ):
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"invalid schema name {schema!r}: use [a-z_][a-z0-9_]*")
+        self.dsn = dsn
+        self.schema = schema
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None  # asyncpg.Pool
+        self._queued: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            raise RuntimeError("PostgresStore is already open")
+        settings = {"search_path": f'"{self.schema}"'} if self.schema else None
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
+        )
+        try:
+            await self._migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._flusher is not None:
+            await self._flusher  # commits what was queued before close (its own pool reference)
+        await pool.close()
+
+    async def _migrate(self, pool: Any) -> None:
+        """Apply pending migrations in one transaction (all or none)."""
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if self.schema and not await self._schema_exists(conn):
+                await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+            await conn.execute(migrations.render(migrations.SCHEMA_VERSION_TABLE, "postgresql"))
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for migration, statements in migrations.pending(current, "postgresql"):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    q.POSTGRES.add_schema_version, migration.version, migration.name, time.time()
+                )
+                log.info("postgresql schema migrated to version %d", migration.version)
+
+    async def _schema_exists(self, conn: Any) -> bool:
+        # asked first: even CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
+        sql = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+        return await conn.fetchval(sql, self.schema) is not None
+
+    @property
+    def _db(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._pool
+
+    # the two primitives of SQLStore
+
+    async def _execute(self, sql: str, params: q.Row) -> int:
+        status: str = await self._db.execute(sql, *params)  # e.g. "DELETE 3"
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _fetch(self, sql: str, params: q.Row) -> list[Any]:
+        rows: list[Any] = await self._db.fetch(sql, *params)
+        return rows
+
+    async def _write(self, sql: str, params: q.Row) -> None:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((sql, params, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_queued(self._pool))
+        await future
+
+    async def _flush_queued(self, pool: Any) -> None:
+        """Commit batches while writes keep coming; each batch is what queued meanwhile."""
+        batch: list[_Write] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._commit(pool, batch)
+        except asyncio.CancelledError:  # loop shutting down: nobody may wait forever
+            for _, _, future in batch + self._queued:
+                future.cancel()
+            self._queued = []
+            raise
+        finally:
+            self._flusher = None
+
+    async def _commit(self, pool: Any, batch: list[_Write]) -> None:
+        by_sql: dict[str, list[q.Row]] = {}
+        for sql, params, _ in batch:
+            by_sql.setdefault(sql, []).append(params)  # keeps each statement's order
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                for sql, rows in by_sql.items():
+                    await conn.executemany(sql, rows)
+        except Exception as exc:
+            if len(batch) > 1:  # find the bad write by halves: the others commit, in order
+                half = len(batch) // 2
+                await self._commit(pool, batch[:half])
+                await self._commit(pool, batch[half:])
+                return
+            _settle(batch, exc)
+        else:
+            _settle(batch, None)
+
+
+def _settle(batch: list[_Write], exc: Exception | None) -> None:
+    for _, _, future in batch:
+        if future.done():  # the caller was cancelled
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
