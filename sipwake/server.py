@@ -23,6 +23,7 @@ from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer
+from sipwake.sip.uac import Uac
 from sipwake.store import open_store
 from sipwake.store.base import Store
 
@@ -39,6 +40,8 @@ class Server:
         self.router = Router()
         self.transport = TransportLayer(self._received, config.sip.max_message_size)
         self.transactions: TransactionLayer
+        self.uac: Uac
+        self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -47,9 +50,9 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
-        secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
+        self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         digest = DigestAuth(
-            secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
+            self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
         )
         auth = Authenticator(digest, UserDirectory(self.store), cfg.sip.domain)
         settings = RegistrarSettings(
@@ -62,6 +65,7 @@ class Server:
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
+        self.uac = Uac(self.transport, self.transactions)
         self.router.route("REGISTER", self._register)
 
         tls = self._tls_context()

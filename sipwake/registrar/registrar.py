@@ -21,10 +21,11 @@ from sipwake.registrar.pn import (
     PushParams,
     UnsupportedProvider,
     parse_push_params,
+    strip_push_params,
 )
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
-from sipwake.sip.uri import NameAddr
+from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.base import Store
 from sipwake.store.models import Binding, Device, User
 
@@ -289,6 +290,28 @@ class Registrar:
                 del self.bindings[aor]
         await self.store.purge_expired_bindings(now)
         return gone
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How to send a request to a binding: Request-URI, next hop, Route set (RFC 3327 Path)."""
+
+    request_uri: str
+    peer: Peer
+    route: list[str]
+
+
+def reach(binding: Binding) -> Reach:
+    """Requests go back where the REGISTER came from (NAT, RFC 5626 flow), to the contact
+    URI without its pn-* parameters: push data never leaves the server."""
+    uri = URI.parse(binding.contact)
+    uri.params = strip_push_params(uri.params)
+    if binding.received:
+        peer = Peer.parse(binding.received, binding.flow)
+    else:
+        transport = (uri.params.get("transport") or "udp").lower()
+        peer = Peer(transport, uri.host.strip("[]"), uri.port or 5060)
+    return Reach(str(uri), peer, list(binding.path))
 
 
 def _contact_expires(contact: NameAddr, header: int | None, default: int) -> int:

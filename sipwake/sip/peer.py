@@ -22,6 +22,15 @@ class Peer:
     def reliable(self) -> bool:
         return self.transport != "udp"
 
+    @classmethod
+    def parse(cls, text: str, flow: str = "") -> Peer:
+        """Inverse of str(): "udp:1.2.3.4:5060", "tcp:[::1]:5060"."""
+        transport, _, rest = text.partition(":")
+        host, _, port = rest.rpartition(":")
+        if not transport or not host or not port.isdigit():
+            raise ValueError(f"bad peer {text!r}")
+        return cls(transport, host.strip("[]"), int(port), flow)
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
