@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import re
 import secrets
+import ssl
 from dataclasses import dataclass, field
 
 from sipwake.sip.errors import SipParseError
@@ -94,7 +95,14 @@ class Agent:
             )
             self._send = lambda data: t.sendto(data, self.server)
         else:
-            t, _ = await loop.create_connection(lambda: _TcpClient(self), *self.server)
+            ctx = None
+            if self.transport == "tls":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # the test server's cert is self-signed
+            t, _ = await loop.create_connection(
+                lambda: _TcpClient(self), *self.server, ssl=ctx
+            )
             self._send = t.write
         self._t = t
         self.local = t.get_extra_info("sockname")[:2]
