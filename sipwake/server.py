@@ -15,7 +15,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from sipwake.api.http import HttpApi
+from sipwake.calls.service import CallService
 from sipwake.config import Config, parse_listen
+from sipwake.push.service import PushService
+from sipwake.push_setup import build_push
 from sipwake.registrar.auth import Authenticator
 from sipwake.registrar.registrar import Registrar, RegistrarSettings
 from sipwake.registrar.users import UserDirectory
@@ -37,6 +40,7 @@ class Server:
         self.config = config
         self.store: Store
         self.registrar: Registrar
+        self.push: PushService  # APNs/FCM, or the developer sink
         self.router = Router()
         self.transport = TransportLayer(self._received, config.sip.max_message_size)
         self.transactions: TransactionLayer
@@ -50,6 +54,7 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
+        self.push = build_push(cfg.push, self.store)  # the store keeps the push log
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         digest = DigestAuth(
             self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
@@ -67,6 +72,8 @@ class Server:
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
         self.uac = Uac(self.transport, self.transactions)
         self.router.route("REGISTER", self._register)
+        self.calls = CallService(self)
+        self.calls.install()
 
         tls = self._tls_context()
         for spec in cfg.sip.listen:
@@ -115,6 +122,7 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.push.close()
         await self.store.close()
         log.info("sipwake stopped")
 

@@ -136,16 +136,23 @@ class Agent:
         branch = f"z9hG4bK{secrets.token_hex(8)}"
         host, port = self.local
         proto = self.transport.upper()
-        lines = [
-            f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/{proto} {host}:{port};branch={branch};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:{self.user}@{self.domain}>;tag={self.tag}",
-            f"To: <sip:{self.user}@{self.domain}>",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq} {method}",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        standard = {
+            "Via": f"SIP/2.0/{proto} {host}:{port};branch={branch};rport",
+            "Max-Forwards": "70",
+            "From": f"<sip:{self.user}@{self.domain}>;tag={self.tag}",
+            "To": f"<sip:{self.user}@{self.domain}>",
+            "Call-ID": self.call_id,
+            "CSeq": f"{self.cseq} {method}",
+        }
+        extra = dict(headers or {})
+        lines = [f"{method} {uri} SIP/2.0"]
+        for name, value in standard.items():
+            if name == "Via" and "Via" in extra:
+                lines.append(f"Via: {value}")  # ours on top, the given one below
+                lines.append(f"Via: {extra.pop('Via')}")
+                continue
+            lines.append(f"{name}: {extra.pop(name, value)}")
+        lines += [f"{k}: {v}" for k, v in extra.items()]
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, branch
 
@@ -200,3 +207,116 @@ class Agent:
 
 def next_id() -> int:
     return next(_counter)
+
+
+# ---------------------------------------------------------------- call helpers
+def respond(agent: Agent, req: Message, status: int, body: bytes = b"", tag: str = "") -> None:
+    """Answer a request the server sent us (UAS side of a test phone)."""
+    from sipwake.sip.message import make_response
+
+    resp = make_response(req, status, to_tag=tag or None)
+    if 100 < status < 300 and req.method == "INVITE":
+        host, port = agent.local
+        resp.add("Contact", f"<sip:{agent.user}@{host}:{port};transport={agent.transport}>")
+    if body:
+        resp.add("Content-Type", "application/sdp")
+        resp.body = body
+    agent.send_raw(resp.to_bytes())
+
+
+async def next_request(agent: Agent, method: str, timeout: float = 5.0) -> Message:
+    """The next request of that method sent to this phone (others are answered 200)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            req = await agent.requests.get()
+            if req.method == method:
+                return req
+            if req.method not in ("ACK",):
+                respond(agent, req, 200)
+
+
+class Dialer:
+    """The UAC side of a call from a test phone: INVITE, wait, ACK, BYE."""
+
+    def __init__(self, agent: Agent, target: str, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.agent = agent
+        self.target = target
+        self.body = body
+        self.headers = headers or {}
+        self.responses: asyncio.Queue[Message] = asyncio.Queue()
+
+    def start(self) -> None:
+        a = self.agent
+        host, port = a.local
+        headers = {"Contact": f"<sip:{a.user}@{host}:{port};transport={a.transport}>", **self.headers}
+        if self.body:
+            headers["Content-Type"] = "application/sdp"
+        self.data, self.branch = a.build("INVITE", self.target, headers, self.body)
+        self.cseq = a.cseq
+        a._pending[self.branch] = self.responses
+        a.send_raw(self.data)
+
+    async def final(self, timeout: float = 10.0) -> Message:
+        async with asyncio.timeout(timeout):
+            while True:
+                resp = await self.responses.get()
+                if resp.status >= 200 and resp.cseq[1] == "INVITE":
+                    return resp
+
+    async def provisional(self, status: int = 180, timeout: float = 10.0) -> Message:
+        async with asyncio.timeout(timeout):
+            while True:
+                resp = await self.responses.get()
+                if resp.status == status:
+                    return resp
+                assert resp.status < 200, f"got {resp.status} waiting for {status}"
+
+    def cancel(self) -> None:
+        a = self.agent
+        lines = self.data.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        out = [f"CANCEL {self.target} SIP/2.0"]
+        for line in lines[1:]:
+            name = line.split(":", 1)[0].lower()
+            if name in ("via", "from", "to", "call-id", "max-forwards"):
+                out.append(line)
+        out.append(f"CSeq: {self.cseq} CANCEL")
+        out.append("Content-Length: 0")
+        a.send_raw(("\r\n".join(out) + "\r\n\r\n").encode())
+
+    def ack(self, resp: Message) -> None:
+        a = self.agent
+        host, port = a.local
+        lines = [
+            f"ACK {resp.contacts[0].uri if resp.contacts else self.target} SIP/2.0",
+            f"Via: SIP/2.0/{a.transport.upper()} {host}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: {resp.get('From')}",
+            f"To: {resp.get('To')}",
+            f"Call-ID: {resp.call_id}",
+            f"CSeq: {self.cseq} ACK",
+        ]
+        lines += [f"Route: {r}" for r in reversed(resp.get_all("Record-Route"))]
+        lines.append("Content-Length: 0")
+        a.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    async def in_dialog(self, method: str, resp: Message, body: bytes = b"") -> Message:
+        """BYE / re-INVITE / INFO inside the dialog that `resp` (our 200) made."""
+        a = self.agent
+        a.cseq += 1
+        host, port = a.local
+        branch = f"z9hG4bK{secrets.token_hex(8)}"
+        lines = [
+            f"{method} {resp.contacts[0].uri if resp.contacts else self.target} SIP/2.0",
+            f"Via: SIP/2.0/{a.transport.upper()} {host}:{port};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: {resp.get('From')}",
+            f"To: {resp.get('To')}",
+            f"Call-ID: {resp.call_id}",
+            f"CSeq: {a.cseq} {method}",
+            f"Contact: <sip:{a.user}@{host}:{port};transport={a.transport}>",
+        ]
+        lines += [f"Route: {r}" for r in reversed(resp.get_all("Record-Route"))]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        return await a._transact(("\r\n".join(lines) + "\r\n\r\n").encode() + body, branch, 10)

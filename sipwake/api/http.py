@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from sipwake.api import calls
+
 if TYPE_CHECKING:
     from sipwake.server import Server
 
@@ -18,6 +20,7 @@ class HttpApi:
         self.server = server
         self.app = web.Application(client_max_size=1024 * 1024)
         self.app.router.add_get("/healthz", self.healthz)
+        calls.add_routes(self.app, server)
         self.runner: web.AppRunner | None = None
         self.port = 0
 

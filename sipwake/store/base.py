@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sipwake.store.models import Binding, Device, PushAttempt, User
+from sipwake.store.models import Binding, CallRecord, Device, PushAttempt, User
 
 
 class Store(Protocol):
@@ -55,4 +55,11 @@ class Store(Protocol):
     async def add_push_attempt(self, attempt: PushAttempt) -> None: ...
 
     async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
+        """Newest first."""
+
+    # call log
+    async def put_call(self, record: CallRecord) -> None:
+        """Insert or replace a call log entry by call_id."""
+
+    async def calls(self, aor: str, missed_only: bool = False, limit: int = 100) -> list[CallRecord]:
         """Newest first."""

@@ -127,6 +127,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX push_attempts_device ON push_attempts (device_id, at)",
         ),
     ),
+    Migration(
+        4,
+        "call log",
+        (
+            """
+            CREATE TABLE call_log (
+                call_id TEXT NOT NULL PRIMARY KEY,
+                aor TEXT NOT NULL,
+                caller_uri TEXT NOT NULL,
+                caller_number TEXT NOT NULL,
+                caller_name TEXT NOT NULL,
+                started_at {float} NOT NULL,
+                ended_at {float} NOT NULL,
+                answered {bool} NOT NULL,
+                missed {bool} NOT NULL,
+                reason TEXT NOT NULL,
+                answered_by TEXT NOT NULL
+            )""",
+            "CREATE INDEX call_log_aor ON call_log (aor, started_at)",
+        ),
+    ),
 )
 
 
@@ -138,10 +159,13 @@ def render(statement: Statement, dialect: Dialect) -> str:
 
 def pending(current: int, dialect: Dialect) -> list[tuple[Migration, list[str]]]:
     """Migrations newer than `current`, in order, each with its rendered SQL."""
+    # sorted: features append their migrations independently of each other
     return [
-        (m, [render(s, dialect) for s in m.statements]) for m in MIGRATIONS if m.version > current
+        (m, [render(s, dialect) for s in m.statements])
+        for m in sorted(MIGRATIONS, key=lambda m: m.version)
+        if m.version > current
     ]
 
 
 def latest_version() -> int:
-    return MIGRATIONS[-1].version if MIGRATIONS else 0
+    return max((m.version for m in MIGRATIONS), default=0)

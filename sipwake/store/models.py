@@ -80,3 +80,20 @@ class PushAttempt:
     reason: str = ""  # provider's reason string, e.g. "BadDeviceToken"
     latency_ms: float = 0.0
     at: float = 0.0
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One call to a local user in the call log (parked, rung, answered or missed)."""
+
+    call_id: str  # the park id, as in the call push
+    aor: str  # the callee
+    caller_uri: str
+    caller_number: str
+    caller_name: str
+    started_at: float
+    ended_at: float = 0.0
+    answered: bool = False
+    missed: bool = False
+    reason: str = ""  # "answered", "cancelled", "timeout", "declined", "busy", ...
+    answered_by: str = ""  # device id or binding key that took the call

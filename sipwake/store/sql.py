@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sipwake.store.models import Binding, Device, PushAttempt, User
+from sipwake.store.models import Binding, CallRecord, Device, PushAttempt, User
 
 Row = tuple[Any, ...]
 
@@ -28,6 +28,7 @@ USER_COLUMNS = _columns(User)
 BINDING_COLUMNS = _columns(Binding)
 DEVICE_COLUMNS = _columns(Device)
 PUSH_COLUMNS = _columns(PushAttempt)  # the table's `id` column is generated
+CALL_COLUMNS = _columns(CallRecord)
 
 # SQLite has no boolean type and hands back 0/1: these fields are converted back.
 _DEVICE_BOOLS = tuple(f.name for f in dataclasses.fields(Device) if f.type in ("bool", bool))
@@ -114,6 +115,14 @@ class Queries:
     add_push_attempt: str = _insert("push_attempts", PUSH_COLUMNS)
     push_attempts: str = _select(
         "push_attempts", PUSH_COLUMNS, "WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?"
+    )
+
+    put_call: str = _upsert("call_log", CALL_COLUMNS, ("call_id",))
+    calls: str = _select(
+        "call_log", CALL_COLUMNS, "WHERE aor = ? ORDER BY started_at DESC LIMIT ?"
+    )
+    missed_calls: str = _select(
+        "call_log", CALL_COLUMNS, "WHERE aor = ? AND missed = ? ORDER BY started_at DESC LIMIT ?"
     )
 
     schema_versions: str = "SELECT version FROM schema_version ORDER BY version"
@@ -215,6 +224,23 @@ class SQLStore:
     async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
         rows = await self._fetch(self._q.push_attempts, (device_id, limit))
         return [push_from_row(r) for r in rows]
+
+    # call log
+
+    async def put_call(self, record: CallRecord) -> None:
+        await self._write(self._q.put_call, tuple(getattr(record, c) for c in CALL_COLUMNS))
+
+    async def calls(
+        self, aor: str, missed_only: bool = False, limit: int = 100
+    ) -> list[CallRecord]:
+        if missed_only:
+            rows = await self._fetch(self._q.missed_calls, (aor, True, limit))
+        else:
+            rows = await self._fetch(self._q.calls, (aor, limit))
+        records = [CallRecord(*r) for r in rows]
+        for r in records:  # SQLite hands booleans back as 0/1
+            r.answered, r.missed = bool(r.answered), bool(r.missed)
+        return records
 
     # schema (not part of `Store`: for health checks and tests)
 

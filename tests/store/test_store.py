@@ -219,8 +219,8 @@ async def test_push_attempts_newest_first_and_limited(store: Store) -> None:
 
 
 async def test_migrations_are_idempotent(backend: Backend) -> None:
-    versions = [m.version for m in migrations.MIGRATIONS]
-    assert versions == list(range(1, len(versions) + 1))
+    versions = sorted(m.version for m in migrations.MIGRATIONS)
+    assert len(set(versions)) == len(versions)  # features append theirs, never reuse one
     first = await backend.open()
     await first.put_user(User("alice", "example.com", "m", "s"))
     assert await first.applied_migrations() == versions  # type: ignore[attr-defined]

@@ -1,0 +1,67 @@
+"""The state of one incoming call to a local user, from INVITE to answer or miss."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sipwake.sip.message import Message
+from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import ClientTransaction, ServerTransaction
+from sipwake.store.models import Device
+
+RINGING, ANSWERED, ENDED = "ringing", "answered", "ended"
+
+# RFC 3326 Reason values on the CANCELs we send to branches
+REASON_ANSWERED = 'SIP;cause=200;text="Call completed elsewhere"'
+REASON_DECLINED = 'SIP;cause=603;text="Declined"'
+REASON_MISSED = 'SIP;cause=487;text="Call cancelled"'
+
+
+@dataclass(eq=False)
+class Branch:
+    """The INVITE forwarded to one binding (one device, or one plain SIP phone)."""
+
+    key: str  # device id, or the binding key for a phone without push
+    peer: Peer
+    tx: ClientTransaction | None = None
+    status: int = 0  # final status received, 0 while pending
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    uri: str
+    number: str
+    name: str
+
+
+@dataclass(eq=False)
+class Call:
+    id: str  # park id: the `call_id` of the pushes, part of the pickup URI
+    aor: str
+    st: ServerTransaction  # the caller's INVITE
+    caller: CallerId
+    started_at: float
+    deadline: float  # unix seconds: the park gives up then
+    to_tag: str  # our tag on the 180 we send, and on the 200 of a pickup
+    state: str = RINGING
+    outcome: str = ""
+    answered_by: str = ""
+    branches: dict[str, Branch] = field(default_factory=dict)
+    pushed: dict[str, Device] = field(default_factory=dict)  # device id → device
+    voip_pushed: set[str] = field(default_factory=set)  # got a PushKit push (CallKit rang)
+    late_cancelled: set[str] = field(default_factory=set)  # late devices told it is over
+    best: Message | None = None  # best failure response so far
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def invite(self) -> Message:
+        return self.st.request
+
+    def pending_branches(self) -> list[Branch]:
+        return [b for b in self.branches.values() if b.status == 0]
+
+    def stop_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()

@@ -1,0 +1,181 @@
+"""Established calls: requests inside a dialog go to the other side.
+
+A forked call that a device answered is a proxied dialog (we Record-Route, so BYE,
+re-INVITE, UPDATE, INFO come through us and go to the other party's flow). A call
+picked up explicitly is a bridge of two dialogs (we are the UA on both legs) whose
+in-dialog requests are re-issued on the other leg. Bodies are never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sipwake.sip.message import Message, make_response
+from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import ServerTransaction, new_branch
+
+if TYPE_CHECKING:
+    from sipwake.sip.uac import Uac
+
+log = logging.getLogger("sipwake.calls.dialogs")
+
+# headers that describe the body or the dialog's capabilities: copied across a bridge
+_BODY_HEADERS = ("Content-Type", "Content-Disposition", "Content-Encoding", "Session-Expires",
+                 "Supported", "Require", "Allow", "Reason", "Event", "Info-Package")  # fmt: skip
+
+
+@dataclass(eq=False)
+class ProxyDialog:
+    call_id: str
+    caller_tag: str
+    callee_tag: str
+    caller: Peer
+    callee: Peer
+
+
+@dataclass(eq=False)
+class Leg:
+    """One side of a bridge, where we are the UAS of the dialog-forming INVITE."""
+
+    call_id: str
+    local_uri: str  # To of that INVITE, as we answered it (with our tag)
+    remote_uri: str  # its From (with the peer's tag)
+    remote_target: str  # the peer's Contact URI
+    peer: Peer
+    local_cseq: int = 1
+
+
+@dataclass(eq=False)
+class Bridge:
+    a: Leg  # the caller
+    b: Leg  # the device that picked up
+    ended: bool = False
+    pending_ack: dict[str, Message] = field(default_factory=dict)
+
+    def other(self, call_id: str) -> Leg:
+        return self.b if call_id == self.a.call_id else self.a
+
+
+class Dialogs:
+    def __init__(self, uac: Uac) -> None:
+        self.uac = uac
+        self.by_call_id: dict[str, ProxyDialog | Bridge] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_call_id)
+
+    def add_proxy(self, dialog: ProxyDialog) -> None:
+        self.by_call_id[dialog.call_id] = dialog
+
+    def add_bridge(self, bridge: Bridge) -> None:
+        self.by_call_id[bridge.a.call_id] = bridge
+        self.by_call_id[bridge.b.call_id] = bridge
+
+    def remove(self, call_id: str) -> None:
+        d = self.by_call_id.pop(call_id, None)
+        if isinstance(d, Bridge):
+            self.by_call_id.pop(d.other(call_id).call_id, None)
+
+    # --------------------------------------------------------------- requests
+    def request(self, st: ServerTransaction) -> None:
+        """A request inside a dialog (our Route headers already removed)."""
+        req = st.request
+        d = self.by_call_id.get(req.call_id)
+        if d is None:
+            st.respond(make_response(req, 481))
+            return
+        if isinstance(d, ProxyDialog):
+            self._proxy(d, st)
+        else:
+            self._bridge(d, st)
+
+    def ack(self, ack: Message) -> bool:
+        """An ACK for a 2xx: forwarded (proxy) or absorbed (bridge, we ACK ourselves)."""
+        d = self.by_call_id.get(ack.call_id)
+        if d is None:
+            return False
+        if isinstance(d, ProxyDialog):
+            peer = d.callee if ack.from_tag == d.caller_tag else d.caller
+            fwd = ack.copy()
+            _decrement(fwd)
+            fwd.add("Via", self.uac.via(peer, new_branch()), first=True)
+            self.uac.transport.send(fwd, peer)
+        return True
+
+    def _proxy(self, d: ProxyDialog, st: ServerTransaction) -> None:
+        req = st.request
+        peer = d.callee if req.from_tag == d.caller_tag else d.caller
+        fwd = req.copy()
+        _decrement(fwd)
+
+        def on_response(resp: Message) -> None:
+            resp.pop_first("Via")
+            if resp.status == 100:
+                return
+            st.respond(resp)
+            if req.method == "BYE" and resp.status >= 200:
+                self.remove(req.call_id)
+
+        self.uac.start(fwd, peer, on_response)
+
+    def _bridge(self, bridge: Bridge, st: ServerTransaction) -> None:
+        req = st.request
+        leg = bridge.other(req.call_id)
+        leg.local_cseq += 1
+        out = self.uac.new_request(
+            req.method, leg.remote_target, leg.local_uri, leg.remote_uri,
+            call_id=leg.call_id, cseq=leg.local_cseq, body=req.body,
+        )  # fmt: skip
+        for name in _BODY_HEADERS:
+            for value in req.get_all(name):
+                out.add(name, value)
+        out.add("Contact", self.contact(leg.peer))
+
+        def on_response(resp: Message) -> None:
+            if resp.status == 100:
+                return
+            back = make_response(req, resp.status, resp.reason)
+            back.body = resp.body
+            for name in _BODY_HEADERS:
+                for value in resp.get_all(name):
+                    back.add(name, value)
+            if 100 < resp.status < 300:
+                back.add("Contact", self.contact(req.source))
+            if req.method == "INVITE" and 200 <= resp.status < 300:
+                self._ack(leg, resp)  # we are the UAC on that leg; the other side's ACK stops here
+            st.respond(back)
+            if req.method == "BYE" and resp.status >= 200:
+                bridge.ended = True
+                self.remove(req.call_id)
+
+        self.uac.start(out, leg.peer, on_response)
+
+    def _ack(self, leg: Leg, resp: Message) -> None:
+        ack = self.uac.new_request(
+            "ACK", leg.remote_target, leg.local_uri, leg.remote_uri,
+            call_id=leg.call_id, cseq=resp.cseq[0],
+        )  # fmt: skip
+        ack.add("Via", self.uac.via(leg.peer), first=True)
+        self.uac.transport.send(ack, leg.peer)
+
+    def bye(self, leg: Leg) -> None:
+        """End one leg ourselves (e.g. a pickup whose ACK came without an answer)."""
+        leg.local_cseq += 1
+        bye = self.uac.new_request(
+            "BYE", leg.remote_target, leg.local_uri, leg.remote_uri,
+            call_id=leg.call_id, cseq=leg.local_cseq,
+        )  # fmt: skip
+        self.uac.start(bye, leg.peer, lambda resp: None)
+
+    def contact(self, peer: Peer | None) -> str:
+        transport = peer.transport if peer is not None else "udp"
+        host, port = self.uac.local_address(transport)
+        host = f"[{host}]" if ":" in host else host
+        return f"<sip:sipwake@{host}:{port};transport={transport}>"
+
+
+def _decrement(msg: Message) -> None:
+    mf = msg.max_forwards
+    msg.set("Max-Forwards", str((70 if mf is None else mf) - 1))

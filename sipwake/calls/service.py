@@ -1,0 +1,560 @@
+"""Calls to local users, top to bottom.
+
+INVITE to a user → forked to every live binding (stateful proxy, Record-Route); every
+push device of the user without a live binding gets a `call` push. With no live
+binding at all the call is *parked*: the caller hears 180 Ringing while the pushes
+wake the app. The woken app either registers — the parked INVITE is then forwarded
+to its new binding (RFC 8599 fork-late) — or sends an INVITE to the push's
+`pickup_uri` and gets the caller's offer in our 200 (a bridge, see dialogs.py).
+The first answer wins; other branches are cancelled and pushed devices told
+`call_cancelled`. A CANCEL from the caller or the park timeout ends the call as
+missed: `missed_call` push and call log. Bodies are never touched: ICE stays end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from sipwake.calls.call import (
+    ANSWERED,
+    ENDED,
+    REASON_ANSWERED,
+    REASON_DECLINED,
+    REASON_MISSED,
+    RINGING,
+    Branch,
+    Call,
+    CallerId,
+)
+from sipwake.calls.dialogs import Bridge, Dialogs, Leg, ProxyDialog
+from sipwake.push.notification import (
+    CallCancelledNotification,
+    CallNotification,
+    MissedCallNotification,
+    Notification,
+)
+from sipwake.registrar.registrar import reach
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.message import Message, make_response
+from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import ServerTransaction, new_tag
+from sipwake.sip.uri import NameAddr
+from sipwake.store.models import Binding, CallRecord, Device, User
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+log = logging.getLogger("sipwake.calls")
+
+PICKUP_PREFIX = "pickup-"
+IN_DIALOG_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "REFER")
+LATE_GRACE = 30.0  # seconds an ended call is remembered for devices that register late
+
+
+class CallService:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.config
+        self.domain = cfg.sip.domain
+        self.park_timeout = float(cfg.calls.park_timeout)
+        self.alert_repeat = float(cfg.calls.alert_repeat)
+        self.max_per_user = cfg.calls.max_parked_per_user
+        self.max_total = cfg.calls.max_parked_total
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in cfg.sip.trusted_peers]
+        self.calls: dict[str, Call] = {}  # park id → ringing call
+        self.by_st: dict[ServerTransaction, Call] = {}
+        self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
+        self.dialogs = Dialogs(server.uac)
+        self.pending_pickups: dict[str, asyncio.Future[Message]] = {}  # call-id → ACK
+
+    def install(self) -> None:
+        router = self.server.router
+        router.route("INVITE", self.on_invite)
+        for method in IN_DIALOG_METHODS:
+            router.route(method, self.on_in_dialog)
+        router.cancel_handlers.append(self.on_cancel)
+        router.ack_handlers.append(self.on_ack)
+        router.response_handlers.append(self.on_stray_response)
+        self.server.registrar.listeners.append(self)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "ringing": len(self.calls),
+            "ended": len(self.ended),
+            "dialogs": len(self.dialogs),
+            "pickups": len(self.pending_pickups),
+        }
+
+    # ------------------------------------------------------------------ INVITE
+    async def on_invite(self, st: ServerTransaction) -> None:
+        req = st.request
+        self._pop_own_routes(req)
+        if req.to_tag:
+            self.dialogs.request(st)  # re-INVITE (e.g. an ICE restart)
+            return
+        if self._looped(req):
+            st.respond(make_response(req, 482))
+            return
+        ruri = req.request_uri
+        if not ruri.is_sip or ruri.host != self.domain:
+            st.respond(make_response(req, 404, "Not Found (not our domain)"))
+            return
+        caller = await self._authenticate(st)
+        if caller is False or caller is True:
+            return
+        if ruri.user.startswith(PICKUP_PREFIX):
+            await self._pickup(st, ruri.user[len(PICKUP_PREFIX) :], caller)
+            return
+        if await self.server.store.get_user(ruri.user, self.domain) is None:
+            st.respond(make_response(req, 404))
+            return
+        aor = f"sip:{ruri.user}@{self.domain}"
+        if len(self.calls) >= self.max_total:
+            st.respond(_retry_later(req, 503))
+            return
+        if sum(1 for c in self.calls.values() if c.aor == aor) >= self.max_per_user:
+            st.respond(make_response(req, 486))
+            return
+
+        live = self.server.registrar.live_bindings(aor)
+        reached = {b.device_id for b in live if b.device_id}
+        sleeping = [
+            d for d in await self.server.store.devices(aor)
+            if d.enabled and d.device_id not in reached
+        ]  # fmt: skip
+        if not live and not sleeping:
+            st.respond(make_response(req, 480))
+            return
+        if st.last_response is not None and st.last_response.status >= 200:
+            return  # the caller gave up (CANCEL) while we looked things up
+
+        now = time.time()
+        call = Call(
+            id=secrets.token_urlsafe(12),
+            aor=aor,
+            st=st,
+            caller=_caller_id(req),
+            started_at=now,
+            deadline=now + self.park_timeout,
+            to_tag=new_tag(),
+        )
+        self.calls[call.id] = call
+        self.by_st[st] = call
+        loop = asyncio.get_running_loop()
+        call.timers.append(loop.call_later(self.park_timeout, self._timeout, call))
+        self.server.spawn(self.server.store.put_call(self._record(call)))
+        if not live:
+            st.respond(make_response(req, 180, to_tag=call.to_tag))  # parked: ringback
+        for binding in live:
+            self._fork(call, binding)
+        if sleeping:
+            self._push_call(call, sleeping)
+        log.info("call %s to %s: %d live, %d pushed", call.id, aor, len(live), len(sleeping))
+
+    async def _authenticate(self, st: ServerTransaction) -> User | bool | None:
+        """The local caller (challenged with 407), None for a trusted or foreign
+        caller, False when a challenge or refusal was sent."""
+        req = st.request
+        from_uri = req.from_.uri
+        if from_uri.host != self.domain or self._trusted(req.source):
+            return None
+        checked = await self.server.registrar.auth.check(req, proxy=True)
+        if isinstance(checked, Message):
+            st.respond(checked)
+            return False
+        if checked.username != from_uri.user:
+            st.respond(make_response(req, 403, "Forbidden (From is not you)"))
+            return False
+        return checked
+
+    def _trusted(self, source: Peer | None) -> bool:
+        if source is None or not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(source.host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+    # ----------------------------------------------------------------- forking
+    def _fork(self, call: Call, binding: Binding) -> None:
+        """Forward the INVITE to one binding, once per device (or phone) per call."""
+        key = binding.device_id or binding.key
+        if key in call.branches:
+            return
+        target = reach(binding)
+        msg = call.invite.copy()
+        msg.uri = target.request_uri
+        mf = call.invite.max_forwards
+        msg.set("Max-Forwards", str((70 if mf is None else mf) - 1))
+        for route in reversed(target.route):
+            msg.add("Route", route, first=True)
+        msg.add("Record-Route", self._record_route(target.peer), first=True)
+        branch = Branch(key, target.peer)
+        call.branches[key] = branch
+        branch.tx = self.server.uac.start(
+            msg, target.peer, lambda resp: self._on_branch_response(call, branch, resp)
+        )
+
+    def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
+        resp.pop_first("Via")
+        status = resp.status
+        if status < 200:
+            if status > 100 and call.state == RINGING:
+                call.st.respond(resp)
+            return
+        branch.status = status
+        if status < 300:
+            if call.state == RINGING:
+                self._answer(call, branch, resp)
+            else:
+                # a second answer: pass it on so the caller can hang it up (RFC 3261 §16.7)
+                self.server.transport.send(resp, call.invite.source)
+            return
+        if call.state != RINGING:
+            return
+        if status >= 600:
+            reason = "declined" if status == 603 else "busy"
+            self._end(call, status, REASON_DECLINED, reason, missed=False, resp=resp)
+            return
+        if call.best is None or _better(resp, call.best):
+            call.best = resp
+        if not call.pending_branches() and not call.pushed:
+            # nobody left who could still answer and nobody to wait for: fail now
+            best = call.best
+            self._end(call, best.status, REASON_MISSED, "failed", missed=False, resp=best)
+
+    def _answer(self, call: Call, branch: Branch, resp: Message) -> None:
+        invite = call.invite
+        self.dialogs.add_proxy(
+            ProxyDialog(invite.call_id, invite.from_tag, resp.to_tag, invite.source, branch.peer)
+        )
+        call.st.respond(resp)
+        self._settle_answered(call, branch.key)
+
+    def _settle_answered(self, call: Call, answered_by: str) -> None:
+        """First answer wins: stop the rest, tell pushed devices, log it."""
+        call.state = ANSWERED
+        call.answered_by = answered_by
+        call.outcome = "answered"
+        self._finish(call)
+        for key, other in call.branches.items():
+            if key != answered_by and other.status == 0 and other.tx is not None:
+                other.tx.cancel(REASON_ANSWERED)
+        stop = CallCancelledNotification(call_id=call.id, reason="answered_elsewhere")
+        self._push([d for d_id, d in call.pushed.items() if d_id != answered_by], stop)
+
+    # ------------------------------------------------------- ending a call
+    def _end(
+        self,
+        call: Call,
+        status: int,
+        cancel_reason: str,
+        outcome: str,
+        missed: bool,
+        resp: Message | None = None,
+    ) -> None:
+        """No one answered: cancel branches, give the caller `status`, log, notify."""
+        call.state = ENDED
+        call.outcome = outcome
+        self._finish(call)
+        for branch in call.pending_branches():
+            if branch.tx is not None:
+                branch.tx.cancel(cancel_reason)
+        last = call.st.last_response
+        if last is None or last.status < 200:
+            final = make_response(call.invite, status, to_tag=call.to_tag)
+            if resp is not None and resp.status == status:
+                final = resp
+            elif status == 503:
+                final.add("Retry-After", "5")
+            call.st.respond(final)
+        devices = list(call.pushed.values())
+        if outcome == "declined":
+            self._push(devices, CallCancelledNotification(call_id=call.id, reason="declined"))
+        if missed:
+            self._push(
+                devices,
+                MissedCallNotification(
+                    call_id=call.id,
+                    caller_uri=call.caller.uri,
+                    caller_number=call.caller.number,
+                    caller_name=call.caller.name,
+                    at=int(call.started_at),
+                ),
+            )
+        log.info("call %s to %s ended: %s", call.id, call.aor, outcome)
+
+    def _finish(self, call: Call) -> None:
+        """Common to every end of ringing: timers off, out of the ringing tables, logged,
+        remembered a little longer for devices that register late."""
+        call.stop_timers()
+        self.calls.pop(call.id, None)
+        self.by_st.pop(call.st, None)
+        self.ended[call.id] = call
+        asyncio.get_running_loop().call_later(
+            self.park_timeout + LATE_GRACE, self.ended.pop, call.id, None
+        )
+        self.server.spawn(self.server.store.put_call(self._record(call)))
+
+    def _timeout(self, call: Call) -> None:
+        if call.state == RINGING:
+            self._end(call, 480, REASON_MISSED, "timeout", missed=True)
+
+    def on_cancel(self, invite: ServerTransaction) -> bool:
+        call = self.by_st.get(invite)
+        if call is None:
+            return False
+        self._end(call, 487, REASON_MISSED, "cancelled", missed=True)
+        return True
+
+    def decline(self, call_id: str, user: User) -> str:
+        """The callee rejects a ringing call (the push's Decline action)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return "gone" if call_id in self.ended else "unknown"
+        if call.aor != user.aor:
+            return "forbidden"
+        self._end(call, 603, REASON_DECLINED, "declined", missed=False)
+        return "declined"
+
+    # ------------------------------------------------ devices coming online
+    def on_registered(self, binding: Binding, device: Device | None) -> None:
+        """RFC 8599 fork-late: a device registered while a call waits for it."""
+        for call in list(self.calls.values()):
+            if call.aor == binding.aor:
+                self._fork(call, binding)
+        if device is None:
+            return
+        for call in list(self.ended.values()):
+            if (
+                call.aor == binding.aor
+                and device.device_id in call.voip_pushed
+                and device.device_id not in call.branches
+                and device.device_id not in call.late_cancelled
+            ):
+                self._late_cancel(call, binding, device)
+
+    def _late_cancel(self, call: Call, binding: Binding, device: Device) -> None:
+        """CallKit shows every VoIP push as a call: give the late device the INVITE and
+        at once a CANCEL with the reason, so it can end that call cleanly."""
+        call.late_cancelled.add(device.device_id)
+        target = reach(binding)
+        msg = call.invite.copy()
+        msg.uri = target.request_uri
+        msg.add("Record-Route", self._record_route(target.peer), first=True)
+        tx = self.server.uac.start(msg, target.peer, lambda resp: None)
+        reason = REASON_ANSWERED if call.outcome == "answered" else (
+            REASON_DECLINED if call.outcome == "declined" else REASON_MISSED
+        )  # fmt: skip
+        tx.cancel(reason)
+
+    # ----------------------------------------------------------------- pushes
+    def _push_call(self, call: Call, devices: list[Device]) -> None:
+        note = CallNotification(
+            call_id=call.id,
+            caller_uri=call.caller.uri,
+            caller_number=call.caller.number,
+            caller_name=call.caller.name,
+            pickup_uri=f"sip:{PICKUP_PREFIX}{call.id}@{self.domain}",
+            expires_at=int(call.deadline),
+        )
+        for d in devices:
+            call.pushed[d.device_id] = d
+            if d.platform == "ios" and d.call_mode == "voip" and d.voip_token:
+                call.voip_pushed.add(d.device_id)
+        self._push(devices, note)
+        # iOS alert mode plays its ringtone once (~15 s): repeat while parked
+        repeat = [d for d in devices if d.platform == "ios" and d.call_mode == "alert"]
+        if repeat and self.alert_repeat > 0:
+            self._schedule_repeat(call, repeat, note)
+
+    def _schedule_repeat(self, call: Call, devices: list[Device], note: CallNotification) -> None:
+        def again() -> None:
+            if call.state == RINGING:
+                self._push(devices, note)
+                self._schedule_repeat(call, devices, note)
+
+        loop = asyncio.get_running_loop()
+        call.timers.append(loop.call_later(self.alert_repeat, again))
+
+    def _push(self, devices: list[Device], note: Notification) -> None:
+        if devices:
+            self.server.spawn(self.server.push.send_all(devices, note))
+
+    # ---------------------------------------------------------------- pickup
+    async def _pickup(self, st: ServerTransaction, park_id: str, user: User | None) -> None:
+        """Explicit pickup: the woken app INVITEs the pickup URI without SDP; it gets
+        the caller's offer in our 200, its answer comes in the ACK and goes to the
+        caller in our 200. Then the two dialogs are bridged."""
+        req = st.request
+        if user is None:  # a pickup is always made as the callee, never trusted
+            checked = await self.server.registrar.auth.check(req, proxy=True)
+            if isinstance(checked, Message):
+                st.respond(checked)
+                return
+            user = checked
+        call = self.calls.get(park_id)
+        if call is None:
+            gone = park_id in self.ended
+            st.respond(make_response(req, 481, "Call Gone" if gone else None))
+            return
+        if call.aor != user.aor:
+            st.respond(make_response(req, 403, "Forbidden (not your call)"))
+            return
+        if req.body:
+            st.respond(make_response(req, 488, "Not Acceptable Here (pickup carries no offer)"))
+            return
+        device_tag = new_tag()
+        ok = make_response(req, 200, to_tag=device_tag)
+        ok.add("Contact", self.dialogs.contact(req.source))
+        content_type = call.invite.get("Content-Type")
+        if content_type:
+            ok.add("Content-Type", content_type)
+        ok.body = call.invite.body
+        contact = req.get("Contact") or ""
+        by = next((d for d in call.pushed.values() if d.instance and d.instance in contact), None)
+        self._settle_answered(call, by.device_id if by else f"pickup:{req.source}")
+        ack_future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.pending_pickups[req.call_id] = ack_future
+        st.respond(ok)
+
+        invite = call.invite
+        caller_leg = Leg(
+            call_id=invite.call_id,
+            local_uri=f"{invite.get('To')};tag={call.to_tag}",
+            remote_uri=invite.get("From") or "",
+            remote_target=str(invite.contacts[0].uri) if invite.contacts else invite.uri,
+            peer=invite.source,
+        )
+        device_leg = Leg(
+            call_id=req.call_id,
+            local_uri=f"{req.get('To')};tag={device_tag}",
+            remote_uri=req.get("From") or "",
+            remote_target=str(req.contacts[0].uri) if req.contacts else str(req.source),
+            peer=req.source,
+        )
+        bridge = Bridge(caller_leg, device_leg)
+        try:
+            async with asyncio.timeout(32 * self.server.config.sip.t1 * 2):
+                ack = await ack_future
+        except TimeoutError:
+            ack = None
+        finally:
+            self.pending_pickups.pop(req.call_id, None)
+        last = call.st.last_response
+        if last is not None and last.status >= 200:
+            self.dialogs.bye(device_leg)  # the caller hung up meanwhile
+            return
+        if ack is None or not ack.body:
+            if ack is not None:
+                self.dialogs.bye(device_leg)
+            call.st.respond(make_response(invite, 480, to_tag=call.to_tag))
+            return
+        answer = make_response(invite, 200, to_tag=call.to_tag)
+        answer.add("Contact", self.dialogs.contact(invite.source))
+        answer.add("Content-Type", ack.get("Content-Type") or "application/sdp")
+        answer.body = ack.body
+        self.dialogs.add_bridge(bridge)
+        call.st.respond(answer)
+
+    # ------------------------------------------------------- in-dialog traffic
+    def on_in_dialog(self, st: ServerTransaction) -> None:
+        self._pop_own_routes(st.request)
+        self.dialogs.request(st)
+
+    def on_ack(self, ack: Message) -> bool:
+        self._pop_own_routes(ack)
+        waiting = self.pending_pickups.get(ack.call_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(ack)
+            return True
+        return self.dialogs.ack(ack)
+
+    def on_stray_response(self, resp: Message) -> bool:
+        """A retransmitted 2xx after the branch transaction ended: on to the caller."""
+        if resp.cseq[1] != "INVITE" or not 200 <= resp.status < 300:
+            return False
+        d = self.dialogs.by_call_id.get(resp.call_id)
+        if not isinstance(d, ProxyDialog):
+            return False
+        resp.pop_first("Via")
+        self.server.transport.send(resp, d.caller)
+        return True
+
+    # ------------------------------------------------------------ helpers
+    def _record_route(self, peer: Peer) -> str:
+        host, port = self.server.uac.local_address(peer.transport)
+        host = f"[{host}]" if ":" in host else host
+        return f"<sip:{host}:{port};transport={peer.transport};lr>"
+
+    def _is_us(self, host: str, port: int | None) -> bool:
+        host = host.strip("[]")
+        return any(
+            sock.host == host and sock.port == (port or 5060)
+            for sock in self.server.transport.listeners
+        )
+
+    def _pop_own_routes(self, req: Message) -> None:
+        """Loose routing (RFC 3261 §16.4): Route entries naming us are ours to remove."""
+        while True:
+            top = req.get_all("Route")[:1]
+            if not top:
+                return
+            try:
+                uri = NameAddr.parse(top[0]).uri
+            except SipParseError:
+                return
+            if not self._is_us(uri.host, uri.port):
+                return
+            req.pop_first("Route")
+
+    def _looped(self, req: Message) -> bool:
+        """Our own Via further down means this request came back to us (RFC 3261 §16.3)."""
+        return any(self._is_us(v.host, v.port) for v in req.vias[1:])
+
+    def _record(self, call: Call) -> CallRecord:
+        ended = call.state != RINGING
+        return CallRecord(
+            call_id=call.id,
+            aor=call.aor,
+            caller_uri=call.caller.uri,
+            caller_number=call.caller.number,
+            caller_name=call.caller.name,
+            started_at=call.started_at,
+            ended_at=time.time() if ended else 0.0,
+            answered=call.state == ANSWERED,
+            missed=call.outcome in ("cancelled", "timeout"),
+            reason=call.outcome,
+            answered_by=call.answered_by,
+        )
+
+
+def _caller_id(req: Message) -> CallerId:
+    """Who is calling, as shown on the push (P-Asserted-Identity preferred)."""
+    pai = req.get_all("P-Asserted-Identity")
+    source = req.from_
+    if pai:
+        with contextlib.suppress(SipParseError):
+            source = NameAddr.parse(pai[0])
+    uri = source.uri
+    number = uri.user if uri.is_sip else uri.opaque.split(";")[0]
+    return CallerId(str(uri.aor()) if uri.is_sip else str(uri), number, source.display)
+
+
+def _better(new: Message, old: Message) -> bool:
+    """RFC 3261 §16.7.6-ish: 6xx > auth challenges > other 4xx > 5xx."""
+    rank = {6: 0, 4: 2, 5: 3, 3: 1}
+    return rank.get(new.status // 100, 9) < rank.get(old.status // 100, 9)
+
+
+def _retry_later(req: Message, status: int) -> Message:
+    resp = make_response(req, status)
+    resp.add("Retry-After", "5")
+    return resp

@@ -1,0 +1,365 @@
+"""Calls end to end: fork, park + push, fork-late, pickup, missed, decline, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sipwake.sip.message import Message
+from tests.agent import Agent, Dialer, next_request, respond
+from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
+
+VOIP = "a1" * 32
+APNS = f";pn-provider=apns;pn-prid={VOIP};pn-param=ABCD123456.com.example.dialer.voip"
+FCM = ";pn-provider=fcm;pn-prid=fcm-token-1;pn-param=my-project"
+OFFER = b"v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=candidate:1 1 UDP 2130706431 127.0.0.1 40000 typ host\r\n"
+ANSWER = b"v=0\r\no=callee 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=candidate:1 1 UDP 2130706431 127.0.0.1 50000 typ host\r\n"
+TRUSTED: dict[str, Any] = {"trusted_peers": ["127.0.0.1"]}
+
+
+@pytest.fixture
+async def calls(start_server: ServerFactory) -> Running:
+    r = await start_server(sip=TRUSTED, calls={"park_timeout": 5, "alert_repeat": 15})
+    await r.add_user("alice")
+    await r.add_user("bob")
+    return r
+
+
+def pushes(r: Running, kind: str | None = None) -> list[dict[str, Any]]:
+    sink = r.server.push.sink
+    assert sink is not None
+    found = [p for p in reversed(sink.pushes()) if kind is None or p["payload_type"] == kind]
+    return found
+
+
+def payload_type(entry: dict[str, Any]) -> str:
+    payload = entry["payload"]
+    if entry["provider"] == "fcm":
+        return str(payload["data"]["type"])
+    return str(payload["type"])
+
+
+async def sleeping_ios(r: Running, user: str = "alice", params: str = APNS) -> Agent:
+    """A phone that registered its push token, then went to sleep (Expires: 0)."""
+    phone = await r.phone(user)
+    inst = instance_id()
+    phone.instance = inst  # type: ignore[attr-defined]
+    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"')).status == 200
+    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"', expires=0)).status == 200
+    assert r.server.registrar.live_bindings(f"sip:{user}@{DOMAIN}") == []
+    return phone
+
+
+async def wake(r: Running, phone: Agent, params: str = APNS) -> None:
+    inst = phone.instance  # type: ignore[attr-defined]
+    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"')).status == 200
+
+
+def sink_of(r: Running, kind: str) -> list[dict[str, Any]]:
+    sink = r.server.push.sink
+    assert sink is not None
+    return [p for p in reversed(sink.pushes()) if payload_type(p) == kind]
+
+
+async def wait_push(r: Running, kind: str, count: int = 1) -> list[dict[str, Any]]:
+    await wait_for(lambda: len(sink_of(r, kind)) >= count)
+    return sink_of(r, kind)
+
+
+def call_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    payload = entry["payload"]
+    return dict(payload["data"]) if entry["provider"] == "fcm" else dict(payload)
+
+
+async def test_registered_callee_fork_first_answer_wins(calls: Running) -> None:
+    p1 = await calls.phone("alice")
+    p2 = await calls.phone("alice", transport="tcp")
+    assert (await p1.register()).status == 200
+    assert (await p2.register(params=";x=2")).status == 200
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    inv1 = await next_request(p1, "INVITE")
+    inv2 = await next_request(p2, "INVITE")
+    assert inv1.body == OFFER and inv2.body == OFFER  # SDP untouched
+    assert inv1.get("Record-Route") and "pn-" not in inv1.uri
+    respond(p1, inv1, 180, tag="t1")
+    respond(p2, inv2, 180, tag="t2")
+    await dial.provisional(180)
+    respond(p1, inv1, 200, ANSWER, tag="t1")
+    ok = await dial.final()
+    assert ok.status == 200 and ok.body == ANSWER and ok.to_tag == "t1"
+    cancel = await next_request(p2, "CANCEL")
+    assert cancel.get("Reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+    respond(p2, cancel, 200)
+    respond(p2, inv2, 487, tag="t2")
+    dial.ack(ok)
+    ack = await next_request(p1, "ACK")
+    assert ack.call_id == inv1.call_id
+    # re-INVITE (an ICE restart) passes with its body, then BYE ends the dialog
+    reinvite = asyncio.ensure_future(dial.in_dialog("INVITE", ok, OFFER + b"a=ice-restart\r\n"))
+    re1 = await next_request(p1, "INVITE")
+    assert re1.body == OFFER + b"a=ice-restart\r\n"
+    respond(p1, re1, 200, ANSWER, tag="t1")
+    assert (await reinvite).status == 200
+    bye = asyncio.ensure_future(dial.in_dialog("BYE", ok))
+    respond(p1, await next_request(p1, "BYE"), 200)
+    assert (await bye).status == 200
+    await wait_for(lambda: calls.server.calls.counts()["dialogs"] == 0)
+    (record,) = await calls.server.store.calls(f"sip:alice@{DOMAIN}")
+    assert record.answered and not record.missed
+
+
+async def test_parked_call_push_then_register_gets_invite(calls: Running) -> None:
+    phone = await sleeping_ios(calls)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER, {"From": f'"Bob B" <sip:bob@{DOMAIN}>;tag=bobtag'})
+    dial.start()
+    assert (await dial.provisional(180)).to_tag  # parked: ringback at once
+    (push,) = await wait_push(calls, "call")
+    assert push["headers"]["apns-push-type"] == "voip"
+    assert push["headers"]["apns-topic"] == "com.example.dialer.voip"
+    fields = call_fields(push)
+    assert fields["caller_number"] == "bob" and fields["caller_name"] == "Bob B"
+    assert fields["pickup_uri"] == f"sip:pickup-{fields['call_id']}@{DOMAIN}"
+    assert fields["caller_uri"] == f"sip:bob@{DOMAIN}"
+    # the app wakes and registers: the parked INVITE comes to it, without push params
+    await wake(calls, phone)
+    invite = await next_request(phone, "INVITE")
+    assert invite.body == OFFER and "pn-" not in invite.uri and "pn-" not in invite.to_bytes().decode()
+    respond(phone, invite, 200, ANSWER, tag="dev")
+    ok = await dial.final()
+    assert ok.status == 200 and ok.body == ANSWER
+    dial.ack(ok)
+    await next_request(phone, "ACK")
+    assert not sink_of(calls, "call_cancelled")  # the answering device is not told to stop
+    # re-registering again does not bring the INVITE a second time
+    await wake(calls, phone)
+    assert phone.requests.empty()
+
+
+async def test_register_twice_during_park_forks_once(calls: Running) -> None:
+    phone = await sleeping_ios(calls)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    await wait_push(calls, "call")
+    await wake(calls, phone)
+    await wake(calls, phone)
+    invite = await phone.requests.get()
+    assert invite.method == "INVITE"
+    respond(phone, invite, 180, tag="dev")  # a CANCEL may only follow a provisional
+    dial.cancel()
+    # everything else the phone got up to the CANCEL: no second INVITE
+    cancel = await phone.requests.get()
+    assert cancel.method == "CANCEL"
+    respond(phone, cancel, 200)
+    respond(phone, invite, 487, tag="dev")
+    assert (await dial.final()).status == 487
+
+
+async def test_no_device_480_and_unknown_404(calls: Running) -> None:
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    assert (await dial.final()).status == 480
+    dial = Dialer(caller, f"sip:nobody@{DOMAIN}", OFFER)
+    dial.start()
+    assert (await dial.final()).status == 404
+
+
+async def test_caller_cancel_is_a_missed_call(calls: Running) -> None:
+    await sleeping_ios(calls, params=FCM)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    (push,) = await wait_push(calls, "call")
+    android = push["payload"]
+    assert android["android"]["priority"] == "HIGH"
+    assert all(isinstance(v, str) for v in android["data"].values())
+    dial.cancel()
+    assert (await dial.final()).status == 487
+    (missed,) = await wait_push(calls, "missed_call")
+    assert call_fields(missed)["call_id"] == call_fields(push)["call_id"]
+    await wait_for(lambda: calls.server.calls.counts()["ringing"] == 0)
+    async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        url = f"http://127.0.0.1:{calls.server.http.port}/v1/calls?missed=1"  # type: ignore[union-attr]
+        async with http.get(url, headers=auth) as resp:
+            assert resp.status == 200
+            (entry,) = (await resp.json())["calls"]
+    assert entry["caller_number"] == "bob" and entry["missed"] and not entry["answered"]
+
+
+async def test_park_timeout_480_and_late_ios_gets_invite_then_cancel(
+    start_server: ServerFactory,
+) -> None:
+    r = await start_server(sip=TRUSTED, calls={"park_timeout": 0.5})
+    await r.add_user("alice")
+    phone = await sleeping_ios(r)
+    caller = await r.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    assert (await dial.final()).status == 480
+    await wait_for(lambda: r.server.calls.counts()["ringing"] == 0)
+    # a VoIP-only token can't take alert pushes (Apple rejects them): the missed call
+    # is in the log, and reaches the phone as INVITE + CANCEL when it registers
+    assert not sink_of(r, "missed_call")
+    (record,) = await r.server.store.calls(f"sip:alice@{DOMAIN}", missed_only=True)
+    assert record.reason == "timeout"
+    # CallKit rang for the VoIP push: when the app registers it gets INVITE + CANCEL
+    await wake(r, phone)
+    invite = await next_request(phone, "INVITE")
+    respond(phone, invite, 180, tag="late")
+    cancel = await next_request(phone, "CANCEL")
+    assert "cause=487" in (cancel.get("Reason") or "")
+    respond(phone, cancel, 200)
+    respond(phone, invite, 487, tag="late")
+
+
+async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
+    phone = await sleeping_ios(calls)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    fields = call_fields((await wait_push(calls, "call"))[0])
+    # the app picks up over HTTP-woken SIP: INVITE to pickup_uri without SDP, as alice
+    pickup = Dialer(phone, fields["pickup_uri"])
+    pickup.start()
+    challenge = await pickup.final()
+    assert challenge.status == 407
+    from tests.agent import digest_header
+
+    auth = digest_header(challenge.get("Proxy-Authenticate") or "", "INVITE", fields["pickup_uri"], "alice", "secret")
+    pickup = Dialer(phone, fields["pickup_uri"], headers={"Proxy-Authorization": auth})
+    pickup.start()
+    ok = await pickup.final()
+    assert ok.status == 200 and ok.body == OFFER  # the caller's offer, byte for byte
+    # the answer goes in the ACK, and on to the caller in its 200
+    pickup_ack_with_answer(phone, pickup, ok)
+    caller_ok = await dial.final()
+    assert caller_ok.status == 200 and caller_ok.body == ANSWER
+    dial.ack(caller_ok)
+    # BYE from the caller reaches the device over the bridge
+    bye = asyncio.ensure_future(dial.in_dialog("BYE", caller_ok))
+    device_bye = await next_request(phone, "BYE")
+    assert device_bye.call_id == ok.call_id
+    respond(phone, device_bye, 200)
+    assert (await bye).status == 200
+    await wait_for(lambda: calls.server.calls.counts()["dialogs"] == 0)
+
+
+def pickup_ack_with_answer(phone: Agent, dial: Dialer, ok: Message) -> None:
+    host, port = phone.local
+    lines = [
+        f"ACK {ok.contacts[0].uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bKack{dial.cseq};rport",
+        "Max-Forwards: 70",
+        f"From: {ok.get('From')}",
+        f"To: {ok.get('To')}",
+        f"Call-ID: {ok.call_id}",
+        f"CSeq: {dial.cseq} ACK",
+        "Content-Type: application/sdp",
+        f"Content-Length: {len(ANSWER)}",
+    ]
+    phone.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode() + ANSWER)
+
+
+async def test_pickup_refusals(calls: Running) -> None:
+    await sleeping_ios(calls)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    fields = call_fields((await wait_push(calls, "call"))[0])
+    # bob (trusted source, but a pickup always authenticates) may not take alice's call
+    intruder = await calls.phone("bob")
+    resp = await intruder.request("INVITE", fields["pickup_uri"], {"Contact": "<sip:bob@127.0.0.1>"})
+    assert resp.status == 403
+    resp = await intruder.request("INVITE", f"sip:pickup-nope@{DOMAIN}", {"Contact": "<sip:bob@127.0.0.1>"})
+    assert resp.status == 481
+    dial.cancel()
+    assert (await dial.final()).status == 487
+
+
+async def test_decline_over_http(calls: Running) -> None:
+    await sleeping_ios(calls)
+    await sleeping_ios(calls, params=FCM)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    call_id = call_fields((await wait_push(calls, "call", 2))[0])["call_id"]
+    base = f"http://127.0.0.1:{calls.server.http.port}"  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as http:
+        bob = {"Authorization": "Basic " + base64.b64encode(b"bob:secret").decode()}
+        async with http.post(f"{base}/v1/calls/{call_id}/decline", headers=bob) as resp:
+            assert resp.status == 404  # not bob's call
+        alice = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        async with http.post(f"{base}/v1/calls/{call_id}/decline", headers=alice) as resp:
+            assert resp.status == 200
+    assert (await dial.final()).status == 603
+    # the Android device is told to stop ringing; the VoIP-only iPhone can't take an
+    # alert push and hears of it as INVITE + CANCEL when it registers
+    (stop,) = await wait_push(calls, "call_cancelled")
+    assert stop["provider"] == "fcm" and call_fields(stop)["reason"] == "declined"
+    assert not sink_of(calls, "missed_call")
+
+
+async def test_alert_mode_repeats_while_parked(start_server: ServerFactory) -> None:
+    r = await start_server(sip=TRUSTED, calls={"park_timeout": 5, "alert_repeat": 0.2})
+    await r.add_user("alice")
+    alert = ";pn-provider=apns;pn-prid=" + "b2" * 32 + ";pn-param=ABCD123456.com.example.dialer.apns"
+    await sleeping_ios(r, params=alert)
+    caller = await r.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    repeated = await wait_push(r, "call", 3)
+    assert {p["headers"]["apns-push-type"] for p in repeated} == {"alert"}
+    assert len({p["headers"]["apns-collapse-id"] for p in repeated}) == 1
+    dial.cancel()
+    assert (await dial.final()).status == 487
+    count = len(sink_of(r, "call"))
+    await asyncio.sleep(0.5)  # no more repeats once the call is over
+    assert len(sink_of(r, "call")) == count
+
+
+async def test_local_caller_is_challenged(start_server: ServerFactory) -> None:
+    r = await start_server(calls={"park_timeout": 5})
+    await r.add_user("alice")
+    await r.add_user("bob")
+    caller = await r.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    assert (await dial.final()).status == 407
+
+
+async def test_limits_and_loops(start_server: ServerFactory) -> None:
+    r = await start_server(sip=TRUSTED, calls={"park_timeout": 5, "max_parked_per_user": 1})
+    await r.add_user("alice")
+    await sleeping_ios(r)
+    caller = await r.phone("bob")
+    first = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    first.start()
+    await first.provisional(180)
+    second = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    second.start()
+    assert (await second.final()).status == 486
+    host, port = r.addr("udp")
+    looped = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER, {"Via": f"SIP/2.0/UDP {host}:{port};branch=z9hG4bKloop"})
+    looped.start()
+    assert (await looped.final()).status == 482
+    hops = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER, {"Max-Forwards": "0"})
+    hops.start()
+    assert (await hops.final()).status == 483
+    first.cancel()
+    assert (await first.final()).status == 487
+    await wait_for(lambda: r.server.calls.counts()["ringing"] == 0)
