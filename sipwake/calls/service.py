@@ -102,7 +102,7 @@ class CallService:
             st.respond(make_response(req, 482))
             return
         ruri = req.request_uri
-        if not ruri.is_sip or ruri.host != self.domain:
+        if not ruri.is_sip or not self._is_local(ruri.host, ruri.port):
             st.respond(make_response(req, 404, "Not Found (not our domain)"))
             return
         caller = await self._authenticate(st)
@@ -162,7 +162,7 @@ class CallService:
         caller, False when a challenge or refusal was sent."""
         req = st.request
         from_uri = req.from_.uri
-        if from_uri.host != self.domain or self._trusted(req.source):
+        if not self._is_local(from_uri.host, from_uri.port) or self._trusted(req.source):
             return None
         checked = await self.server.registrar.auth.check(req, proxy=True)
         if isinstance(checked, Message):
@@ -493,6 +493,10 @@ class CallService:
         host, port = self.server.uac.local_address(peer.transport)
         host = f"[{host}]" if ":" in host else host
         return f"<sip:{host}:{port};transport={peer.transport};lr>"
+
+    def _is_local(self, host: str, port: int | None) -> bool:
+        """Our domain, or one of our own addresses (phones dialling the server's IP)."""
+        return host == self.domain or self._is_us(host, port)
 
     def _is_us(self, host: str, port: int | None) -> bool:
         host = host.strip("[]")
