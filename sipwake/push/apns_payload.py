@@ -1,0 +1,183 @@
+"""Notification + device → APNs request (token, headers, JSON body). No I/O.
+
+Which token and push type (DESIGN.md, RFC 8599 contract details):
+- `call` to an iOS device in VoIP mode: PushKit push (`apns-push-type: voip`,
+  topic `<bundle>.voip`) to the VoIP token. PushKit is used for calls *only*:
+  iOS terminates apps that receive VoIP pushes they do not report to CallKit.
+- everything else, and calls in alert mode: an alert push to the alert token,
+  with the payload fields at the top level beside `aps`. A device that only has
+  a VoIP token gets no alert pushes (APNs rejects alert pushes on PushKit tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sipwake.push.notification import (
+    CallCancelledNotification,
+    CallNotification,
+    MessageNotification,
+    MissedCallNotification,
+    Notification,
+    VoicemailNotification,
+)
+from sipwake.push.provider import InvalidDeviceToken, SkipPush
+from sipwake.push.truncate import fit
+from sipwake.store.models import Device
+
+ALERT_LIMIT = 4096
+VOIP_LIMIT = 5120
+
+CALL_CATEGORY = "INCOMING_CALL"  # the app registers Answer/Decline actions for it
+
+# Device tokens are hex; anything else must never reach the request path.
+_TOKEN_RE = re.compile(r"[0-9a-fA-F]{16,400}")
+
+
+@dataclass(slots=True)
+class ApnsRequest:
+    token: str
+    push_type: str  # "voip" | "alert"
+    topic: str
+    priority: int
+    expiration: int
+    collapse_id: str
+    payload: dict[str, Any]
+    body: bytes
+
+    @property
+    def limit(self) -> int:
+        return VOIP_LIMIT if self.push_type == "voip" else ALERT_LIMIT
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON: the same bytes are measured and sent."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _alert(n: Notification, privacy: bool, sound: str) -> dict[str, Any]:
+    """The `aps` dictionary of a user-visible alert (without the message preview)."""
+    title: str
+    body = ""
+    aps: dict[str, Any] = {}
+    if isinstance(n, CallNotification):
+        aps["category"] = CALL_CATEGORY
+        if privacy:
+            title = "Incoming call"
+        elif n.caller_name:
+            title, body = n.caller_name, n.caller_number
+        else:
+            title, body = n.caller_number or "Incoming call", "Incoming call"
+        # The ringtone plays once (~15 s); the calls layer repeats the alert with
+        # the same collapse id while the call stays parked.
+        aps["sound"] = sound
+    elif isinstance(n, CallCancelledNotification):
+        # Same collapse id as the ringing alert, which it replaces. No sound.
+        title = "Call answered elsewhere" if n.reason == "answered_elsewhere" else "Call declined"
+    elif isinstance(n, MissedCallNotification):
+        title = "Missed call"
+        if not privacy:
+            if n.caller_name and n.caller_number:
+                body = f"{n.caller_name} ({n.caller_number})"
+            else:
+                body = n.caller_name or n.caller_number
+        aps["sound"] = "default"
+        aps["thread-id"] = "missed_calls"
+    elif isinstance(n, MessageNotification):
+        title = "New message" if privacy else (n.from_name or n.from_number or "New message")
+        aps["sound"] = "default"
+        aps["thread-id"] = n.collapse(privacy)
+    elif isinstance(n, VoicemailNotification):
+        title = "New voicemail"
+        if not privacy:
+            body = n.from_name
+        aps["sound"] = "default"
+    else:  # pragma: no cover - exhaustive over the notification types
+        raise TypeError(f"unknown notification {type(n).__name__}")
+    alert: dict[str, str] = {"title": title}
+    if body:
+        alert["body"] = body
+    aps["alert"] = alert
+    if n.badge is not None:
+        aps["badge"] = n.badge
+    return aps
+
+
+def build(device: Device, n: Notification, default_topic: str) -> ApnsRequest:
+    """The APNs request for `n` to `device`. Raises SkipPush or InvalidDeviceToken."""
+    bundle = device.topic or default_topic
+    bundle = bundle.removesuffix(".voip")
+    if not bundle:
+        raise SkipPush("no APNs topic (bundle id) for this device")
+    fields = n.fields(device.privacy)
+    voip = (
+        isinstance(n, CallNotification)
+        and device.call_mode == "voip"
+        and device.platform == "ios"
+        and bool(device.voip_token)
+    )
+    if voip:
+        token, push_type, topic = device.voip_token, "voip", bundle + ".voip"
+        payload: dict[str, Any] = {"aps": {}, **fields}
+    else:
+        # Calls in VoIP mode without a VoIP token fall back to an alert call push.
+        if not device.push_token:
+            raise SkipPush("no alert token (device has only a VoIP token)")
+        token, push_type, topic = device.push_token, "alert", bundle
+        payload = {"aps": _alert(n, device.privacy, device.ringtone or "default"), **fields}
+    if not _TOKEN_RE.fullmatch(token):
+        raise InvalidDeviceToken("malformed device token")
+    request = ApnsRequest(
+        token=token.lower(),
+        push_type=push_type,
+        topic=topic,
+        priority=10,  # calls and user-visible alerts: deliver immediately
+        expiration=int(n.deadline),
+        collapse_id=n.collapse(device.privacy),
+        payload=payload,
+        body=b"",
+    )
+    if isinstance(n, MessageNotification) and not device.privacy:
+        _fit_preview(request, n.body)
+    request.body = dumps(request.payload)
+    if len(request.body) > request.limit:  # cannot happen: network fields are clipped
+        raise ValueError(f"APNs payload of {len(request.body)} bytes over {request.limit}")
+    return request
+
+
+def _fit_preview(request: ApnsRequest, text: str) -> None:
+    """Cut the preview (shown as the alert body and sent as `preview`) to fit."""
+    payload = request.payload
+    alert = payload["aps"].get("alert")
+
+    def put(preview: str, truncated: bool) -> None:
+        payload["preview"] = preview
+        payload["truncated"] = truncated
+        if alert is not None:
+            if preview:
+                alert["body"] = preview
+            else:
+                alert.pop("body", None)
+
+    def size_of(preview: str, truncated: bool) -> int:
+        put(preview, truncated)
+        return len(dumps(payload))
+
+    preview, truncated = fit(text, size_of, request.limit)
+    put(preview, truncated)
+
+
+def display_headers(request: ApnsRequest, push_id: str) -> dict[str, str]:
+    """The request's APNs headers as the app developer would see them (no credentials)."""
+    return {
+        ":path": f"/3/device/{request.token}",
+        "apns-push-type": request.push_type,
+        "apns-topic": request.topic,
+        "apns-priority": str(request.priority),
+        "apns-expiration": str(request.expiration),
+        "apns-collapse-id": request.collapse_id,
+        "apns-id": push_id,
+    }

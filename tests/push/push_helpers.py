@@ -1,0 +1,166 @@
+"""Shared pieces for the push tests: keys, certificates, a fake clock, a push log."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from sipwake.store.models import Device, PushAttempt
+
+TEAM_ID = "TEAM123456"
+KEY_ID = "KEY7654321"
+BUNDLE = "com.example.dialer"
+PROJECT = "sipwake-test"
+SA_EMAIL = "push@sipwake-test.iam.gserviceaccount.com"
+SA_KEY_ID = "0123456789abcdef"
+
+
+class FakeClock:
+    """Wall clock under test control; `sleep` advances it instead of waiting."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@dataclass
+class MemoryPushLog:
+    """The two Store methods the push service uses, with the store's 410 rule."""
+
+    devices: dict[str, Device] = field(default_factory=dict)
+    attempts: list[PushAttempt] = field(default_factory=list)
+    disable_calls: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def add(self, device: Device) -> Device:
+        self.devices[device.device_id] = device
+        return device
+
+    async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
+        self.disable_calls.append((device_id, reason, token_at))
+        device = self.devices.get(device_id)
+        if device is None or device.token_updated_at > token_at:
+            return False  # the token was uploaded after the provider gave up on it
+        device.enabled = False
+        device.disabled_reason = reason
+        return True
+
+    async def add_push_attempt(self, attempt: PushAttempt) -> None:
+        self.attempts.append(attempt)
+
+
+def ios_device(device_id: str = "iphone", *, token: str = "a" * 64, voip: str = "b" * 64,
+               mode: str = "voip", **kw: object) -> Device:
+    return Device(device_id=device_id, aor="sip:alice@example.com", provider="apns",
+                  platform="ios", push_token=token, voip_token=voip, topic=BUNDLE,
+                  call_mode=mode, ringtone="ring.caf", **kw)  # type: ignore[arg-type]
+
+
+def android_device(device_id: str = "pixel", *, token: str = "fcm-token-1",
+                   **kw: object) -> Device:
+    return Device(device_id=device_id, aor="sip:alice@example.com", provider="fcm",
+                  platform="android", push_token=token, topic=PROJECT,
+                  **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class Certs:
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def server_context(self, alpn: list[str]) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        ctx.set_alpn_protocols(alpn)
+        return ctx
+
+
+def make_certs(directory: Path) -> Certs:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sipwake test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(pem))
+    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return Certs(str(ca_file), str(cert_file), str(key_file))
+
+
+def write_apns_key(directory: Path) -> tuple[str, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = directory / f"AuthKey_{KEY_ID}.p8"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return str(path), key
+
+
+def write_service_account(directory: Path, token_uri: str) -> tuple[str, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = directory / "service-account.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": SA_KEY_ID,
+        "private_key": pem, "client_email": SA_EMAIL, "client_id": "1",
+        "token_uri": token_uri,
+    }))
+    return str(path), key

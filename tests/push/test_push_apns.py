@@ -1,0 +1,464 @@
+"""APNs provider + push service against the strict local APNs stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from apns_standin import APNsStandIn, Reply
+from push_helpers import BUNDLE, FakeClock, MemoryPushLog, ios_device
+
+from sipwake.push import (
+    CallCancelledNotification,
+    CallNotification,
+    MessageNotification,
+    MissedCallNotification,
+    VoicemailNotification,
+)
+from sipwake.push.h2client import H2Pool
+from sipwake.push.tls import client_context, parse_origin
+
+ALERT = "a" * 64
+VOIP = "b" * 64
+
+
+def call(clock: FakeClock, call_id: str = "park-1", ttl: float = 30) -> CallNotification:
+    return CallNotification(call_id=call_id, caller_uri="sip:bob@example.com",
+                            caller_number="+15551234", caller_name="Bob Builder",
+                            pickup_uri="sip:pickup-park-1@example.com",
+                            expires_at=int(clock() + ttl))
+
+
+def message(clock: FakeClock, body: str = "hello") -> MessageNotification:
+    return MessageNotification(message_id="m1", from_uri="sip:bob@example.com",
+                               from_number="+15551234", from_name="Bob Builder", body=body,
+                               unread=3, badge=4, deadline=clock() + 3600)
+
+
+async def test_call_voip_mode_over_tls(apns_server: Any, apns_push: Any, certs: Any,
+                                       clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server(ssl_context=certs.server_context(["h2"]))
+    service, _ = apns_push(server, ca_file=certs.ca_file)
+    n = call(clock)
+    result = await service.send(ios_device(), n)
+    assert result.outcome == "delivered", result
+    assert server.violations == []
+    (req,) = server.requests
+    assert req.token == VOIP
+    assert req.headers["apns-push-type"] == "voip"
+    assert req.headers["apns-topic"] == BUNDLE + ".voip"
+    assert req.headers["apns-priority"] == "10"
+    assert req.headers["apns-expiration"] == str(n.expires_at)  # a late call must not ring
+    assert req.headers["apns-collapse-id"] == "park-1"
+    assert req.headers["apns-id"] == result.push_id
+    assert req.payload == {"aps": {}, "type": "call", "call_id": "park-1",
+                           "caller_uri": "sip:bob@example.com", "caller_number": "+15551234",
+                           "caller_name": "Bob Builder",
+                           "pickup_uri": "sip:pickup-park-1@example.com",
+                           "expires_at": n.expires_at}
+    (attempt,) = store.attempts
+    assert (attempt.outcome, attempt.status, attempt.attempt, attempt.provider) == (
+        "delivered", 200, 1, "apns")
+    assert attempt.latency_ms > 0
+
+
+async def test_tls_needs_the_ca(apns_server: Any, apns_push: Any, certs: Any,
+                                clock: FakeClock) -> None:
+    server = await apns_server(ssl_context=certs.server_context(["h2"]))
+    service, _ = apns_push(server)  # no ca_file: the self-signed CA is not trusted
+    result = await service.send(ios_device(), call(clock, ttl=1))
+    assert result.outcome == "expired" and result.status == 0
+    assert server.requests == []
+
+
+def test_plain_http_needs_allow_insecure() -> None:
+    with pytest.raises(ValueError, match="allow_insecure"):
+        parse_origin("http://127.0.0.1:1", allow_insecure=False)
+    assert parse_origin("http://127.0.0.1:1", allow_insecure=True).port == 1
+
+
+async def test_voip_mode_sends_everything_else_as_alerts(
+        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    device = ios_device()
+    notifications = [
+        CallCancelledNotification(call_id="park-1", reason="answered_elsewhere"),
+        MissedCallNotification(call_id="park-1", caller_uri="sip:bob@example.com",
+                               caller_number="+15551234", caller_name="Bob", at=int(clock()),
+                               badge=2),
+        message(clock),
+        VoicemailNotification(from_uri="sip:bob@example.com", from_name="Bob", duration=12,
+                              new=2, old=5, badge=3),
+    ]
+    for n in notifications:
+        assert (await service.send(device, n)).outcome == "delivered"
+    assert server.violations == []
+    for req, n in zip(server.requests, notifications, strict=True):
+        assert req.token == ALERT
+        assert req.headers["apns-push-type"] == "alert"
+        assert req.headers["apns-topic"] == BUNDLE
+        assert req.headers["apns-priority"] == "10"
+        assert req.payload["type"] == n.kind
+        assert "alert" in req.payload["aps"]
+    missed, msg, vm = (r.payload for r in server.requests[1:])
+    assert missed["at"] == int(clock()) and missed["aps"]["badge"] == 2
+    assert msg["unread"] == 3 and msg["truncated"] is False and msg["preview"] == "hello"
+    assert msg["aps"]["alert"] == {"title": "Bob Builder", "body": "hello"}
+    assert vm["duration"] == 12 and vm["new"] == 2 and vm["old"] == 5
+    assert server.requests[0].headers["apns-collapse-id"] == "park-1"  # replaces the ring
+
+
+async def test_alert_mode_call(apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    device = ios_device(mode="alert")
+    n = call(clock)
+    # The calls layer repeats the alert while the call stays parked: same collapse id.
+    for _ in range(2):
+        assert (await service.send(device, n)).outcome == "delivered"
+    first, second = server.requests
+    assert first.token == ALERT
+    assert first.headers["apns-push-type"] == "alert"
+    assert first.headers["apns-topic"] == BUNDLE
+    assert first.headers["apns-expiration"] == str(n.expires_at)
+    assert first.payload["aps"] == {"category": "INCOMING_CALL", "sound": "ring.caf",
+                                    "alert": {"title": "Bob Builder", "body": "+15551234"}}
+    assert first.payload["call_id"] == "park-1"
+    assert second.headers["apns-collapse-id"] == first.headers["apns-collapse-id"] == "park-1"
+    assert second.headers["apns-id"] != first.headers["apns-id"]  # two notifications
+
+
+async def test_voip_only_device_gets_no_alerts(apns_server: Any, apns_push: Any,
+                                               clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    device = ios_device(token="")
+    result = await service.send(device, message(clock))
+    assert result.outcome == "skipped" and "alert token" in result.reason
+    assert (await service.send(device, call(clock))).outcome == "delivered"
+    assert [r.token for r in server.requests] == [VOIP]
+    assert [a.outcome for a in store.attempts] == ["skipped", "delivered"]
+
+
+async def test_privacy_mode_hides_names_and_text(apns_server: Any, apns_push: Any,
+                                                 clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    secret = "meet me at the secret place"
+    for device in (ios_device(privacy=True), ios_device(privacy=True, mode="alert")):
+        await service.send(device, call(clock))
+        await service.send(device, message(clock, secret))
+    assert server.violations == []
+    for req in server.requests:
+        text = req.body.decode() + repr(req.headers)
+        for leak in ("Bob", "15551234", "bob@example.com", "secret"):
+            assert leak not in text, (leak, text)
+    assert server.requests[1].payload["message_id"] == "m1"
+    assert server.requests[0].payload["call_id"] == "park-1"
+
+
+async def test_sandbox_devices_use_the_sandbox_host(apns_server: Any, apns_push: Any,
+                                                    clock: FakeClock) -> None:
+    production, sandbox = await apns_server(), await apns_server()
+    service, _ = apns_push(production, sandbox=sandbox)
+    await service.send(ios_device(sandbox=True), call(clock))
+    await service.send(ios_device(), call(clock))
+    assert len(sandbox.requests) == 1 and len(production.requests) == 1
+
+
+@pytest.mark.parametrize("reason", ["BadDeviceToken", "DeviceTokenNotForTopic",
+                                    "TopicDisallowed"])
+async def test_rejected_token_disables_device(apns_server: Any, apns_push: Any,
+                                              clock: FakeClock, store: MemoryPushLog,
+                                              reason: str) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    device = store.add(ios_device(token_updated_at=clock() - 10))
+    server.always(ALERT, Reply(400, reason))
+    result = await service.send(device, message(clock))
+    assert (result.outcome, result.status, result.reason, result.disabled) == (
+        "invalid_token", 400, reason, True)
+    assert store.disable_calls == [(device.device_id, reason, clock())]
+    assert not device.enabled
+    # Disabled devices are never pushed again.
+    again = await service.send(device, message(clock))
+    assert again.outcome == "skipped" and len(server.requests) == 1
+
+
+async def test_unregistered_keeps_a_token_uploaded_after_its_timestamp(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    gone_at = clock() - 100
+    old = store.add(ios_device("old", token="c" * 64, token_updated_at=gone_at - 50))
+    new = store.add(ios_device("new", token="d" * 64, token_updated_at=gone_at + 50))
+    for token in ("c" * 64, "d" * 64):
+        server.always(token, Reply(410, "Unregistered", timestamp_ms=int(gone_at * 1000)))
+    gone = await service.send(old, message(clock))
+    kept = await service.send(new, message(clock))
+    assert gone.outcome == kept.outcome == "invalid_token"
+    assert store.disable_calls[0][2] == pytest.approx(gone_at, abs=0.001)
+    assert (gone.disabled, old.enabled) == (True, False)
+    assert (kept.disabled, new.enabled) == (False, True)
+
+
+@pytest.mark.parametrize("status,reason", [(429, "TooManyRequests"),
+                                           (500, "InternalServerError"),
+                                           (503, "ServiceUnavailable")])
+async def test_transient_errors_are_retried_with_the_same_apns_id(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog,
+        status: int, reason: str) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    server.program(VOIP, Reply(status, reason), Reply(status, reason))
+    result = await service.send(ios_device(), call(clock))
+    assert result.outcome == "delivered" and result.attempts == 3
+    assert len({r.headers["apns-id"] for r in server.requests}) == 1
+    assert [a.outcome for a in store.attempts] == ["retry", "retry", "delivered"]
+    # jittered exponential backoff (jitter pinned at the middle: 75 %)
+    assert clock.sleeps == [0.375, 0.75]
+
+
+async def test_retry_after_is_honoured(apns_server: Any, apns_push: Any,
+                                       clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    server.program(VOIP, Reply(429, "TooManyRequests", retry_after="7"))
+    assert (await service.send(ios_device(), call(clock))).outcome == "delivered"
+    assert clock.sleeps == [7.0]
+
+
+async def test_retries_stop_at_the_deadline(apns_server: Any, apns_push: Any,
+                                            clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    server.always(VOIP, Reply(503, "ServiceUnavailable"))
+    n = call(clock, ttl=5)
+    starts: list[float] = []
+    original = server.handle
+
+    def spy(*args: Any) -> Any:
+        starts.append(clock())
+        return original(*args)
+
+    server.handle = spy  # type: ignore[method-assign]
+    result = await service.send(ios_device(), n)
+    assert result.outcome == "expired"
+    assert starts and all(t < n.deadline for t in starts)
+    assert clock() < n.deadline  # did not even sleep past it
+    assert result.attempts == len(starts) == 4  # 0.375 + 0.75 + 1.5 (+ 3 would pass 5 s)
+    assert store.attempts[-1].outcome == "expired"
+    assert [a.outcome for a in store.attempts[:-1]] == ["retry"] * 3
+
+
+async def test_deadline_already_passed(apns_server: Any, apns_push: Any, clock: FakeClock,
+                                       store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    n = call(clock, ttl=5)
+    clock.advance(6)
+    result = await service.send(ios_device(), n)
+    assert result.outcome == "expired" and result.attempts == 0
+    assert server.requests == [] and store.attempts[0].outcome == "expired"
+
+
+async def test_permanent_errors_fail_without_retry(apns_server: Any, apns_push: Any,
+                                                   clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    server.always(VOIP, Reply(400, "BadExpirationDate"))
+    result = await service.send(ios_device(), call(clock))
+    assert (result.outcome, result.attempts) == ("failed", 1)
+
+
+async def test_one_jwt_for_100_pushes_over_3_connections(
+        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+    # Five streams per connection; 100 concurrent pushes fill three connections.
+    server = await apns_server(max_concurrent_streams=5, response_delay=0.005)
+    service, provider = apns_push(server, max_connections=3)
+    devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(100)]
+    results = await asyncio.gather(*(service.send(d, call(clock)) for d in devices))
+    assert all(r.outcome == "delivered" for r in results)
+    assert server.violations == []  # never more than 5 streams on a connection
+    assert server.peak_streams == 5
+    assert server.connections == 3
+    assert len({r.connection for r in server.requests}) == 3
+    assert len(server.jwts) == 1 and provider.token.minted == 1
+
+
+async def test_jwt_refreshed_after_50_minutes(apns_server: Any, apns_push: Any,
+                                              clock: FakeClock) -> None:
+    server = await apns_server()
+    service, provider = apns_push(server)
+    await service.send(ios_device(), call(clock))
+    clock.advance(49 * 60)
+    await service.send(ios_device(), call(clock))
+    assert len(server.jwts) == 1
+    clock.advance(2 * 60)  # 51 min: older than 50, younger than Apple's 60
+    await service.send(ios_device(), call(clock))
+    clock.advance(60)
+    await service.send(ios_device(), call(clock))
+    assert len(server.jwts) == 2 and provider.token.minted == 2
+    assert server.violations == []
+    assert all(r.status == 200 for r in server.requests)
+
+
+async def test_expired_provider_token_mints_once_then_succeeds(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, provider = apns_push(server)
+    await service.send(ios_device(), call(clock))
+    server.expire_current_jwts()  # e.g. Apple's view of our clock differs
+    devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
+    results = await asyncio.gather(*(service.send(d, call(clock)) for d in devices))
+    assert all(r.outcome == "delivered" for r in results)
+    assert provider.token.minted == 2  # one new token for all ten refusals
+    assert len(server.jwts) == 2
+    assert not clock.sleeps  # retried at once, no backoff
+    refused = [r for r in server.requests if r.reason == "ExpiredProviderToken"]
+    assert len(refused) == 10
+
+
+async def test_expired_provider_token_twice_fails(apns_server: Any, apns_push: Any,
+                                                  clock: FakeClock) -> None:
+    server = await apns_server()
+    service, provider = apns_push(server)
+    server.always(VOIP, Reply(403, "ExpiredProviderToken"))
+    result = await service.send(ios_device(), call(clock))
+    assert (result.outcome, result.attempts, provider.token.minted) == ("failed", 2, 2)
+
+
+async def test_goaway_reconnects_and_resends_unprocessed_streams(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server(goaway_after=3)
+    service, _ = apns_push(server)
+    devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
+    results = await asyncio.gather(*(service.send(d, call(clock)) for d in devices))
+    # Streams past the GOAWAY's last id are resent on a new connection (up to three
+    # times inside the client, then the service's retry takes over).
+    assert all(r.outcome == "delivered" for r in results)
+    assert all(a.reason.endswith("refused the request three times")
+               for a in store.attempts if a.outcome != "delivered")
+    assert server.connections >= 4
+    assert server.answered == 10 and server.violations == []
+    # sequential pushes after a GOAWAY too
+    for d in devices[:4]:
+        assert (await service.send(d, call(clock))).outcome == "delivered"
+
+
+async def test_goaway_on_idle_connection(apns_server: Any, apns_push: Any,
+                                         clock: FakeClock) -> None:
+    server = await apns_server()
+    service, provider = apns_push(server)
+    assert (await service.send(ios_device(), call(clock))).outcome == "delivered"
+    server.goaway_all()
+    # Whether the client reads the GOAWAY before or after it sends the next request,
+    # the request must end up delivered, once, on a new connection.
+    result = await service.send(ios_device(), call(clock))
+    assert (result.outcome, result.attempts) == ("delivered", 1)
+    assert server.connections == 2 and server.answered == 2
+    assert provider.pools[False].connections_opened == 2
+
+
+async def test_connection_dropped_mid_request_is_retried(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server)
+    server.program(VOIP, Reply(0, drop=True))
+    result = await service.send(ios_device(), call(clock))
+    assert result.outcome == "delivered" and result.attempts == 2
+    assert store.attempts[0].status == 0 and store.attempts[0].outcome == "retry"
+
+
+async def test_idle_connection_is_kept_alive_with_pings(apns_server: Any, apns_push: Any,
+                                                        clock: FakeClock) -> None:
+    server = await apns_server()
+    service, _ = apns_push(server, ping_interval=0.02)
+    await service.send(ios_device(), call(clock))
+    await asyncio.wait_for(server.ping_event.wait(), 5)
+    await service.send(ios_device(), call(clock))
+    assert server.connections == 1
+
+
+async def test_standin_is_strict(apns_server: Any, apns_key: Any, clock: FakeClock) -> None:
+    """The stand-in refuses what APNs refuses (so passing tests mean something)."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    server: APNsStandIn = await apns_server()
+    pool = H2Pool(parse_origin(server.url, True), client_context())
+    good = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock())}, apns_key[1],
+                        algorithm="ES256", headers={"kid": "KEY7654321"})
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    forged = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock())}, other_key,
+                          algorithm="ES256", headers={"kid": "KEY7654321"})
+    stale = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock() - 3700)}, apns_key[1],
+                         algorithm="ES256", headers={"kid": "KEY7654321"})
+
+    async def post(jwt_token: str = good, push_type: str = "alert", topic: str = BUNDLE,
+                   body: bytes = b'{"aps":{"alert":"hi"}}', token: str = ALERT,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:
+        headers = [(b"authorization", f"bearer {jwt_token}".encode()),
+                   (b"apns-push-type", push_type.encode()), (b"apns-topic", topic.encode()),
+                   *(extra or [])]
+        response = await pool.post(f"/3/device/{token}".encode(), headers, body)
+        return response.status, response.body
+
+    try:
+        assert (await post())[0] == 200
+        assert await post(jwt_token=forged) == (403, b'{"reason": "InvalidProviderToken"}')
+        assert (await post(jwt_token=stale))[1] == b'{"reason": "ExpiredProviderToken"}'
+        assert (await post(push_type="voip"))[1] == b'{"reason": "BadTopic"}'
+        assert (await post(topic=BUNDLE + ".voip"))[1] == b'{"reason": "BadTopic"}'
+        assert (await post(topic="com.other"))[1] == b'{"reason": "TopicDisallowed"}'
+        assert (await post(token="xyz"))[1] == b'{"reason": "BadDeviceToken"}'
+        big = b'{"aps":{"alert":"' + b"x" * 4100 + b'"}}'
+        assert (await post(body=big))[0] == 413
+        assert (await post(body=big, push_type="voip", topic=BUNDLE + ".voip"))[0] == 200
+        assert (await post(body=b"{nope"))[0] == 400
+        assert (await post(extra=[(b"apns-collapse-id", b"x" * 65)]))[1] == \
+            b'{"reason": "BadCollapseId"}'
+        assert (await post(extra=[(b"apns-priority", b"5")], push_type="voip",
+                           topic=BUNDLE + ".voip"))[1] == b'{"reason": "BadPriority"}'
+        assert len(server.violations) == 10
+    finally:
+        await pool.close()
+
+
+async def test_concurrency_limit_is_enforced_by_the_standin(apns_server: Any,
+                                                            clock: FakeClock) -> None:
+    """A client that ignores SETTINGS_MAX_CONCURRENT_STREAMS is caught."""
+    server = await apns_server(max_concurrent_streams=2, response_delay=0.01)
+    pool = H2Pool(parse_origin(server.url, True), client_context(), max_connections=1)
+    await pool.post(b"/3/device/" + ALERT.encode(), [], b"")  # open the connection
+    conn = pool._conns[0]
+    assert conn._h2.remote_settings.max_concurrent_streams == 2
+    # Make the client misbehave: pretend the server allowed 10.
+    conn.has_capacity = lambda: True  # type: ignore[method-assign]
+    conn._h2.remote_settings.max_concurrent_streams = 10
+    conn._h2.remote_settings.acknowledge()
+    await asyncio.gather(*(pool.post(b"/3/device/" + ALERT.encode(), [], b"")
+                           for _ in range(4)), return_exceptions=True)
+    assert any("concurrent streams" in v or "TooManyStreams" in v for v in server.violations)
+    await pool.close()
+
+
+def test_token_lifetime_bounds() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sipwake.push.apns_token import ProviderToken
+
+    now = [time.time()]
+    token = ProviderToken("T", "K", ec.generate_private_key(ec.SECP256R1()),
+                          clock=lambda: now[0])
+    first = token.header()
+    now[0] += 20 * 60
+    assert token.header() is first  # never sooner than 20 minutes
+    now[0] += 30 * 60 + 1
+    assert token.header() != first  # past 50 minutes
+    second = token.header()
+    token.renew(first)  # a stale report about an already replaced token: no new mint
+    assert token.header() is second and token.minted == 2
