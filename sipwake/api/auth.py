@@ -1,8 +1,9 @@
 """Who is calling the HTTP API.
 
-A user authenticates with their SIP credentials (HTTP Basic, checked against the
-stored digest HA1, so no password is kept) or with a bearer token issued for them
-(`issue_token`). Service endpoints (voicemail webhook, admin) take `[http] api_token`.
+A user authenticates with their SIP credentials (HTTP Digest, RFC 7616, with the
+SIP nonces and realm, or HTTP Basic; both checked against the stored digest HA1, so
+no password is kept) or with a bearer token issued for them (`issue_token`).
+Service endpoints (voicemail webhook, admin) take `[http] api_token`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-from sipwake.sip.digest import ha1
+from sipwake.sip.digest import AuthResult, ha1, parse_credentials
 from sipwake.store.models import User
 
 if TYPE_CHECKING:
@@ -25,9 +27,15 @@ if TYPE_CHECKING:
 TOKEN_TTL = 30 * 24 * 3600
 
 
-def _unauthorized(realm: str, why: str) -> web.HTTPUnauthorized:
+def _unauthorized(server: Server, why: str, stale: bool = False) -> web.HTTPUnauthorized:
+    """401 offering every scheme: Digest (one challenge per algorithm), Basic, Bearer."""
+    realm = server.config.sip.realm
+    headers: CIMultiDict[str] = CIMultiDict()
+    for challenge in server.registrar.auth.digest.challenges(stale=stale):
+        headers.add("WWW-Authenticate", challenge)
+    headers.add("WWW-Authenticate", f'Basic realm="{realm}", Bearer realm="{realm}"')
     return web.HTTPUnauthorized(
-        headers={"WWW-Authenticate": f'Basic realm="{realm}", Bearer realm="{realm}"'},
+        headers=headers,
         text=f'{{"error": "unauthorized", "detail": "{why}"}}',
         content_type="application/json",
     )
@@ -51,8 +59,9 @@ def _check_token(secret: bytes, token: str, domain: str) -> str | None:
     return username if hmac.compare_digest(want, mac) else None
 
 
-async def require_user(request: web.Request, server: Server) -> User:
-    """The SIP user making this request, or 401."""
+async def require_user(request: web.Request, server: Server, *, bearer: bool = True) -> User:
+    """The SIP user making this request, or 401. `bearer=False`: SIP credentials only
+    (a token must not mint its own successors)."""
     cfg = server.config.sip
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -61,21 +70,40 @@ async def require_user(request: web.Request, server: Server) -> User:
         try:
             username, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise _unauthorized(cfg.realm, "malformed Basic credentials") from None
+            raise _unauthorized(server, "malformed Basic credentials") from None
         user = await server.store.get_user(username, cfg.domain)
         if user is None or not hmac.compare_digest(
             user.ha1_md5, ha1(username, cfg.realm, password, "MD5")
         ):
-            raise _unauthorized(cfg.realm, "wrong user or password")
+            raise _unauthorized(server, "wrong user or password")
         return user
-    if scheme == "bearer":
+    if scheme == "digest":
+        return await _digest_user(request, server, header)
+    if scheme == "bearer" and bearer:
         username_or_none = _check_token(server.secret, value.strip(), cfg.domain)
         if username_or_none is not None:
             user = await server.store.get_user(username_or_none, cfg.domain)
             if user is not None:
                 return user
-        raise _unauthorized(cfg.realm, "invalid or expired token")
-    raise _unauthorized(cfg.realm, "credentials required")
+        raise _unauthorized(server, "invalid or expired token")
+    raise _unauthorized(server, "credentials required")
+
+
+async def _digest_user(request: web.Request, server: Server, header: str) -> User:
+    digest = server.registrar.auth.digest
+    creds = parse_credentials(header)
+    if creds is None or creds.realm != digest.realm or creds.uri != request.raw_path:
+        raise _unauthorized(server, "malformed Digest credentials")
+    user = await server.store.get_user(creds.username, server.config.sip.domain)
+    if user is None:
+        raise _unauthorized(server, "wrong user or password")
+    stored = user.ha1_sha256 if creds.algorithm == "SHA-256" else user.ha1_md5
+    result = digest.verify(creds, request.method, stored)
+    if result is AuthResult.OK:
+        return user
+    if result is AuthResult.STALE:
+        raise _unauthorized(server, "nonce expired", stale=True)
+    raise _unauthorized(server, "wrong user or password")
 
 
 def require_service(request: web.Request, server: Server) -> None:

@@ -62,6 +62,8 @@ class Registrar:
         self.clock = clock
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.devices: dict[str, Device] = {}  # device_id → device (write-through cache)
+        # id derived from a REGISTER → id of the device it joined (uploaded over HTTP first)
+        self._joined: dict[str, str] = {}
         self.listeners: list[RegistrationListener] = []
         self.flow_alive: Callable[[str], bool] = lambda flow: True
 
@@ -86,6 +88,17 @@ class Registrar:
 
     async def devices_of(self, aor: str) -> list[Device]:
         return await self.store.devices(aor)
+
+    # ------------------------------------------- devices written by the HTTP API
+    def device_saved(self, device: Device) -> None:
+        """The HTTP API stored `device`: refresh the cache."""
+        self.devices[device.device_id] = device
+
+    def device_deleted(self, device_id: str) -> None:
+        """The HTTP API deleted a device: forget it, so a REGISTER recreates it."""
+        self.devices.pop(device_id, None)
+        for derived in [k for k, v in self._joined.items() if v == device_id]:
+            del self._joined[derived]
 
     # ----------------------------------------------------------------- REGISTER
     async def handle_register(self, request: Message, respond: Callable[[Message], None]) -> None:
@@ -203,11 +216,20 @@ class Registrar:
     async def _save_device(self, aor: str, binding: Binding, push: PushParams) -> Device:
         """Create or refresh the device record; a new token re-enables the device."""
         ident = binding.instance or f"{push.provider}:{push.push_token or push.voip_token}"
-        device_id = hashlib.sha256(f"{aor}|{ident}".encode()).hexdigest()[:24]
+        derived = hashlib.sha256(f"{aor}|{ident}".encode()).hexdigest()[:24]
+        device_id = self._joined.get(derived, derived)
         old = self.devices.get(device_id) or await self.store.get_device(device_id)
+        if old is not None and old.aor != aor:
+            old = None  # an id squatted by another user: this registration wins it back
+        if old is None:
+            old = await self._uploaded_device(aor, binding.instance, push)
+            if old is not None:
+                device_id = self._joined[derived] = old.device_id
         now = self.clock()
+        # A VoIP-only REGISTER keeps an alert token uploaded over HTTP (DESIGN.md).
+        push_token = push.push_token or (old.push_token if old and push.voip_token else "")
         new_token = old is None or (
-            old.push_token != push.push_token or old.voip_token != push.voip_token
+            old.push_token != push_token or old.voip_token != push.voip_token
         )
         fields = {
             "provider": push.provider,
@@ -222,7 +244,7 @@ class Registrar:
             device = Device(
                 device_id=device_id,
                 aor=aor,
-                push_token=push.push_token,
+                push_token=push_token,
                 voip_token=push.voip_token,
                 call_mode="voip" if push.voip_token else "alert",
                 token_updated_at=now,
@@ -232,7 +254,7 @@ class Registrar:
             )
         elif new_token or any(getattr(old, k) != v for k, v in fields.items()):
             device = replace(old, **fields)  # type: ignore[arg-type]
-            device.push_token = push.push_token
+            device.push_token = push_token
             device.voip_token = push.voip_token
             device.updated_at = now
             if new_token:
@@ -246,6 +268,22 @@ class Registrar:
         self.devices[device_id] = device
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
+
+    async def _uploaded_device(
+        self, aor: str, instance: str, push: PushParams
+    ) -> Device | None:
+        """A device of `aor` the app uploaded over HTTP for this same installation:
+        same +sip.instance, or (when either has none) the same token."""
+        for d in await self.store.devices(aor):
+            if instance and d.instance:
+                if d.instance == instance:
+                    return d
+            elif d.provider == push.provider and (
+                (push.push_token and d.push_token == push.push_token)
+                or (push.voip_token and d.voip_token == push.voip_token)
+            ):
+                return d
+        return None
 
     async def _remove(self, aor: str, key: str) -> None:
         by_key = self.bindings.get(aor)

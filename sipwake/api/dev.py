@@ -1,0 +1,40 @@
+"""`GET /v1/dev/pushes`: what the caller's apps would have received.
+
+Only while no push provider is configured (pushes go to the developer sink, see
+push/sink.py); 404 otherwise. Newest first; `?limit=` (1-200, default 50) and
+`?device_id=` narrow it down. A user sees the pushes to their own devices only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from sipwake.api.auth import require_user
+from sipwake.api.jsonapi import api_error
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+MAX_LIMIT = 200
+
+
+def add_routes(app: web.Application, server: Server) -> None:
+    async def pushes(request: web.Request) -> web.Response:
+        user = await require_user(request, server)
+        sink = server.push.sink
+        if sink is None:
+            raise api_error(404, "not_found", "a push provider is configured: no sink")
+        text = request.query.get("limit", "50")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise api_error(400, "bad_request", f"limit must be 1-{MAX_LIMIT}", "limit")
+        wanted = request.query.get("device_id")
+        own = {d.device_id for d in await server.store.devices(user.aor)}
+        shown = [
+            p for p in sink.pushes(device_id=wanted)
+            if p["device_id"] in own
+        ][: int(text)]
+        return web.json_response({"pushes": shown})
+
+    app.router.add_get("/v1/dev/pushes", pushes)
