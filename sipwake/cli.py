@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -32,10 +31,6 @@ async def serve(config: Config) -> int:
 
     server = Server(config)
     await server.start()
-    # Start-up objects never become garbage: keep the cyclic collector off them, and
-    # let it run less often (the hot path allocates many short-lived acyclic objects).
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)

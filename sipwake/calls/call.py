@@ -52,7 +52,9 @@ class Call:
     voip_pushed: set[str] = field(default_factory=set)  # got a PushKit push (CallKit rang)
     late_cancelled: set[str] = field(default_factory=set)  # late devices told it is over
     best: Message | None = None  # best failure response so far
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    parked: bool = False  # no device answers SIP yet: waiting on pushes
+    timeout: asyncio.TimerHandle | None = None  # park timeout, or Timer C once ringing
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)  # alert repeats
 
     @property
     def invite(self) -> Message:
@@ -62,6 +64,9 @@ class Call:
         return [b for b in self.branches.values() if b.status == 0]
 
     def stop_timers(self) -> None:
+        if self.timeout is not None:
+            self.timeout.cancel()
+            self.timeout = None
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import logging
 import secrets
 import time
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipwake.calls")
 
 PICKUP_PREFIX = "pickup-"
+TIMER_C = 180.0  # RFC 3261 §16.6: a ringing branch may ring this long (> 3 min)
 IN_DIALOG_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "REFER")
-LATE_GRACE = 30.0  # seconds an ended call is remembered for devices that register late
 
 
 class CallService:
@@ -146,8 +147,9 @@ class CallService:
         )
         self.calls[call.id] = call
         self.by_st[st] = call
-        loop = asyncio.get_running_loop()
-        call.timers.append(loop.call_later(self.park_timeout, self._timeout, call))
+        # parked: the park timeout; ringing live phones: the proxy's Timer C
+        call.parked = not live
+        self._arm(call, self.park_timeout if call.parked else TIMER_C)
         self.server.spawn(self.server.store.put_call(self._record(call)))
         if not live:
             st.respond(make_response(req, 180, to_tag=call.to_tag))  # parked: ringback
@@ -207,6 +209,9 @@ class CallService:
         status = resp.status
         if status < 200:
             if status > 100 and call.state == RINGING:
+                if call.parked:
+                    call.parked = False  # a woken device rings: no longer parked
+                    self._arm(call, TIMER_C)
                 call.st.respond(resp)
             return
         branch.status = status
@@ -298,10 +303,16 @@ class CallService:
         self.calls.pop(call.id, None)
         self.by_st.pop(call.st, None)
         self.ended[call.id] = call
-        asyncio.get_running_loop().call_later(
-            self.park_timeout + LATE_GRACE, self.ended.pop, call.id, None
-        )
+        # a device woken by the push registers within a park timeout of it
+        keep = max(0.0, call.deadline - time.time()) + self.park_timeout
+        asyncio.get_running_loop().call_later(keep, self.ended.pop, call.id, None)
         self.server.spawn(self.server.store.put_call(self._record(call)))
+
+    def _arm(self, call: Call, seconds: float) -> None:
+        """(Re)start the timer that ends an unanswered call."""
+        if call.timeout is not None:
+            call.timeout.cancel()
+        call.timeout = asyncio.get_running_loop().call_later(seconds, self._timeout, call)
 
     def _timeout(self, call: Call) -> None:
         if call.state == RINGING:
@@ -363,7 +374,7 @@ class CallService:
             caller_number=call.caller.number,
             caller_name=call.caller.name,
             pickup_uri=f"sip:{PICKUP_PREFIX}{call.id}@{self.domain}",
-            expires_at=int(call.deadline),
+            expires_at=math.ceil(call.deadline),
         )
         for d in devices:
             call.pushed[d.device_id] = d

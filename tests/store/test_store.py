@@ -241,8 +241,8 @@ async def test_appended_migration_runs_once_on_open(
     latest = migrations.latest_version()
     extra = migrations.Migration(
         latest + 1,
-        "inbox",
-        ("CREATE TABLE inbox (id {serial}, aor TEXT NOT NULL, at {float} NOT NULL)",),
+        "extra table",
+        ("CREATE TABLE test_extra (id {serial}, aor TEXT NOT NULL, at {float} NOT NULL)",),
     )
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, extra))
     new = await backend.open()
