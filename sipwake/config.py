@@ -110,8 +110,11 @@ class CallsConfig:
 @dataclass
 class MessagesConfig:
     max_body: int = 65536
-    retention_days: int = 30
-    inbox_cap: int = 10000
+    retention_days: int = 30  # 0: keep messages until the cap trims them
+    inbox_cap: int = 10000  # stored messages per user; 0: no cap
+    sender_rate: float = 10.0  # MESSAGEs per second per sender (token bucket); 0: no limit
+    sender_burst: int = 50
+    forward_timeout: float = 4.0  # seconds to wait for a live device's 2xx before 202 + push
 
 
 @dataclass

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from sipwake.store.models import Binding, CallRecord, Device, PushAttempt, User
+from sipwake.store.models import (
+    Binding,
+    CallRecord,
+    Device,
+    InboxMessage,
+    Mailbox,
+    PushAttempt,
+    User,
+)
 
 
 class Store(Protocol):
@@ -63,3 +72,42 @@ class Store(Protocol):
 
     async def calls(self, aor: str, missed_only: bool = False, limit: int = 100) -> list[CallRecord]:
         """Newest first."""
+
+    # voicemail
+    async def put_mailbox(self, mailbox: Mailbox) -> None:
+        """Insert or replace a user's voicemail state by aor."""
+
+    async def get_mailbox(self, aor: str) -> Mailbox | None: ...
+
+    # inbox (instant messages, store-and-forward)
+    async def add_message(self, message: InboxMessage) -> tuple[InboxMessage, bool]:
+        """Store `message` (its `id` is ignored) unless the recipient already has one with
+        the same `dedup_key`. Returns the stored message (with its id) and whether it is
+        new; returns once committed."""
+
+    async def messages(self, aor: str, after: int = 0, limit: int = 100) -> list[InboxMessage]:
+        """The recipient's messages with id > `after`, oldest first."""
+
+    async def undelivered_messages(
+        self, aor: str, device: str, after: int = 0, limit: int = 100
+    ) -> list[InboxMessage]:
+        """Messages with id > `after` not yet delivered to `device` nor acknowledged over
+        HTTP, oldest first."""
+
+    async def mark_delivered(self, message_id: int, device: str, at: float) -> None:
+        """`device` answered 2xx: remember it, and mark the message delivered if not yet."""
+
+    async def ack_messages(self, aor: str, ids: Sequence[int], at: float) -> list[int]:
+        """Acknowledge (and mark delivered) those of `ids` that are `aor`'s messages;
+        returns them. Other ids are ignored."""
+
+    async def unread_count(self, aor: str) -> int:
+        """Undelivered messages, delivery reports excluded (the badge)."""
+
+    async def count_messages(self, aor: str) -> int: ...
+
+    async def trim_messages(self, aor: str, count: int) -> int:
+        """Delete up to `count` of the oldest delivered messages; returns how many went."""
+
+    async def purge_messages(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` messages received before `before`; returns how many went."""

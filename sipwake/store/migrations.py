@@ -148,6 +148,80 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX call_log_aor ON call_log (aor, started_at)",
         ),
     ),
+    Migration(
+        2,
+        "inbox: stored instant messages and their per-device deliveries",
+        (
+            # AUTOINCREMENT on SQLite: ids are never reused, even after the newest row
+            # is deleted, so an `after=<id>` cursor can never skip a later message.
+            {
+                "sqlite": """
+                CREATE TABLE inbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    aor TEXT NOT NULL,
+                    dedup_key TEXT NOT NULL,
+                    from_uri TEXT NOT NULL,
+                    from_name TEXT NOT NULL,
+                    content_type TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    imdn_id TEXT NOT NULL,
+                    silent {bool} NOT NULL,
+                    received_at {float} NOT NULL,
+                    delivered_at {float} NOT NULL,
+                    acked_at {float} NOT NULL
+                )""",
+                "postgresql": """
+                CREATE TABLE inbox (
+                    id {serial},
+                    aor TEXT NOT NULL,
+                    dedup_key TEXT NOT NULL,
+                    from_uri TEXT NOT NULL,
+                    from_name TEXT NOT NULL,
+                    content_type TEXT NOT NULL,
+                    body BYTEA NOT NULL,
+                    imdn_id TEXT NOT NULL,
+                    silent {bool} NOT NULL,
+                    received_at {float} NOT NULL,
+                    delivered_at {float} NOT NULL,
+                    acked_at {float} NOT NULL
+                )""",
+            },
+            # a resent MESSAGE (same IMDN Message-ID, or Call-ID + CSeq) is stored once
+            "CREATE UNIQUE INDEX inbox_dedup ON inbox (aor, dedup_key)",
+            # paging (GET /v1/messages?after=) and delivery on registration, in id order
+            "CREATE INDEX inbox_aor ON inbox (aor, id)",
+            # the retention purge
+            "CREATE INDEX inbox_received ON inbox (received_at)",
+            """
+            CREATE TABLE inbox_deliveries (
+                message_id {int} NOT NULL,
+                device TEXT NOT NULL,
+                delivered_at {float} NOT NULL,
+                PRIMARY KEY (message_id, device)
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "voicemail state",
+        (
+            """
+            CREATE TABLE mailboxes (
+                aor TEXT NOT NULL PRIMARY KEY,
+                waiting {bool} NOT NULL,
+                account TEXT NOT NULL,
+                new_count {int} NOT NULL,
+                old_count {int} NOT NULL,
+                urgent_new {int} NOT NULL,
+                urgent_old {int} NOT NULL,
+                last_from_uri TEXT NOT NULL,
+                last_from_name TEXT NOT NULL,
+                last_duration {int} NOT NULL,
+                last_at {float} NOT NULL,
+                updated_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 

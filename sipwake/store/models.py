@@ -97,3 +97,40 @@ class CallRecord:
     missed: bool = False
     reason: str = ""  # "answered", "cancelled", "timeout", "declined", "busy", ...
     answered_by: str = ""  # device id or binding key that took the call
+
+
+@dataclass(slots=True)
+class InboxMessage:
+    """One instant message in a user's inbox (store-and-forward, RFC 3428 MESSAGE)."""
+
+    id: int  # server id: ascending in arrival order, never reused (0 until stored)
+    aor: str  # the recipient
+    dedup_key: str  # digest of sender + IMDN Message-ID (or Call-ID + CSeq): unique per aor
+    from_uri: str  # the sender, as shown on the push
+    from_name: str
+    content_type: str  # the SIP Content-Type as received ("message/cpim", "text/plain;...")
+    body: bytes  # as received: delivered byte-identical
+    imdn_id: str = ""  # RFC 5438 Message-ID from the CPIM envelope
+    silent: bool = False  # a delivery report (IMDN): delivered, never pushed, not unread
+    received_at: float = 0.0
+    delivered_at: float = 0.0  # first 2xx from any device, or acknowledged over HTTP
+    acked_at: float = 0.0  # acknowledged over HTTP: not delivered over SIP any more
+
+
+@dataclass(slots=True)
+class Mailbox:
+    """A user's voicemail state (RFC 3842 message summary) as last reported by the
+    voicemail system, over SIP NOTIFY or the webhook."""
+
+    aor: str
+    waiting: bool = False  # Messages-Waiting
+    account: str = ""  # Message-Account URI, as the voicemail system gave it
+    new_count: int = 0  # Voice-Message: new/old (urgent_new/urgent_old)
+    old_count: int = 0
+    urgent_new: int = 0
+    urgent_old: int = 0
+    last_from_uri: str = ""  # who left the newest voicemail, when the source said
+    last_from_name: str = ""
+    last_duration: int = 0  # seconds
+    last_at: float = 0.0  # when the new count last rose
+    updated_at: float = 0.0

@@ -8,6 +8,7 @@ turns them into asyncpg's `$1, $2, …`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -15,7 +16,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sipwake.store.models import Binding, CallRecord, Device, PushAttempt, User
+from sipwake.store.models import (
+    Binding,
+    CallRecord,
+    Device,
+    InboxMessage,
+    Mailbox,
+    PushAttempt,
+    User,
+)
 
 Row = tuple[Any, ...]
 
@@ -29,6 +38,7 @@ BINDING_COLUMNS = _columns(Binding)
 DEVICE_COLUMNS = _columns(Device)
 PUSH_COLUMNS = _columns(PushAttempt)  # the table's `id` column is generated
 CALL_COLUMNS = _columns(CallRecord)
+MAILBOX_COLUMNS = _columns(Mailbox)
 
 # SQLite has no boolean type and hands back 0/1: these fields are converted back.
 _DEVICE_BOOLS = tuple(f.name for f in dataclasses.fields(Device) if f.type in ("bool", bool))
@@ -72,6 +82,28 @@ def push_row(attempt: PushAttempt) -> Row:
 
 def push_from_row(row: Iterable[Any]) -> PushAttempt:
     return PushAttempt(*row)
+
+
+INBOX_COLUMNS = _columns(InboxMessage)  # `id` first: assigned by the database
+# PostgreSQL column types, for the casts in Queries.add_message_locked
+_INBOX_PG_TYPES = {
+    "aor": "text", "dedup_key": "text", "from_uri": "text", "from_name": "text",
+    "content_type": "text", "body": "bytea", "imdn_id": "text", "silent": "boolean",
+    "received_at": "double precision", "delivered_at": "double precision",
+    "acked_at": "double precision",
+}  # fmt: skip
+
+
+def inbox_row(message: InboxMessage) -> Row:
+    """The row to insert (without `id`)."""
+    return tuple(getattr(message, c) for c in INBOX_COLUMNS[1:])
+
+
+def inbox_from_row(row: Iterable[Any]) -> InboxMessage:
+    values = dict(zip(INBOX_COLUMNS, row, strict=True))
+    values["body"] = bytes(values["body"])  # SQLite and asyncpg both give bytes; be sure
+    values["silent"] = bool(values["silent"])  # SQLite: 0/1
+    return InboxMessage(**values)
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
@@ -123,6 +155,65 @@ class Queries:
     )
     missed_calls: str = _select(
         "call_log", CALL_COLUMNS, "WHERE aor = ? AND missed = ? ORDER BY started_at DESC LIMIT ?"
+    )
+
+    put_mailbox: str = _upsert("mailboxes", MAILBOX_COLUMNS, ("aor",))
+    get_mailbox: str = _select("mailboxes", MAILBOX_COLUMNS, "WHERE aor = ?")
+
+    # inbox (the columns after `id`, which the database assigns)
+    add_message: str = (
+        _insert("inbox", INBOX_COLUMNS[1:])
+        + " ON CONFLICT (aor, dedup_key) DO NOTHING RETURNING id"
+    )
+    # PostgreSQL: ids come from a sequence when the row is inserted, but rows become
+    # visible when they commit, which may be in another order. A transaction-scoped
+    # lock per recipient makes one user's inserts commit in id order, so a reader
+    # paging with `after=<id>` never passes a row that is still to appear.
+    add_message_locked: str = (
+        f"INSERT INTO inbox ({', '.join(INBOX_COLUMNS[1:])}) SELECT "
+        + ", ".join(f"?::{_INBOX_PG_TYPES[c]}" for c in INBOX_COLUMNS[1:])
+        + " FROM (SELECT pg_advisory_xact_lock(1936289911, hashtext(?::text))) AS serialized"
+        + " ON CONFLICT (aor, dedup_key) DO NOTHING RETURNING id"
+    )
+    message_by_key: str = _select("inbox", INBOX_COLUMNS, "WHERE aor = ? AND dedup_key = ?")
+    messages: str = _select("inbox", INBOX_COLUMNS, "WHERE aor = ? AND id > ? ORDER BY id LIMIT ?")
+    undelivered_messages: str = _select(
+        "inbox m",
+        INBOX_COLUMNS,
+        "WHERE m.aor = ? AND m.id > ? AND m.acked_at = 0 AND NOT EXISTS"
+        " (SELECT 1 FROM inbox_deliveries d WHERE d.message_id = m.id AND d.device = ?)"
+        " ORDER BY m.id LIMIT ?",
+    )
+    add_delivery: str = (
+        "INSERT INTO inbox_deliveries (message_id, device, delivered_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (message_id, device) DO NOTHING"
+    )
+    set_delivered: str = "UPDATE inbox SET delivered_at = ? WHERE id = ? AND delivered_at = 0"
+    message_ids_between: str = (
+        "SELECT id FROM inbox WHERE aor = ? AND id >= ? AND id <= ? ORDER BY id"
+    )
+    set_acked: str = "UPDATE inbox SET acked_at = ? WHERE id = ? AND acked_at = 0"
+    unread_count: str = (
+        "SELECT count(*) FROM inbox WHERE aor = ? AND delivered_at = 0 AND silent = ?"
+    )
+    count_messages: str = "SELECT count(*) FROM inbox WHERE aor = ?"
+    # Deliveries go first, in the same order and limit as their messages, so that a
+    # crash between the two statements leaves no orphan rows.
+    trim_deliveries: str = (
+        "DELETE FROM inbox_deliveries WHERE message_id IN (SELECT id FROM inbox"
+        " WHERE aor = ? AND delivered_at > 0 ORDER BY id LIMIT ?)"
+    )
+    trim_messages: str = (
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox"
+        " WHERE aor = ? AND delivered_at > 0 ORDER BY id LIMIT ?)"
+    )
+    purge_deliveries: str = (
+        "DELETE FROM inbox_deliveries WHERE message_id IN (SELECT id FROM inbox"
+        " WHERE received_at < ? ORDER BY received_at, id LIMIT ?)"
+    )
+    purge_messages: str = (
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox"
+        " WHERE received_at < ? ORDER BY received_at, id LIMIT ?)"
     )
 
     schema_versions: str = "SELECT version FROM schema_version ORDER BY version"
@@ -241,6 +332,81 @@ class SQLStore:
         for r in records:  # SQLite hands booleans back as 0/1
             r.answered, r.missed = bool(r.answered), bool(r.missed)
         return records
+
+    # voicemail
+
+    async def put_mailbox(self, mailbox: Mailbox) -> None:
+        await self._write(self._q.put_mailbox, tuple(getattr(mailbox, c) for c in MAILBOX_COLUMNS))
+
+    async def get_mailbox(self, aor: str) -> Mailbox | None:
+        rows = await self._fetch(self._q.get_mailbox, (aor,))
+        if not rows:
+            return None
+        mailbox = Mailbox(*rows[0])
+        mailbox.waiting = bool(mailbox.waiting)  # SQLite hands booleans back as 0/1
+        return mailbox
+
+    # inbox
+
+    async def _insert_returning(self, sql: str, params: Row) -> Sequence[Sequence[Any]]:
+        """A write that returns rows (INSERT … RETURNING), once committed. PostgreSQL
+        runs it like a read (autocommit); SQLite must flag it as a write."""
+        return await self._fetch(sql, params)
+
+    async def add_message(self, message: InboxMessage) -> tuple[InboxMessage, bool]:
+        row = inbox_row(message)
+        if self._q is POSTGRES:
+            rows = await self._insert_returning(self._q.add_message_locked, (*row, message.aor))
+        else:
+            rows = await self._insert_returning(self._q.add_message, row)
+        if rows:
+            return dataclasses.replace(message, id=int(rows[0][0])), True
+        existing = await self._fetch(self._q.message_by_key, (message.aor, message.dedup_key))
+        if not existing:  # deleted (purge) between the two statements: store it again
+            return await self.add_message(message)
+        return inbox_from_row(existing[0]), False
+
+    async def messages(self, aor: str, after: int = 0, limit: int = 100) -> list[InboxMessage]:
+        rows = await self._fetch(self._q.messages, (aor, after, limit))
+        return [inbox_from_row(r) for r in rows]
+
+    async def undelivered_messages(
+        self, aor: str, device: str, after: int = 0, limit: int = 100
+    ) -> list[InboxMessage]:
+        rows = await self._fetch(self._q.undelivered_messages, (aor, after, device, limit))
+        return [inbox_from_row(r) for r in rows]
+
+    async def mark_delivered(self, message_id: int, device: str, at: float) -> None:
+        await asyncio.gather(
+            self._write(self._q.add_delivery, (message_id, device, at)),
+            self._write(self._q.set_delivered, (at, message_id)),
+        )
+
+    async def ack_messages(self, aor: str, ids: Sequence[int], at: float) -> list[int]:
+        if not ids:
+            return []
+        rows = await self._fetch(self._q.message_ids_between, (aor, min(ids), max(ids)))
+        wanted = set(ids)
+        mine = [int(r[0]) for r in rows if int(r[0]) in wanted]
+        writes = [self._write(self._q.set_acked, (at, i)) for i in mine]
+        writes += [self._write(self._q.set_delivered, (at, i)) for i in mine]
+        await asyncio.gather(*writes)
+        return mine
+
+    async def unread_count(self, aor: str) -> int:
+        rows = await self._fetch(self._q.unread_count, (aor, False))
+        return int(rows[0][0])
+
+    async def count_messages(self, aor: str) -> int:
+        return int((await self._fetch(self._q.count_messages, (aor,)))[0][0])
+
+    async def trim_messages(self, aor: str, count: int) -> int:
+        await self._execute(self._q.trim_deliveries, (aor, count))
+        return await self._execute(self._q.trim_messages, (aor, count))
+
+    async def purge_messages(self, before: float, limit: int = 1000) -> int:
+        await self._execute(self._q.purge_deliveries, (before, limit))
+        return await self._execute(self._q.purge_messages, (before, limit))
 
     # schema (not part of `Store`: for health checks and tests)
 

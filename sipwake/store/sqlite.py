@@ -104,6 +104,10 @@ class SQLiteStore(q.SQLStore):
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
         return await self._call(lambda conn: conn.execute(sql, params).fetchall(), write=False)
 
+    async def _insert_returning(self, sql: str, params: q.Row) -> list[q.Row]:
+        # a write job: its batch takes the write lock up front (BEGIN IMMEDIATE)
+        return await self._call(lambda conn: conn.execute(sql, params).fetchall())
+
     # worker thread
 
     def _worker(self, ready: asyncio.Future[None]) -> None:

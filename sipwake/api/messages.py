@@ -1,0 +1,95 @@
+"""Inbox API: the app downloads its messages instead of waiting for SIP delivery.
+
+    GET  /v1/messages?after=<id>&limit=<n>   the caller's messages with id > after,
+                                             oldest first (at most `limit`, ≤ 500)
+    POST /v1/messages/ack   {"ids": [1, 2]}  mark them read: delivered, and no longer
+                                             sent over SIP on the next registration
+
+Ids only grow and are never reused, and a user's messages become visible in id
+order, so paging with `after=<last id seen>` never skips one, whatever arrives
+meanwhile. Ids of other users' messages are ignored (answered as `unknown`,
+so nobody learns whether they exist).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sipwake.api.auth import require_user
+from sipwake.api.jsonapi import invalid, read_json_object
+from sipwake.messages.content import number_of
+from sipwake.store.models import InboxMessage
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+MAX_ACK_IDS = 1000
+MAX_ACK_BODY = 64 * 1024
+
+
+def message_json(m: InboxMessage) -> dict[str, Any]:
+    """One message for the app. The body is byte-exact: `body` when it is UTF-8 text,
+    else `body_base64`."""
+    out: dict[str, Any] = {
+        "id": m.id,
+        "from_uri": m.from_uri,
+        "from_number": number_of(m.from_uri),
+        "from_name": m.from_name,
+        "content_type": m.content_type,
+        "imdn_message_id": m.imdn_id,
+        "received_at": m.received_at,
+        "delivered": m.delivered_at > 0,
+        "acked": m.acked_at > 0,
+    }
+    try:
+        out["body"] = m.body.decode("utf-8")
+    except UnicodeDecodeError:
+        out["body_base64"] = base64.b64encode(m.body).decode("ascii")
+    return out
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 18 or not low <= int(text) <= high:
+        raise invalid(name, f"must be an integer from {low} to {high}")
+    return int(text)
+
+
+def add_routes(app: web.Application, server: Server) -> None:
+    async def list_messages(request: web.Request) -> web.Response:
+        user = await require_user(request, server)
+        after = _int_param(request, "after", 0, 0, 2**63 - 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        rows = await server.store.messages(user.aor, after, limit + 1)
+        page = rows[:limit]
+        return web.json_response({
+            "messages": [message_json(m) for m in page],
+            "next_after": page[-1].id if page else after,  # the `after` of the next page
+            "more": len(rows) > limit,
+        })  # fmt: skip
+
+    async def ack(request: web.Request) -> web.Response:
+        user = await require_user(request, server)
+        body = await read_json_object(request, MAX_ACK_BODY)
+        ids = body.get("ids")
+        if (
+            not isinstance(ids, list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
+        ):
+            raise invalid("ids", "must be a list of message ids (positive integers)")
+        if len(ids) > MAX_ACK_IDS:
+            raise invalid("ids", f"at most {MAX_ACK_IDS} ids at a time")
+        mine = set(await server.store.ack_messages(user.aor, ids, time.time()))
+        unknown = sorted({i for i in ids if i not in mine})
+        return web.json_response({"acked": sorted(mine), "unknown": unknown})
+
+    app.router.add_get("/v1/messages", list_messages)
+    app.router.add_post("/v1/messages/ack", ack)

@@ -1,0 +1,258 @@
+"""Delivering stored messages to a user's devices over SIP, in order, once per device.
+
+Each device has one *lane*: a task that reads the messages not yet delivered to that
+device (oldest first) and sends them to its binding, a few transactions in flight at
+a time (`window`), marking each delivered on its 2xx. A lane runs when there is
+something to deliver:
+- a device registers (`registered`): its backlog goes out;
+- a message arrives while the device has a live binding (`kick`): it goes out at
+  once, after anything older that is still pending for that device.
+One lane per device means a REGISTER refresh during a delivery never starts a
+second one; a REGISTER from a new address (the app woke up elsewhere) restarts it
+there. A timeout or an "unavailable" answer ends the lane; what it has not
+delivered waits for the next registration. A device that refuses one message for
+good (415, 403, …) gets the following ones anyway: a bad message must not block
+the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from sipwake.registrar.registrar import reach
+from sipwake.sip.errors import SipParseError
+from sipwake.sip.message import Message
+from sipwake.sip.uac import Uac
+from sipwake.sip.uri import URI, NameAddr
+from sipwake.store.base import Store
+from sipwake.store.models import Binding, InboxMessage
+
+log = logging.getLogger("sipwake.messages")
+
+BATCH = 100  # messages read from the store at a time
+WINDOW = 4  # transactions in flight per device ("one at a time or a small window")
+UNAVAILABLE = frozenset({408, 480, 486})  # + any 5xx: stop, keep the rest for later
+
+
+def device_key(binding: Binding) -> str:
+    """What deliveries are tracked by: the push device, else the binding key
+    (+sip.instance, or the contact). Stable across registrations."""
+    return binding.device_id or binding.key
+
+
+def _same_place(a: Binding, b: Binding) -> bool:
+    return (a.contact, a.received, a.flow) == (b.contact, b.received, b.flow)
+
+
+def build_request(
+    uac: Uac,
+    binding: Binding,
+    from_uri: str,
+    from_name: str,
+    content_type: str,
+    body: bytes,
+    sent_at: float,
+) -> tuple[Message, Any]:
+    """The MESSAGE for one binding (and its next hop): the sender in From, the body
+    and its type as received, Date when it arrived."""
+    where = reach(binding)
+    try:
+        sender = str(NameAddr(URI.parse(from_uri), from_name))
+    except SipParseError:
+        sender = "<sip:unknown@unknown.invalid>"
+    headers = [("Route", r) for r in where.route]
+    headers.append(("Content-Type", content_type))
+    headers.append(("Date", email.utils.formatdate(sent_at, usegmt=True)))
+    msg = uac.new_request(
+        "MESSAGE", where.request_uri, sender, f"<{binding.aor}>", body=body, headers=headers
+    )
+    return msg, where.peer
+
+
+@dataclass(eq=False, slots=True)
+class Lane:
+    aor: str
+    device: str
+    binding: Binding
+    dirty: bool = False  # something new may be waiting: read again before stopping
+    task: asyncio.Task[None] | None = None
+    delivered: int = 0  # messages delivered by this lane (stats, tests)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Courier:
+    def __init__(
+        self,
+        store: Store,
+        uac: Uac,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        window: int = WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.uac = uac
+        self.spawn = spawn
+        self.window = window
+        self.clock = clock
+        self.lanes: dict[tuple[str, str], Lane] = {}
+        # message id → resolved on the first 2xx from any device (the sender waits)
+        self.waiters: dict[int, asyncio.Future[None]] = {}
+
+    # ------------------------------------------------------------------ starting
+    def registered(self, binding: Binding) -> None:
+        """A device registered: deliver its backlog (restarting at its new address)."""
+        self._start(binding, restart=True)
+
+    def kick(self, binding: Binding) -> None:
+        """Something new was stored for this live binding's user: deliver it."""
+        self._start(binding, restart=False)
+
+    def _start(self, binding: Binding, restart: bool) -> None:
+        key = (binding.aor, device_key(binding))
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(binding.aor, key[1], binding)
+        elif lane.task is not None:
+            moved = not _same_place(lane.binding, binding)
+            lane.binding = binding
+            if not (restart and moved):
+                lane.dirty = True  # the running lane reads again before it stops
+                return
+            # Its in-flight sends went to an address the app has left; they may still
+            # time out for half a minute. Start over at the new one (what was in flight
+            # is sent again: at least once, in order).
+            lane.task.cancel()
+        lane.binding = binding
+        lane.dirty = False
+        lane.idle.clear()
+        lane.task = self.spawn(self._run(key, lane))
+
+    async def delivered(self, message_id: int) -> None:
+        """Returns once some device answered 2xx to `message_id` (see `expect`); the
+        caller bounds the wait (asyncio.timeout)."""
+        future = self.waiters.get(message_id)
+        if future is None:
+            raise LookupError(f"nobody expects message {message_id}")
+        try:
+            await asyncio.shield(future)
+        finally:
+            self.waiters.pop(message_id, None)
+
+    def expect(self, message_id: int) -> None:
+        """Somebody (the sender) will wait for `message_id`'s first delivery."""
+        self.waiters[message_id] = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------------ the lane
+    async def _run(self, key: tuple[str, str], lane: Lane) -> None:
+        me = asyncio.current_task()
+        try:
+            after = 0
+            while True:
+                lane.dirty = False
+                batch = await self.store.undelivered_messages(
+                    lane.aor, lane.device, after, BATCH
+                )
+                if not batch:
+                    if lane.dirty:
+                        continue
+                    return
+                if not await self._send(lane, batch):
+                    return
+                after = batch[-1].id
+        except Exception:
+            log.exception("delivery to %s (%s) failed", lane.aor, lane.device)
+        finally:
+            if lane.task is me:  # not replaced by a restart
+                lane.task = None
+                lane.idle.set()
+                if self.lanes.get(key) is lane:
+                    del self.lanes[key]
+
+    async def _send(self, lane: Lane, batch: list[InboxMessage]) -> bool:
+        """Send `batch` in order, `window` at a time. False when the device stopped
+        answering (the rest stays for later)."""
+        answers: asyncio.Queue[tuple[InboxMessage, int]] = asyncio.Queue()
+        marks: list[asyncio.Future[None]] = []
+        in_flight = 0
+        ok = True
+
+        def sent(message: InboxMessage) -> Callable[[Message], None]:
+            def on_response(resp: Message) -> None:
+                if resp.status >= 200:
+                    answers.put_nowait((message, resp.status))
+
+            return on_response
+
+        async def settle_one() -> None:
+            nonlocal in_flight, ok
+            message, status = await answers.get()
+            in_flight -= 1
+            if 200 <= status < 300:
+                lane.delivered += 1
+                waiter = self.waiters.get(message.id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                marks.append(asyncio.ensure_future(
+                    self.store.mark_delivered(message.id, lane.device, self.clock())
+                ))  # fmt: skip
+            elif status in UNAVAILABLE or status >= 500:
+                log.info("delivery of message %d to %s (%s): %d, stopping", message.id,
+                         lane.aor, lane.device, status)
+                ok = False
+            else:
+                log.info("message %d refused by %s (%s): %d", message.id, lane.aor,
+                         lane.device, status)
+
+        try:
+            for message in batch:
+                while in_flight >= self.window and ok:
+                    await settle_one()
+                if not ok:
+                    break
+                msg, peer = build_request(
+                    self.uac, lane.binding, message.from_uri, message.from_name,
+                    message.content_type, message.body, message.received_at,
+                )  # fmt: skip
+                self.uac.start(msg, peer, sent(message))
+                in_flight += 1
+            while in_flight:  # their 2xx count even when we stop: marked, not resent
+                await settle_one()
+        finally:
+            if marks:
+                await asyncio.gather(*marks)
+        return ok
+
+    async def forward_once(
+        self, bindings: list[Binding], from_uri: str, from_name: str, content_type: str,
+        body: bytes,
+    ) -> bool:
+        """Send a message that is not stored (a typing indication) to every binding;
+        True when one answers 2xx, False when all fail. The caller bounds the wait."""
+        if not bindings:
+            return False
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[bool] = loop.create_future()
+        left = len(bindings)
+
+        def on_response(resp: Message) -> None:
+            nonlocal left
+            if resp.status < 200 or first.done():
+                return
+            left -= 1
+            if resp.status < 300:
+                first.set_result(True)
+            elif left == 0:
+                first.set_result(False)
+
+        for b in bindings:
+            msg, peer = build_request(
+                self.uac, b, from_uri, from_name, content_type, body, self.clock()
+            )
+            self.uac.start(msg, peer, on_response)
+        return await first

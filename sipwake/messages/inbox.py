@@ -1,0 +1,264 @@
+"""The inbox, top to bottom: a MESSAGE to a local user is stored, then delivered.
+
+    MESSAGE (RFC 3428) ─ who sent it? (digest 407 for local users, trusted peers
+    │                    for other domains) ─ recipient known? size, encoding, rate,
+    │                    inbox cap ─ read the body (CPIM envelope, IMDN Message-ID)
+    ├─ stored, committed (a resend with the same IMDN id / Call-ID+CSeq is not stored again)
+    ├─ live bindings: sent to each (delivery.py); the first 2xx → 200 to the sender
+    └─ otherwise 202, and a coalesced `message` push to the user's devices (notify.py)
+    REGISTER ─ the device's undelivered messages go out, in order (delivery.py)
+
+The sender's answer always comes after the commit: a message that got a 2xx
+survives a crash of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sipwake.messages.content import Content, parse_content
+from sipwake.messages.delivery import Courier
+from sipwake.messages.limits import RateLimiter
+from sipwake.messages.notify import PushCoalescer
+from sipwake.sip.message import Message, make_response
+from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import ServerTransaction, new_tag
+from sipwake.store.models import Binding, Device, InboxMessage
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+log = logging.getLogger("sipwake.messages")
+
+PURGE_INTERVAL = 3600.0  # seconds between retention purges
+PURGE_CHUNK = 1000  # rows per delete: a big purge never holds the store for long
+MAX_COUNTED_USERS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    uri: str  # authenticated user's AOR, or the From of a trusted peer's request
+    name: str
+    trusted: bool  # came from a trusted peer: its CPIM envelope may name the sender
+
+    def resolve(self, content: Content) -> tuple[str, str]:
+        """(uri, display name) to store: RCS clients put the name in the CPIM From."""
+        uri = content.sender_uri if self.trusted and content.sender_uri else self.uri
+        return uri, content.sender_name or self.name
+
+
+class Inbox:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cfg = server.config.messages
+        self.domain = server.config.sip.domain
+        self.trusted = [
+            ipaddress.ip_network(p, strict=False) for p in server.config.sip.trusted_peers
+        ]
+        self.limiter = RateLimiter(self.cfg.sender_rate, self.cfg.sender_burst)
+        self.courier = Courier(server.store, server.uac, self._task)
+        self.pushes = PushCoalescer(server)
+        self._counts: dict[str, int] = {}  # aor → stored messages (for the cap), lazily read
+
+    def install(self) -> None:
+        self.server.router.route("MESSAGE", self.on_message)
+        self.server.registrar.listeners.append(self)
+        if self.cfg.retention_days > 0:
+            self.server.spawn(self._purge_every(PURGE_INTERVAL))
+
+    # ---------------------------------------------------------------- MESSAGE
+    async def on_message(self, st: ServerTransaction) -> None:
+        req = st.request
+        ruri = req.request_uri
+        if not ruri.is_sip or ruri.host != self.domain or not ruri.user:
+            _answer(st, 404, "Not Found (not our domain)")
+            return
+        sender = await self._sender(st)
+        if sender is None:
+            return  # challenged or refused
+        user = await self.server.registrar.auth.users.get(ruri.user, self.domain)
+        if user is None:
+            _answer(st, 404)
+            return
+        if len(req.body) > self.cfg.max_body:
+            _answer(st, 413, f"Request Entity Too Large (body over {self.cfg.max_body})")
+            return
+        encoding = (req.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            resp = make_response(req, 415, to_tag=new_tag())
+            resp.add("Accept-Encoding", "identity")
+            st.respond(resp)
+            return
+        if not req.body:
+            _answer(st, 400, "Bad Request (empty MESSAGE)")
+            return
+        wait = self.limiter.take(sender.uri)
+        if wait > 0:
+            log.info("MESSAGE from %s over its rate limit", sender.uri)
+            resp = make_response(req, 503, "Service Unavailable (rate limit)", to_tag=new_tag())
+            resp.add("Retry-After", str(max(1, math.ceil(wait))))
+            st.respond(resp)
+            return
+
+        content_type = req.get("Content-Type") or "text/plain"
+        content = parse_content(content_type, req.body)
+        from_uri, from_name = sender.resolve(content)
+        aor = user.aor
+        live = self.server.registrar.live_bindings(aor)
+        if content.transient:  # "is typing…": worth nothing later, so never stored
+            ok = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.forward_timeout):
+                    ok = await self.courier.forward_once(
+                        live, from_uri, from_name, content_type, req.body
+                    )
+            _answer(st, 200 if ok else 480)
+            return
+        if not await self._room(aor):
+            _answer(st, 480, "Temporarily Unavailable (inbox full)")
+            return
+
+        message = InboxMessage(
+            id=0,
+            aor=aor,
+            dedup_key=_dedup_key(req, sender, from_uri, content),
+            from_uri=from_uri,
+            from_name=from_name,
+            content_type=content_type,
+            body=req.body,
+            imdn_id=content.imdn_id,
+            silent=content.silent,
+            received_at=time.time(),
+        )
+        stored, new = await self.server.store.add_message(message)  # committed
+        if not new:  # a resend: same answer as the first time, nothing stored
+            log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
+            for binding in live if not stored.delivered_at else ():
+                self.courier.kick(binding)
+            _answer(st, 200 if stored.delivered_at else 202)
+            return
+        if aor in self._counts:
+            self._counts[aor] += 1
+
+        delivered = False
+        if live:
+            self.courier.expect(stored.id)
+            for binding in live:
+                self.courier.kick(binding)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.forward_timeout):
+                    await self.courier.delivered(stored.id)
+                    delivered = True
+        _answer(st, 200 if delivered else 202)
+        log.debug("MESSAGE %d to %s from %s: %s", stored.id, aor, from_uri,
+                  "delivered" if delivered else "stored")
+        if not delivered and not stored.silent:
+            self.pushes.message_stored(stored, content.text)
+
+    async def _sender(self, st: ServerTransaction) -> Sender | None:
+        """Who sent it; None when a challenge or a refusal was sent instead."""
+        req = st.request
+        addr = req.from_
+        uri = addr.uri
+        shown = uri.aor() if uri.is_sip else str(uri)
+        if self._trusted(req.source):
+            return Sender(shown, addr.display, trusted=True)
+        if not uri.is_sip or uri.host != self.domain:
+            _answer(st, 403, "Forbidden (not a trusted peer)")
+            return None
+        checked = await self.server.registrar.auth.check(req, proxy=True)
+        if isinstance(checked, Message):
+            st.respond(checked)
+            return None
+        if checked.username != uri.user:
+            _answer(st, 403, "Forbidden (From is not you)")
+            return None
+        return Sender(checked.aor, addr.display, trusted=False)
+
+    def _trusted(self, source: Peer | None) -> bool:
+        if source is None or not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(source.host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+    async def _room(self, aor: str) -> bool:
+        """Whether `aor` may store one more message; at the cap, the oldest delivered
+        messages make room, undelivered ones never do."""
+        cap = self.cfg.inbox_cap
+        if cap <= 0:
+            return True
+        count = self._counts.get(aor)
+        if count is None:
+            count = await self.server.store.count_messages(aor)
+            if len(self._counts) >= MAX_COUNTED_USERS:
+                self._counts.clear()
+        if count >= cap:
+            count -= await self.server.store.trim_messages(aor, count - cap + 1)
+        self._counts[aor] = count
+        return count < cap
+
+    def _task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of ours that the server's stop() cancels too (through its watcher)."""
+        task = asyncio.ensure_future(coro)
+        self.server.spawn(_watch(task))
+        return task
+
+    # ---------------------------------------------------------------- REGISTER
+    def on_registered(self, binding: Binding, device: Device | None) -> None:
+        self.courier.registered(binding)
+
+    # ------------------------------------------------------------------ purge
+    async def purge(self, now: float | None = None) -> int:
+        """Delete messages older than `retention_days`; returns how many went."""
+        days = self.cfg.retention_days
+        if days <= 0:
+            return 0
+        before = (time.time() if now is None else now) - days * 86400.0
+        total = 0
+        while True:
+            gone = await self.server.store.purge_messages(before, PURGE_CHUNK)
+            total += gone
+            if gone < PURGE_CHUNK:
+                break
+        if total:
+            self._counts.clear()
+            log.info("inbox retention: %d messages older than %d days deleted", total, days)
+        return total
+
+    async def _purge_every(self, interval: float) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("inbox purge failed")
+            await asyncio.sleep(interval)
+
+
+def _dedup_key(req: Message, sender: Sender, from_uri: str, content: Content) -> str:
+    """Same key, same message: the IMDN Message-ID is unique per sender (RFC 5438);
+    without one, a resent transaction keeps its Call-ID and CSeq."""
+    if content.imdn_id:
+        raw = f"imdn\n{from_uri}\n{content.imdn_id}"
+    else:
+        raw = f"sip\n{sender.uri}\n{req.call_id}\n{req.cseq[0]}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _watch(task: asyncio.Task[None]) -> None:
+    await task  # cancelled with the server's tasks: cancels `task` with it
+
+
+def _answer(st: ServerTransaction, status: int, reason: str | None = None) -> None:
+    st.respond(make_response(st.request, status, reason, to_tag=new_tag()))

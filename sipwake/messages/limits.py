@@ -1,0 +1,48 @@
+"""Per-sender rate limit: a token bucket per sender URI.
+
+A sender may send `burst` messages at once, then `rate` per second. The answer to
+one over the limit is 503 with Retry-After (RFC 3261 has no 429 for SIP).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+MAX_SENDERS = 100_000  # buckets kept; full (idle) ones are dropped beyond this
+
+
+class RateLimiter:
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
+
+    def take(self, key: str) -> float:
+        """0 when `key` may send now (a token is taken), else seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        if len(self._buckets) >= MAX_SENDERS and key not in self._buckets:
+            self._forget_idle(now)
+        self._buckets[key] = (tokens - 1.0, now)
+        return 0.0
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop buckets that have refilled: forgetting them changes nothing."""
+        full = [
+            k for k, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * self.rate >= self.burst
+        ]  # fmt: skip
+        for k in full:
+            del self._buckets[k]
+        if len(self._buckets) >= MAX_SENDERS:  # a flood of distinct senders: start over
+            self._buckets.clear()

@@ -1,0 +1,102 @@
+"""`message` pushes for a user whose app is asleep, coalesced.
+
+The first message of a burst is pushed at once; then at most one push per user
+(so per device) every `interval` seconds, carrying the newest message and the
+unread count read at send time. A message that was delivered meanwhile (the app
+woke up) needs no push: nothing is sent when nothing is unread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sipwake.messages.content import number_of
+from sipwake.push.notification import MessageNotification
+from sipwake.store.models import InboxMessage
+
+if TYPE_CHECKING:
+    from sipwake.server import Server
+
+log = logging.getLogger("sipwake.messages")
+
+
+@dataclass(slots=True)
+class _Pending:
+    latest: tuple[InboxMessage, str] | None = None  # message and its preview text
+    next_at: float = 0.0  # loop time before which no push may go
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PushCoalescer:
+    def __init__(
+        self,
+        server: Server,
+        interval: float = 1.0,
+        spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None,
+    ) -> None:
+        self.server = server
+        self.interval = interval
+        self._spawn = spawn or server.spawn
+        self._users: dict[str, _Pending] = {}
+
+    def message_stored(self, message: InboxMessage, preview: str) -> None:
+        """Announce `message` (stored, not delivered) to the recipient's devices. Never blocks."""
+        pending = self._users.get(message.aor)
+        if pending is None:
+            pending = self._users[message.aor] = _Pending()
+            self._spawn(self._run(message.aor, pending))
+        pending.latest = (message, preview)
+
+    async def idle(self, aor: str) -> None:
+        """Until no push is pending or due for `aor` (tests)."""
+        pending = self._users.get(aor)
+        if pending is not None:
+            await pending.done.wait()
+
+    async def _run(self, aor: str, pending: _Pending) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                delay = pending.next_at - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the rate limit itself, not a wait for an event
+                    continue
+                latest, pending.latest = pending.latest, None
+                if latest is None:
+                    return  # nothing came during the last interval
+                pending.next_at = loop.time() + self.interval
+                try:
+                    await self._push(*latest)
+                except Exception:
+                    log.exception("message push for %s failed", aor)
+        finally:
+            if self._users.get(aor) is pending:
+                del self._users[aor]
+            pending.done.set()
+
+    async def _push(self, message: InboxMessage, preview: str) -> None:
+        store = self.server.store
+        unread = await store.unread_count(message.aor)
+        if unread == 0:
+            return  # delivered meanwhile
+        devices = [d for d in await store.devices(message.aor) if d.enabled]
+        if not devices:
+            return
+        notification = MessageNotification(
+            message_id=str(message.id),
+            from_uri=message.from_uri,
+            from_number=number_of(message.from_uri),
+            from_name=message.from_name,
+            body=preview,
+            unread=unread,
+            badge=unread,
+        )
+        results = await self.server.push.send_all(devices, notification)
+        log.info(
+            "message push for %s (%d unread): %s", message.aor, unread,
+            ", ".join(f"{r.device_id}={r.outcome}" for r in results),
+        )

@@ -1,0 +1,398 @@
+"""The inbox over SIP: MESSAGE to sleeping and awake users, delivery on registration,
+de-duplication, limits, pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from sipwake.sip.message import Message
+from sipwake.store.models import Device, InboxMessage
+from tests.agent import Agent, respond
+from tests.conftest import DOMAIN, Running, ServerFactory, instance_id
+
+BOB = f"sip:bob@{DOMAIN}"
+ALICE = f"sip:alice@{DOMAIN}"
+TEXT = "text/plain;charset=UTF-8"
+
+
+def cpim(text: str | bytes, imdn_id: str, sender: str = '"Alice A." <sip:alice@example.com>',
+         inner: str = TEXT) -> bytes:
+    body = text.encode() if isinstance(text, str) else text
+    return (
+        f"From: {sender}\r\nTo: <{BOB}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
+        f"imdn.Message-ID: {imdn_id}\r\nimdn.Disposition-Notification: positive-delivery\r\n"
+        f"\r\nContent-Type: {inner}\r\n\r\n"
+    ).encode() + body
+
+
+async def send(agent: Agent, to: str, body: bytes, content_type: str = TEXT,
+               **headers: str) -> Message:
+    hdrs = {"To": f"<sip:{to}@{DOMAIN}>", "Content-Type": content_type, **headers}
+    return await agent.request("MESSAGE", f"sip:{to}@{DOMAIN}", hdrs, body)
+
+
+class Handset:
+    """A phone that answers every MESSAGE sent to it (`status`) and keeps them."""
+
+    def __init__(self, agent: Agent, status: int = 200) -> None:
+        self.agent = agent
+        self.status = status
+        self.got: list[Message] = []
+        self._seen: set[tuple[str, int]] = set()
+        self._changed = asyncio.Event()
+        self._task = asyncio.ensure_future(self._answer())
+
+    async def _answer(self) -> None:
+        while True:
+            req = await self.agent.requests.get()
+            respond(self.agent, req, self.status if req.method == "MESSAGE" else 200)
+            key = (req.call_id, req.cseq[0])
+            if req.method == "MESSAGE" and key not in self._seen:  # not a retransmission
+                self._seen.add(key)
+                self.got.append(req)
+                self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
+        async with asyncio.timeout(timeout):
+            while len(self.got) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.got
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def register(r: Running, user: str, instance: str, status: int = 200) -> Handset:
+    phone = await r.phone(user)
+    handset = Handset(phone, status)
+    resp = await phone.register(header_params=f';+sip.instance="<{instance}>"')
+    assert resp.status == 200
+    return handset
+
+
+async def sleeping_device(r: Running, aor: str = BOB, provider: str = "apns") -> Device:
+    """A push device whose app is not running (no binding)."""
+    token = secrets.token_hex(32) if provider == "apns" else f"fcm-{secrets.token_hex(8)}"
+    device = Device(
+        device_id=f"dev-{secrets.token_hex(4)}", aor=aor, provider=provider,
+        platform="ios" if provider == "apns" else "android", push_token=token,
+        topic="com.example.dialer" if provider == "apns" else "sipwake-test",
+    )
+    await r.server.store.put_device(device)
+    return device
+
+
+async def setup(start_server: ServerFactory, **messages: Any) -> tuple[Running, Agent]:
+    r = await start_server(messages={"forward_timeout": 0.5, **messages})
+    await r.add_user("alice")
+    await r.add_user("bob")
+    return r, await r.phone("alice")
+
+
+def sink_pushes(r: Running, kind: str = "message") -> list[dict[str, Any]]:
+    sink = r.server.push.sink
+    assert sink is not None
+    return [p for p in sink.pushes() if p["type"] == kind]
+
+
+async def stored(r: Running, aor: str = BOB) -> list[InboxMessage]:
+    return await r.server.store.messages(aor, 0, 10_000)
+
+
+# ------------------------------------------------------------------ offline
+async def test_offline_user_gets_202_a_push_and_everything_in_order_on_register(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    device = await sleeping_device(r)
+    bodies = [f"message {i} ✓".encode() for i in range(5)]
+    bodies.append(cpim("héllo 👋", "imdn-1"))
+    for i, body in enumerate(bodies):
+        ctype = "message/cpim" if i == 5 else TEXT
+        resp = await send(alice, "bob", body, ctype)
+        assert resp.status == 202  # committed before the answer
+        assert len(await stored(r)) == i + 1
+    await r.server.inbox.pushes.idle(BOB)
+    pushes = sink_pushes(r)
+    assert 1 <= len(pushes) <= 2  # the burst is coalesced
+    first, last = pushes[-1]["payload"], pushes[0]["payload"]  # newest first
+    assert first["type"] == "message" and first["from_uri"] == ALICE
+    assert last["preview"] == "héllo 👋" and last["from_name"] == "Alice A."
+    assert last["unread"] == 6 and last["aps"]["badge"] == 6
+    assert pushes[0]["device_id"] == device.device_id
+
+    phone = await register(r, "bob", instance_id())
+    got = await phone.wait_for(6)
+    assert [m.body for m in got] == bodies  # byte-identical, in the order received
+    assert [m.get("Content-Type") for m in got] == [TEXT] * 5 + ["message/cpim"]
+    assert got[0].from_.uri.aor() == ALICE and "Date" in {h[1] for h in got[0].headers}
+    assert "pn-" not in got[0].uri
+    await wait_marked(r, BOB, 6)
+    assert await r.server.store.unread_count(BOB) == 0
+
+
+async def wait_marked(r: Running, aor: str, count: int) -> None:
+    """Until `count` messages of `aor` are marked delivered (marks follow the 2xx)."""
+    async with asyncio.timeout(5):
+        while sum(1 for m in await stored(r, aor) if m.delivered_at) < count:
+            await asyncio.sleep(0.01)  # noqa: ASYNC110 - a store row, no event to await
+
+
+async def test_each_device_gets_each_message_once(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server)
+    for i in range(3):
+        assert (await send(alice, "bob", f"m{i}".encode())).status == 202
+    phone_id, tablet_id = instance_id(), instance_id()
+    phone = await register(r, "bob", phone_id)
+    await phone.wait_for(3)
+    await wait_marked(r, BOB, 3)
+    # a REGISTER refresh from the same phone delivers nothing again
+    assert (await phone.agent.register(header_params=f';+sip.instance="<{phone_id}>"')).status == 200
+    tablet = await register(r, "bob", tablet_id)  # another device still gets all three
+    assert [m.body for m in await tablet.wait_for(3)] == [b"m0", b"m1", b"m2"]
+    lanes = r.server.inbox.courier.lanes
+    for lane in list(lanes.values()):
+        await lane.idle.wait()
+    assert len(phone.got) == 3 and len(tablet.got) == 3
+
+
+async def test_concurrent_registrations_deliver_once(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server)
+    for i in range(20):
+        await send(alice, "bob", f"m{i}".encode())
+    instance = instance_id()
+    phone = await r.phone("bob")
+    handset = Handset(phone)
+    params = f';+sip.instance="<{instance}>"'
+    # three REGISTERs in quick succession (refreshes): one delivery run
+    results = await asyncio.gather(*(phone.register(header_params=params) for _ in range(3)))
+    assert all(resp.status == 200 for resp in results)
+    await handset.wait_for(20)
+    await wait_marked(r, BOB, 20)
+    for lane in list(r.server.inbox.courier.lanes.values()):
+        await lane.idle.wait()
+    assert [m.body for m in handset.got] == [f"m{i}".encode() for i in range(20)]
+
+
+async def test_failed_delivery_is_kept_for_the_next_registration(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    await send(alice, "bob", b"one")
+    await send(alice, "bob", b"two")
+    instance = instance_id()
+    busy = await register(r, "bob", instance, status=480)
+    await busy.wait_for(1)  # refused ("unavailable"): the lane stops, nothing is lost
+    for lane in list(r.server.inbox.courier.lanes.values()):
+        await lane.idle.wait()
+    assert await r.server.store.unread_count(BOB) == 2
+    busy.stop()
+    busy.agent.close()
+    ok = await register(r, "bob", instance)  # the app is back: same device, new address
+    assert [m.body for m in await ok.wait_for(2)] == [b"one", b"two"]
+
+
+# ------------------------------------------------------------------- online
+async def test_live_binding_gets_it_at_once_and_the_sender_200(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    await sleeping_device(r)
+    phone = await register(r, "bob", instance_id())
+    resp = await send(alice, "bob", cpim("hi there", "id-9"), "message/cpim")
+    assert resp.status == 200
+    (got,) = await phone.wait_for(1)
+    assert got.body == cpim("hi there", "id-9")
+    await wait_marked(r, BOB, 1)
+    await r.server.inbox.pushes.idle(BOB)
+    assert sink_pushes(r) == []  # delivered: no push
+
+
+async def test_unanswering_binding_means_202_and_a_push(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, forward_timeout=0.3)
+    await sleeping_device(r)
+    phone = await r.phone("bob")  # registered, then silent (app frozen, NAT gone)
+    assert (await phone.register(header_params=f';+sip.instance="<{instance_id()}>"')).status == 200
+    started = time.monotonic()
+    resp = await send(alice, "bob", b"are you there?")
+    assert resp.status == 202 and time.monotonic() - started >= 0.3
+    await r.server.inbox.pushes.idle(BOB)
+    (push,) = sink_pushes(r)
+    assert push["payload"]["preview"] == "are you there?"
+    assert (await stored(r))[0].delivered_at == 0
+
+
+# ------------------------------------------------------- dedup and identity
+async def test_imdn_resend_is_stored_once_and_answered_alike(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    body = cpim("once", "dup-1")
+    assert (await send(alice, "bob", body, "message/cpim")).status == 202
+    assert (await send(alice, "bob", body, "message/cpim")).status == 202  # new Call-ID/CSeq
+    # without an IMDN id, the same Call-ID and CSeq is the same message
+    plain = {"CSeq": "77 MESSAGE"}
+    assert (await send(alice, "bob", b"plain", TEXT, **plain)).status == 202
+    assert (await send(alice, "bob", b"plain", TEXT, **plain)).status == 202
+    assert [m.body for m in await stored(r)] == [body, b"plain"]
+    phone = await register(r, "bob", instance_id())
+    await phone.wait_for(2)
+    await wait_marked(r, BOB, 2)
+    # once delivered, a resend is answered 200, still not stored again
+    assert (await send(alice, "bob", body, "message/cpim")).status == 200
+    assert len(await stored(r)) == 2
+
+
+async def test_who_may_send(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server)
+    # the digest challenge is a 407 (proxy authentication)
+    data, branch = alice.build("MESSAGE", f"sip:bob@{DOMAIN}", {"Content-Type": TEXT}, b"x")
+    assert (await alice._transact(data, branch, 5)).status == 407
+    # authenticated as alice, but From says carol
+    spoof = Agent("carol", "secret", DOMAIN, r.addr(), auth_user="alice")
+    await spoof.start()
+    r.agents.append(spoof)
+    assert (await send(spoof, "bob", b"x")).status == 403
+    # another domain, not a trusted peer
+    resp = await send(alice, "bob", b"x", From=f"<sip:eve@elsewhere.example>;tag={alice.tag}")
+    assert resp.status == 403
+    assert (await send(alice, "nobody", b"x")).status == 404
+    assert (await stored(r)) == []
+
+
+async def test_trusted_peer_sender_comes_from_the_cpim_envelope(
+    start_server: ServerFactory,
+) -> None:
+    r = await start_server(sip={"trusted_peers": ["127.0.0.0/8"]})
+    await r.add_user("bob")
+    await sleeping_device(r)
+    trunk = await r.phone("gateway")
+    body = cpim("from afar", "t-1", sender='"Zoë" <sip:+4930555@ims.partner.example>')
+    resp = await send(trunk, "bob", body, "message/cpim",
+                      From=f"<sip:relay@partner.example>;tag={trunk.tag}")
+    assert resp.status == 202  # no challenge for a trusted peer, any domain
+    (m,) = await stored(r)
+    assert (m.from_uri, m.from_name, m.imdn_id) == ("sip:+4930555@ims.partner.example", "Zoë", "t-1")
+    await r.server.inbox.pushes.idle(BOB)
+    (push,) = sink_pushes(r)
+    assert push["payload"]["from_number"] == "+4930555"
+    assert push["payload"]["from_name"] == "Zoë"
+
+
+# ------------------------------------------------------------------- limits
+async def test_body_size_encoding_and_empty(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, max_body=1000)
+    assert (await send(alice, "bob", b"x" * 1001)).status == 413
+    assert (await send(alice, "bob", b"x" * 1000)).status == 202
+    resp = await send(alice, "bob", b"\x1f\x8b", TEXT, **{"Content-Encoding": "gzip"})
+    assert resp.status == 415 and resp.get("Accept-Encoding") == "identity"
+    assert (await send(alice, "bob", b"")).status == 400
+    assert len(await stored(r)) == 1
+
+
+async def test_rate_limit_is_503_with_retry_after(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, sender_rate=1.0, sender_burst=3)
+    statuses = [(await send(alice, "bob", f"{i}".encode())).status for i in range(3)]
+    assert statuses == [202, 202, 202]
+    resp = await send(alice, "bob", b"too many")
+    assert resp.status == 503 and resp.get("Retry-After") == "1"
+    assert len(await stored(r)) == 3
+    bob = await r.phone("bob")  # per sender: bob is not limited by alice's burst
+    assert (await send(bob, "alice", b"hi")).status == 202
+
+
+async def test_inbox_cap_trims_delivered_never_undelivered(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, inbox_cap=3)
+    for i in range(3):
+        assert (await send(alice, "bob", f"{i}".encode())).status == 202
+    resp = await send(alice, "bob", b"full")
+    assert resp.status == 480 and "inbox full" in resp.reason
+    instance = instance_id()
+    phone = await register(r, "bob", instance)
+    await phone.wait_for(3)
+    await wait_marked(r, BOB, 3)
+    resp = await phone.agent.register(expires=0, header_params=f';+sip.instance="<{instance}>"')
+    assert resp.status == 200  # asleep again
+    assert (await send(alice, "bob", b"room")).status == 202  # the oldest delivered went
+    assert [m.body for m in await stored(r)] == [b"1", b"2", b"room"]
+
+
+async def test_retention_purge(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, retention_days=2)
+    await send(alice, "bob", b"old")
+    await send(alice, "bob", b"new")
+    now = time.time()
+    assert await r.server.inbox.purge(now + 1 * 86400) == 0
+    old, new = await stored(r)
+    assert await r.server.inbox.purge(now + 2 * 86400 + 1) == 2
+    assert await stored(r) == []
+    # the purge runs by itself too: a message received 3 days ago goes at start
+    await r.server.store.add_message(
+        InboxMessage(0, BOB, "k", ALICE, "", TEXT, b"ancient", received_at=now - 3 * 86400)
+    )
+    r2 = await start_server(messages={"retention_days": 2},
+                            store={"url": r.server.config.store.url})
+    async with asyncio.timeout(5):
+        while await r2.server.store.messages(BOB):
+            await asyncio.sleep(0.01)  # noqa: ASYNC110 - the purge task has no event
+    assert old.id < new.id
+
+
+async def test_typing_indications_are_forwarded_never_stored(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    typing = b'<?xml version="1.0"?><isComposing><state>active</state></isComposing>'
+    ctype = "application/im-iscomposing+xml"
+    assert (await send(alice, "bob", typing, ctype)).status == 480  # nobody to tell
+    phone = await register(r, "bob", instance_id())
+    assert (await send(alice, "bob", typing, ctype)).status == 200
+    (got,) = await phone.wait_for(1)
+    assert got.body == typing
+    assert await stored(r) == []
+    await r.server.inbox.pushes.idle(BOB)
+    assert sink_pushes(r) == []
+
+
+async def test_delivery_reports_are_delivered_but_never_pushed(
+    start_server: ServerFactory,
+) -> None:
+    r, alice = await setup(start_server)
+    await sleeping_device(r)
+    report = cpim(b"<imdn/>", "rep-1", inner="message/imdn+xml")
+    assert (await send(alice, "bob", report, "message/cpim")).status == 202
+    await r.server.inbox.pushes.idle(BOB)
+    assert sink_pushes(r) == [] and await r.server.store.unread_count(BOB) == 0
+    phone = await register(r, "bob", instance_id())
+    assert (await phone.wait_for(1))[0].body == report
+
+
+async def test_a_burst_makes_at_most_one_push_per_second(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, sender_rate=0.0)
+    await sleeping_device(r)
+    await sleeping_device(r, provider="fcm")
+    started = time.monotonic()
+    results = await asyncio.gather(*(send(alice, "bob", f"burst {i}".encode())
+                                     for i in range(30)))
+    assert all(resp.status == 202 for resp in results)
+    await r.server.inbox.pushes.idle(BOB)
+    elapsed = time.monotonic() - started
+    pushes = sink_pushes(r)
+    per_device: dict[str, list[dict[str, Any]]] = {}
+    for p in pushes:
+        per_device.setdefault(p["device_id"], []).append(p)
+    assert len(per_device) == 2
+    for device_pushes in per_device.values():
+        assert len(device_pushes) <= 1 + elapsed  # the first at once, then one a second
+        times = sorted(p["at"] for p in device_pushes)
+        assert all(b - a >= 0.9 for a, b in zip(times, times[1:], strict=False))
+    newest = max(pushes, key=lambda p: p["at"])
+    unread = newest["payload"]["unread"]
+    assert unread in (30, "30")  # FCM data values are strings
+    # the newest push carries the newest message (the burst's last to be stored)
+    last = (await stored(r))[-1]
+    assert newest["payload"]["message_id"] == str(last.id)
