@@ -30,7 +30,11 @@ async def serve(config: Config) -> int:
     from sipwake.server import Server
 
     server = Server(config)
-    await server.start()
+    try:
+        await server.start()
+    except (ConfigError, OSError, ValueError) as exc:  # bad key file, port in use, ...
+        print(f"sipwake: cannot start: {exc}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)

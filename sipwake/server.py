@@ -31,11 +31,29 @@ from sipwake.sip.transport import TransportLayer
 from sipwake.sip.uac import Uac
 from sipwake.store import open_store
 from sipwake.store.base import Store
+from sipwake.store.models import PushAttempt
 from sipwake.voicemail import Voicemail
 
 log = logging.getLogger("sipwake.server")
 
 EXPIRY_SWEEP = 30.0  # seconds between expired-binding sweeps
+
+
+class _PushLog:
+    """The store as the push service sees it. A device the provider refused also leaves
+    the registrar's cache, so a later REGISTER can't write the stale "enabled" back."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
+        disabled = await self.server.store.disable_device(device_id, reason, token_at)
+        if disabled:
+            self.server.registrar.device_deleted(device_id)
+        return disabled
+
+    async def add_push_attempt(self, attempt: PushAttempt) -> None:
+        await self.server.store.add_push_attempt(attempt)
 
 
 class Server:
@@ -57,7 +75,7 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
-        self.push = build_push(cfg.push, self.store)  # the store keeps the push log
+        self.push = build_push(cfg.push, _PushLog(self))
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         digest = DigestAuth(
             self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl

@@ -277,3 +277,21 @@ async def test_oversize_tcp_message_413_without_buffering(running: Running) -> N
     assert (await phone.request("OPTIONS", f"sip:{DOMAIN}")).status == 200
     conns = list(running.server.transport._flows.values())
     assert all(len(c.buffer) < 70_000 for c in conns)
+
+
+async def test_provider_refusal_is_not_undone_by_a_refresh(running: Running) -> None:
+    """A token the provider refused stays disabled when the same token registers again,
+    even with other fields changed (the registrar's cache must not write 'enabled' back)."""
+    from sipwake.server import _PushLog
+
+    await running.add_user("alice")
+    phone = await running.phone("alice")
+    assert (await phone.register(params=APNS)).status == 200
+    (device,) = await running.server.store.devices(f"sip:alice@{DOMAIN}")
+    assert await _PushLog(running.server).disable_device(
+        device.device_id, "BadDeviceToken", device.token_updated_at
+    )
+    other_bundle = APNS.replace("com.example.dialer", "com.example.other")
+    assert (await phone.register(params=other_bundle)).status == 200
+    (again,) = await running.server.store.devices(f"sip:alice@{DOMAIN}")
+    assert again.topic == "com.example.other" and not again.enabled
