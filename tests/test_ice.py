@@ -14,7 +14,7 @@ import pytest
 from sipwake.sip.message import Message
 from tests.agent import Dialer, digest_header, next_request, respond
 from tests.conftest import DOMAIN, Running
-from tests.test_calls import calls, call_fields, sleeping_ios, wait_push, wake  # noqa: F401
+from tests.test_calls import call_fields, calls, sleeping_ios, wait_push, wake  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import math
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING

@@ -70,7 +70,9 @@ class Store(Protocol):
     async def put_call(self, record: CallRecord) -> None:
         """Insert or replace a call log entry by call_id."""
 
-    async def calls(self, aor: str, missed_only: bool = False, limit: int = 100) -> list[CallRecord]:
+    async def calls(
+        self, aor: str, missed_only: bool = False, limit: int = 100
+    ) -> list[CallRecord]:
         """Newest first."""
 
     # voicemail
