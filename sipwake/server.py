@@ -19,6 +19,7 @@ from sipwake.api.http import HttpApi
 from sipwake.calls.service import CallService
 from sipwake.config import Config, parse_listen
 from sipwake.messages.inbox import Inbox
+from sipwake.metrics import Metrics
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.registrar.auth import Authenticator
@@ -68,6 +69,7 @@ class Server:
         self.uac: Uac
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
+        self.metrics = Metrics()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 

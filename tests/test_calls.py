@@ -363,3 +363,27 @@ async def test_limits_and_loops(start_server: ServerFactory) -> None:
     first.cancel()
     assert (await first.final()).status == 487
     await wait_for(lambda: r.server.calls.counts()["ringing"] == 0)
+
+
+async def test_latency_metrics_and_stats(calls: Running) -> None:
+    phone = await sleeping_ios(calls)
+    dial = Dialer(await calls.phone("bob"), f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    await wait_push(calls, "call")
+    await wake(calls, phone)
+    invite = await next_request(phone, "INVITE")
+    respond(phone, invite, 486, tag="dev")
+    metrics = calls.server.metrics
+    await wait_for(lambda: metrics.call_push.summary()["count"] == 1)
+    assert metrics.register_invite.summary()["count"] == 1
+    assert 0 < metrics.register_invite.summary()["p50_ms"] < 1000
+    base = f"http://127.0.0.1:{calls.server.http.port}"  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        assert "sipwake_call_push_seconds_count 1.0" in text
+        async with http.get(f"{base}/v1/admin/stats") as resp:
+            assert resp.status == 401  # service token required
+    dial.cancel()
+    assert (await dial.final()).status == 487

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sipwake.api import calls, dev, devices, openapi, tokens
+from sipwake.api import admin, calls, dev, devices, openapi, tokens
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
 
@@ -23,6 +23,7 @@ class HttpApi:
         self.app = web.Application(client_max_size=1024 * 1024)
         self.app.router.add_get("/healthz", self.healthz)
         calls.add_routes(self.app, server)
+        admin.add_routes(self.app, server)
         devices.add_routes(self.app, server)
         tokens.add_routes(self.app, server)
         dev.add_routes(self.app, server)

@@ -185,11 +185,11 @@ class CallService:
         return any(address in net for net in self.trusted)
 
     # ----------------------------------------------------------------- forking
-    def _fork(self, call: Call, binding: Binding) -> None:
+    def _fork(self, call: Call, binding: Binding) -> bool:
         """Forward the INVITE to one binding, once per device (or phone) per call."""
         key = binding.device_id or binding.key
         if key in call.branches:
-            return
+            return False
         target = reach(binding)
         msg = call.invite.copy()
         msg.uri = target.request_uri
@@ -203,6 +203,7 @@ class CallService:
         branch.tx = self.server.uac.start(
             msg, target.peer, lambda resp: self._on_branch_response(call, branch, resp)
         )
+        return True
 
     def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
         resp.pop_first("Via")
@@ -339,8 +340,9 @@ class CallService:
     def on_registered(self, binding: Binding, device: Device | None) -> None:
         """RFC 8599 fork-late: a device registered while a call waits for it."""
         for call in list(self.calls.values()):
-            if call.aor == binding.aor:
-                self._fork(call, binding)
+            if call.aor == binding.aor and self._fork(call, binding):
+                since = self.server.registrar.register_received_at
+                self.server.metrics.register_invite.observe(time.perf_counter() - since)
         if device is None:
             return
         for call in list(self.ended.values()):
@@ -380,7 +382,7 @@ class CallService:
             call.pushed[d.device_id] = d
             if d.platform == "ios" and d.call_mode == "voip" and d.voip_token:
                 call.voip_pushed.add(d.device_id)
-        self._push(devices, note)
+        self.server.spawn(self._push_and_measure(call, devices, note))
         # iOS alert mode plays its ringtone once (~15 s): repeat while parked
         repeat = [d for d in devices if d.platform == "ios" and d.call_mode == "alert"]
         if repeat and self.alert_repeat > 0:
@@ -394,6 +396,14 @@ class CallService:
 
         loop = asyncio.get_running_loop()
         call.timers.append(loop.call_later(self.alert_repeat, again))
+
+    async def _push_and_measure(
+        self, call: Call, devices: list[Device], note: CallNotification
+    ) -> None:
+        results = await self.server.push.send_all(devices, note)
+        if any(r.delivered for r in results):
+            latency = time.perf_counter() - call.invite.received_at
+            self.server.metrics.call_push.observe(latency)
 
     def _push(self, devices: list[Device], note: Notification) -> None:
         if devices:

@@ -66,6 +66,7 @@ class Registrar:
         self._joined: dict[str, str] = {}
         self.listeners: list[RegistrationListener] = []
         self.flow_alive: Callable[[str], bool] = lambda flow: True
+        self.register_received_at = 0.0  # perf_counter of the REGISTER being dispatched
 
     async def load(self) -> None:
         """Read back the bindings that were live when the server stopped."""
@@ -105,6 +106,8 @@ class Registrar:
         """Process one REGISTER: send the final response, then tell the listeners."""
         registered: list[tuple[Binding, Device | None]] = []
         respond(await self._register(request, registered))
+        # listeners run synchronously: they may read when this REGISTER came in
+        self.register_received_at = request.received_at
         for binding, device in registered:
             for listener in self.listeners:
                 try:

@@ -78,7 +78,9 @@ class Message:
     full name used for look-ups, `name` the spelling written on the wire.
     """
 
-    __slots__ = ("_cache", "body", "headers", "method", "reason", "source", "status", "uri")
+    __slots__ = (
+        "_cache", "body", "headers", "method", "reason", "received_at", "source", "status", "uri",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class Message:
         self.headers: list[list[str]] = headers if headers is not None else []
         self.body = body
         self.source: Any = None  # set by the transport: where the message came from
+        self.received_at = 0.0  # time.perf_counter() when the transport read it
         self._cache: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- headers
@@ -299,6 +302,7 @@ class Message:
             [list(h) for h in self.headers], self.body,
         )  # fmt: skip
         m.source = self.source
+        m.received_at = self.received_at
         return m
 
 

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,6 +115,7 @@ class TransportLayer:
             self._answer_bad(exc, peer)
             return
         msg.source = peer
+        msg.received_at = time.perf_counter()
         if msg.method:
             _stamp_via(msg, peer)
         try:
