@@ -247,6 +247,15 @@ async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
     caller_ok = await dial.final()
     assert caller_ok.status == 200 and caller_ok.body == ANSWER
     dial.ack(caller_ok)
+    # a re-INVITE from the device (ICE restart) reaches the caller with its body
+    caller = dial.agent
+    reinvite = asyncio.ensure_future(pickup.in_dialog("INVITE", ok, ANSWER + b"a=ice-restart\r\n"))
+    at_caller = await next_request(caller, "INVITE")
+    assert at_caller.body == ANSWER + b"a=ice-restart\r\n"
+    assert at_caller.call_id == caller_ok.call_id and at_caller.to_tag == dial_from_tag(dial)
+    respond(caller, at_caller, 200, OFFER + b"a=ice-restart\r\n")
+    re_ok = await reinvite
+    assert re_ok.status == 200 and re_ok.body == OFFER + b"a=ice-restart\r\n"
     # BYE from the caller reaches the device over the bridge
     bye = asyncio.ensure_future(dial.in_dialog("BYE", caller_ok))
     device_bye = await next_request(phone, "BYE")
@@ -254,6 +263,10 @@ async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
     respond(phone, device_bye, 200)
     assert (await bye).status == 200
     await wait_for(lambda: calls.server.calls.counts()["dialogs"] == 0)
+
+
+def dial_from_tag(dial: Dialer) -> str:
+    return dial.agent.tag
 
 
 def pickup_ack_with_answer(phone: Agent, dial: Dialer, ok: Message) -> None:
