@@ -400,3 +400,15 @@ async def test_latency_metrics_and_stats(calls: Running) -> None:
             assert resp.status == 401  # service token required
     dial.cancel()
     assert (await dial.final()).status == 487
+
+
+async def test_dialogs_without_bye_are_swept(calls: Running) -> None:
+    from sipwake.calls.dialogs import ProxyDialog
+    from sipwake.sip.peer import Peer
+
+    dialogs = calls.server.calls.dialogs
+    peer = Peer("udp", "127.0.0.1", 9)
+    dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer, created=0.0))
+    dialogs.add_proxy(ProxyDialog("new", "a", "b", peer, peer))
+    assert dialogs.sweep(3600) == 1
+    assert list(dialogs.by_call_id) == ["new"]

@@ -9,6 +9,7 @@ in-dialog requests are re-issued on the other leg. Bodies are never changed.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ class ProxyDialog:
     callee_tag: str
     caller: Peer
     callee: Peer
+    created: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -52,7 +54,7 @@ class Bridge:
     a: Leg  # the caller
     b: Leg  # the device that picked up
     ended: bool = False
-    pending_ack: dict[str, Message] = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
 
     def other(self, call_id: str) -> Leg:
         return self.b if call_id == self.a.call_id else self.a
@@ -72,6 +74,15 @@ class Dialogs:
     def add_bridge(self, bridge: Bridge) -> None:
         self.by_call_id[bridge.a.call_id] = bridge
         self.by_call_id[bridge.b.call_id] = bridge
+
+    def sweep(self, max_age: float) -> int:
+        """Forget dialogs older than `max_age` seconds whose BYE never came (both ends
+        crashed): nothing may grow without bound."""
+        cutoff = time.monotonic() - max_age
+        old = [cid for cid, d in self.by_call_id.items() if d.created < cutoff]
+        for call_id in old:
+            self.remove(call_id)
+        return len(old)
 
     def remove(self, call_id: str) -> None:
         d = self.by_call_id.pop(call_id, None)

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipwake.calls")
 
 PICKUP_PREFIX = "pickup-"
+DIALOG_MAX_AGE = 12 * 3600  # a call longer than this without BYE is a lost BYE
+DIALOG_SWEEP = 300.0
 TIMER_C = 180.0  # RFC 3261 §16.6: a ringing branch may ring this long (> 3 min)
 IN_DIALOG_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "REFER")
 
@@ -83,6 +85,14 @@ class CallService:
         router.ack_handlers.append(self.on_ack)
         router.response_handlers.append(self.on_stray_response)
         self.server.registrar.listeners.append(self)
+        self.server.spawn(self._sweep_dialogs())
+
+    async def _sweep_dialogs(self) -> None:
+        while True:
+            await asyncio.sleep(DIALOG_SWEEP)
+            gone = self.dialogs.sweep(DIALOG_MAX_AGE)
+            if gone:
+                log.info("forgot %d dialogs older than %d s", gone, DIALOG_MAX_AGE)
 
     def counts(self) -> dict[str, int]:
         return {
