@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sipwake.push import apns_payload
 from sipwake.push.apns_token import REFRESH_AFTER, ProviderToken, load_signing_key
-from sipwake.push.h2client import H2Error, H2Pool, Headers, Response
+from sipwake.push.h2client import H2Error, H2Pool, Headers, Response, unique
 from sipwake.push.notification import Notification
 from sipwake.push.provider import (
     DELIVERED,
@@ -64,6 +64,8 @@ class APNsProvider:
         key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self.settings = settings
+        if not 20 * 60 <= settings.token_refresh < 60 * 60:
+            raise ValueError("APNs token_refresh must be between 20 and 60 minutes (Apple's rules)")
         if key is None:
             key = load_signing_key(Path(settings.key_file).read_bytes())
         self.token = ProviderToken(
@@ -93,9 +95,9 @@ class APNsProvider:
             (b"apns-push-type", request.push_type.encode()),
             (b"apns-topic", request.topic.encode()),
             (b"apns-priority", str(request.priority).encode()),
-            (b"apns-expiration", str(request.expiration).encode()),
-            (b"apns-collapse-id", request.collapse_id.encode()),
-            (b"apns-id", push_id.encode()),
+            unique(b"apns-expiration", str(request.expiration).encode()),
+            unique(b"apns-collapse-id", request.collapse_id.encode()),
+            unique(b"apns-id", push_id.encode()),
         ]
         return PreparedPush(
             provider=self.name,

@@ -22,13 +22,14 @@ import collections
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
@@ -62,10 +63,51 @@ _CONFIG = h2.config.H2Configuration(
     # authorization header indexable lets HPACK send the shared JWT once per connection.
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
+    # Response headers are only read for :status (parsed defensively) and a few
+    # values; h2's per-header checks cost more than the rest of the response path.
+    validate_inbound_headers=False,
 )
 
 
+def unique(name: bytes, value: bytes) -> hpack.NeverIndexedHeaderTuple:
+    """A header whose value changes with every request (path, apns-id, ...).
+
+    Kept out of the HPACK dynamic table: indexing it would only evict the values
+    that do repeat (the JWT, topic, push type) and make every lookup in that
+    table longer.
+    """
+    return hpack.NeverIndexedHeaderTuple(name, value)
+
+
+class PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        # Pure-Python Huffman coding of every literal (device token, apns-id) was the
+        # largest single cost per request; the bytes it saves do not matter here.
+        return super().encode(headers, huffman=False)
+
+
 class _H2(h2.connection.H2Connection):
+    def __init__(self) -> None:
+        super().__init__(config=_CONFIG)
+        self.encoder = PlainEncoder()
+        self.outbound_open = 0  # maintained by H2Connection
+
+    @property
+    def open_outbound_streams(self) -> int:
+        # h2 counts open streams by walking every stream it holds, closed ones
+        # included, on each new request: O(concurrency) per request. We know the
+        # count, and reap closed streams ourselves (see reap()).
+        return self.outbound_open
+
+    def reap(self, stream_id: int) -> None:
+        """Forget a closed stream, as h2's own stream counting would have."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
     def _receive_goaway_frame(
         self, frame: GoAwayFrame
     ) -> tuple[list[Frame], list[h2.events.Event]]:
@@ -93,7 +135,7 @@ class H2Connection(asyncio.Protocol):
     def __init__(self, pool: H2Pool, ping_interval: float) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
-        self._h2 = _H2(config=_CONFIG)
+        self._h2 = _H2()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._blocked: set[int] = set()
@@ -145,8 +187,8 @@ class H2Connection(asyncio.Protocol):
             self.ready.set_exception(error)
             self.ready.exception()  # retrieved by the pool's connect; silence "never retrieved"
         streams, self._streams = self._streams, {}
-        for stream in streams.values():
-            self._finish(stream, error)
+        for stream_id, stream in streams.items():
+            self._finish(stream_id, stream, error)
         self._pool._connection_gone(self)
 
     # -- requests --------------------------------------------------------------
@@ -171,6 +213,7 @@ class H2Connection(asyncio.Protocol):
             raise StreamRefused(str(exc)) from None
         stream = _Stream(self._loop.create_future())
         self._streams[stream_id] = stream
+        self._h2.outbound_open = len(self._streams)
         if body:
             stream.pending = body
             self._send_body(stream_id, stream)
@@ -185,7 +228,7 @@ class H2Connection(asyncio.Protocol):
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             self._reset(stream_id, ErrorCodes.CANCEL)
-            self._finish(stream, None)
+            self._finish(stream_id, stream, None)
 
     def close(self) -> None:
         if self.closed or self._transport is None:
@@ -200,8 +243,8 @@ class H2Connection(asyncio.Protocol):
 
     def abort(self, error: H2Error) -> None:
         streams, self._streams = self._streams, {}
-        for stream in streams.values():
-            self._finish(stream, error)
+        for stream_id, stream in streams.items():
+            self._finish(stream_id, stream, error)
         self._drain()
         if self._transport is not None:
             self._transport.abort()
@@ -215,7 +258,7 @@ class H2Connection(asyncio.Protocol):
                 for name, value in event.headers:
                     key = bytes(name).decode("latin-1")
                     if key == ":status":
-                        stream.status = int(value)
+                        stream.status = int(value) if value.isdigit() else 0
                     else:
                         stream.headers[key] = bytes(value).decode("latin-1")
         elif isinstance(event, h2.events.DataReceived):
@@ -225,16 +268,20 @@ class H2Connection(asyncio.Protocol):
             if stream is not None and event.data:
                 stream.body += event.data
         elif isinstance(event, h2.events.StreamEnded):
-            stream = self._streams.pop(event.stream_id or 0, None)
+            stream_id = event.stream_id or 0
+            stream = self._streams.pop(stream_id, None)
             if stream is not None:
-                self._finish(stream, None, Response(stream.status, stream.headers, stream.body))
+                self._finish(stream_id, stream, None,
+                             Response(stream.status, stream.headers, stream.body))
         elif isinstance(event, h2.events.StreamReset):
-            stream = self._streams.pop(event.stream_id or 0, None)
+            stream_id = event.stream_id or 0
+            stream = self._streams.pop(stream_id, None)
             if stream is not None:
                 if event.error_code == ErrorCodes.REFUSED_STREAM:
-                    self._finish(stream, StreamRefused("stream refused"))
+                    self._finish(stream_id, stream, StreamRefused("stream refused"))
                 else:
-                    self._finish(stream, H2Error(f"stream reset: {event.error_code!r}"))
+                    self._finish(stream_id, stream,
+                                 H2Error(f"stream reset: {event.error_code!r}"))
         elif isinstance(event, h2.events.WindowUpdated):
             for stream_id in list(self._blocked):
                 blocked = self._streams.get(stream_id)
@@ -261,7 +308,7 @@ class H2Connection(asyncio.Protocol):
         )
         self._drain()
         for stream_id in [s for s in self._streams if s > last]:
-            self._finish(self._streams.pop(stream_id), StreamRefused("GOAWAY"))
+            self._finish(stream_id, self._streams.pop(stream_id), StreamRefused("GOAWAY"))
         if not self._streams and self._transport is not None:
             self._transport.close()
 
@@ -277,8 +324,18 @@ class H2Connection(asyncio.Protocol):
             self._h2.send_data(stream_id, chunk, end_stream=not stream.pending)
 
     def _finish(
-        self, stream: _Stream, error: BaseException | None, response: Response | None = None
+        self,
+        stream_id: int,
+        stream: _Stream,
+        error: BaseException | None,
+        response: Response | None = None,
     ) -> None:
+        """Settle a stream already removed from self._streams."""
+        self._h2.outbound_open = len(self._streams)
+        if stream.pending:  # the server answered before taking the whole body
+            stream.pending = b""
+            self._reset(stream_id, ErrorCodes.CANCEL)
+        self._h2.reap(stream_id)
         if stream.timer is not None:
             stream.timer.cancel()
         if not stream.future.done():
@@ -297,7 +354,7 @@ class H2Connection(asyncio.Protocol):
         if stream is not None:
             stream.timer = None
             self._reset(stream_id, ErrorCodes.CANCEL)
-            self._finish(stream, H2Error("request timed out"))
+            self._finish(stream_id, stream, H2Error("request timed out"))
 
     def _reset(self, stream_id: int, code: ErrorCodes) -> None:
         self._blocked.discard(stream_id)
@@ -367,7 +424,7 @@ class H2Pool:
 
     async def post(self, path: bytes, headers: Headers, body: bytes) -> Response:
         """POST `body` to `path`. Raises H2Error when no response arrives."""
-        request = [*self._prefix, (b":path", path), *headers]
+        request = [*self._prefix, unique(b":path", path), *headers]
         for _ in range(3):
             conn = await self._acquire()
             stream_id, future = conn.start(request, body, self._request_timeout)

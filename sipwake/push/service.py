@@ -91,6 +91,7 @@ class PushService:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
+        # A sink given explicitly receives every push, providers or not.
         self._providers: dict[str, Provider] = {}
         if apns is not None:
             self._providers["apns"] = apns
@@ -148,6 +149,14 @@ class PushService:
         attempt = 0
         renewed = False
         while True:
+            if attempt and self._clock() >= n.deadline:
+                # No attempt starts after the deadline (a sleep that overran, a slow
+                # request before an immediate retry).
+                expired = await self._finish(device, n.kind, provider.name, push.push_id, 0, 0,
+                                             EXPIRED, "deadline passed before the next attempt",
+                                             0.0)
+                expired.attempts = attempt
+                return expired
             attempt += 1
             started = time.perf_counter()
             result = await provider.attempt(push)
@@ -179,12 +188,6 @@ class PushService:
             log.info("%s push to device %s failed (%s %s), retry in %.2fs", n.kind,
                      device.device_id, result.status, result.reason, delay)
             await self._sleep(delay)
-            if self._clock() >= n.deadline:  # the sleep overran (busy loop, clock jump)
-                expired = await self._finish(device, n.kind, provider.name, push.push_id, 0, 0,
-                                             EXPIRED, "deadline passed while waiting to retry",
-                                             0.0)
-                expired.attempts = attempt
-                return expired
 
     async def _invalid(
         self,

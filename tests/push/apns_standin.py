@@ -102,6 +102,7 @@ class APNsStandIn:
         self.peak_streams = 0
         self.pings = 0
         self.ping_event = asyncio.Event()
+        self.request_event = asyncio.Event()  # set when any request starts arriving
         self._jwt_cache: dict[str, dict[str, Any]] = {}
         self._conns: set[_ServerConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -304,6 +305,7 @@ class _ServerConnection(asyncio.Protocol):
                 self.highest = max(self.highest, sid)
                 self.open += 1
                 self.server.peak_streams = max(self.server.peak_streams, self.open)
+                self.server.request_event.set()
                 if self.open > self.server.max_concurrent_streams:
                     self.server.violations.append(
                         f"{self.open} concurrent streams > {self.server.max_concurrent_streams}")

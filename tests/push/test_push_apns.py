@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ ALERT = "a" * 64
 VOIP = "b" * 64
 
 
-def call(clock: FakeClock, call_id: str = "park-1", ttl: float = 30) -> CallNotification:
+def call(clock: Callable[[], float], call_id: str = "park-1", ttl: float = 30) -> CallNotification:
     return CallNotification(call_id=call_id, caller_uri="sip:bob@example.com",
                             caller_number="+15551234", caller_name="Bob Builder",
                             pickup_uri="sip:pickup-park-1@example.com",
@@ -287,6 +288,9 @@ async def test_one_jwt_for_100_pushes_over_3_connections(
     assert server.connections == 3
     assert len({r.connection for r in server.requests}) == 3
     assert len(server.jwts) == 1 and provider.token.minted == 1
+    # h2 forgets finished streams (we count open streams ourselves, see h2client).
+    for conn in provider.pools[False]._conns:
+        assert conn._h2.streams == {} and conn._h2.outbound_open == 0
 
 
 async def test_jwt_refreshed_after_50_minutes(apns_server: Any, apns_push: Any,
@@ -462,3 +466,65 @@ def test_token_lifetime_bounds() -> None:
     second = token.header()
     token.renew(first)  # a stale report about an already replaced token: no new mint
     assert token.header() is second and token.minted == 2
+
+
+async def test_system_trust_store_honours_ssl_cert_file(
+        apns_server: Any, apns_push: Any, certs: Any, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca_file)
+    server = await apns_server(ssl_context=certs.server_context(["h2"]))
+    service, _ = apns_push(server)  # no ca_file: trust comes from SSL_CERT_FILE
+    assert (await service.send(ios_device(), call(clock))).outcome == "delivered"
+
+
+def test_under_uvloop(apns_key: Any, certs: Any) -> None:
+    """The server runs on uvloop when installed: its transports are not asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+    from push_helpers import KEY_ID, TEAM_ID
+
+    from sipwake.push import APNsProvider, APNsSettings, PushService
+
+    async def main() -> tuple[str, int]:
+        server = APNsStandIn(team_id=TEAM_ID, key_id=KEY_ID, public_key=apns_key[1].public_key(),
+                             topics={BUNDLE}, ssl_context=certs.server_context(["h2"]))
+        await server.start()
+        provider = APNsProvider(APNsSettings(team_id=TEAM_ID, key_id=KEY_ID, key_file=apns_key[0],
+                                             url=server.url, sandbox_url=server.url,
+                                             ca_file=certs.ca_file))
+        service = PushService(MemoryPushLog(), apns=provider)
+        try:
+            now = time.time()
+            results = await asyncio.gather(*(service.send(
+                ios_device(f"d{i}", voip=f"{i:064x}"), call(lambda: now)) for i in range(20)))
+            return results[0].outcome, len(server.violations)
+        finally:
+            await service.close()
+            await server.close()
+
+    assert uvloop.run(main()) == ("delivered", 0)
+
+
+async def test_request_timeout_resets_the_stream_and_retries(
+        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+    server = await apns_server(response_delay=2.0)
+    service, provider = apns_push(server, request_timeout=0.05)
+    result = await service.send(ios_device(), call(clock, ttl=2))
+    assert (result.outcome, result.attempts) == ("expired", 3)
+    assert {a.reason for a in store.attempts} == {"request timed out"}
+    (conn,) = provider.pools[False]._conns  # the connection itself stays usable
+    assert conn._streams == {} and conn._h2.streams == {}
+
+
+async def test_cancelled_send_resets_its_stream(apns_server: Any, apns_push: Any,
+                                                clock: FakeClock) -> None:
+    server = await apns_server(response_delay=0.2)
+    service, provider = apns_push(server)
+    task = asyncio.ensure_future(service.send(ios_device(), call(clock)))
+    await server.request_event.wait()  # the request is on the wire
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (conn,) = provider.pools[False]._conns
+    assert conn._streams == {}
+    server.response_delay = 0
+    assert (await service.send(ios_device(), call(clock))).outcome == "delivered"

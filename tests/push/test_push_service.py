@@ -142,3 +142,34 @@ def test_notification_defaults_and_validation() -> None:
                                             from_number="", from_name="", body="", unread=0)
     assert len(long_conversation.collapse_key) == 64
     assert long_conversation.collapse(privacy=True) != long_conversation.collapse_key
+
+
+async def test_no_attempt_starts_after_the_deadline_even_after_a_slow_one() -> None:
+    clock = FakeClock(time.time())
+
+    class Slow:
+        name = "fcm"
+        calls = 0
+
+        def prepare(self, device: Any, n: Any, now: float) -> Any:
+            from sipwake.push.provider import PreparedPush
+            return PreparedPush("fcm", device.device_id, n.kind, "id", {}, {}, b"")
+
+        async def attempt(self, push: Any) -> Any:
+            from sipwake.push.provider import AttemptResult
+            self.calls += 1
+            clock.advance(20)  # the request took 20 s and the credential was refused
+            return AttemptResult(401, "reauth", "UNAUTHENTICATED")
+
+        async def reauthorize(self, stale: object) -> None:
+            pass
+
+    provider = Slow()
+    store = MemoryPushLog()
+    service = PushService(store, fcm=provider, clock=clock,  # type: ignore[arg-type]
+                          sleep=clock.sleep)
+    result = await service.send(android_device(), CallNotification(
+        call_id="p", caller_uri="", caller_number="", caller_name="", pickup_uri="",
+        expires_at=int(clock() + 10)))
+    assert (result.outcome, result.attempts, provider.calls) == ("expired", 1, 1)
+    assert [a.outcome for a in store.attempts] == ["retry", "expired"]
