@@ -221,13 +221,18 @@ class Registrar:
         ident = binding.instance or f"{push.provider}:{push.push_token or push.voip_token}"
         derived = hashlib.sha256(f"{aor}|{ident}".encode()).hexdigest()[:24]
         device_id = self._joined.get(derived, derived)
-        old = self.devices.get(device_id) or await self.store.get_device(device_id)
+        old = self.devices.get(device_id)
         if old is not None and old.aor != aor:
             old = None  # an id squatted by another user: this registration wins it back
         if old is None:
-            old = await self._uploaded_device(aor, binding.instance, push)
-            if old is not None:
-                device_id = self._joined[derived] = old.device_id
+            # one read finds our own record, or one the app uploaded over HTTP for this
+            # installation
+            mine = await self.store.devices(aor)
+            old = next((d for d in mine if d.device_id == device_id), None)
+            if old is None:
+                old = _uploaded_device(mine, binding.instance, push)
+                if old is not None:
+                    device_id = self._joined[derived] = old.device_id
         now = self.clock()
         # A VoIP-only REGISTER keeps an alert token uploaded over HTTP (DESIGN.md).
         push_token = push.push_token or (old.push_token if old and push.voip_token else "")
@@ -271,22 +276,6 @@ class Registrar:
         self.devices[device_id] = device
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
-
-    async def _uploaded_device(
-        self, aor: str, instance: str, push: PushParams
-    ) -> Device | None:
-        """A device of `aor` the app uploaded over HTTP for this same installation:
-        same +sip.instance, or (when either has none) the same token."""
-        for d in await self.store.devices(aor):
-            if instance and d.instance:
-                if d.instance == instance:
-                    return d
-            elif d.provider == push.provider and (
-                (push.push_token and d.push_token == push.push_token)
-                or (push.voip_token and d.voip_token == push.voip_token)
-            ):
-                return d
-        return None
 
     async def _remove(self, aor: str, key: str) -> None:
         by_key = self.bindings.get(aor)
@@ -353,6 +342,21 @@ def reach(binding: Binding) -> Reach:
         transport = (uri.params.get("transport") or "udp").lower()
         peer = Peer(transport, uri.host.strip("[]"), uri.port or 5060)
     return Reach(str(uri), peer, list(binding.path))
+
+
+def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:
+    """The device the app uploaded over HTTP for this same installation: same
+    +sip.instance, or (when either has none) the same token."""
+    for d in devices:
+        if instance and d.instance:
+            if d.instance == instance:
+                return d
+        elif d.provider == push.provider and (
+            (push.push_token and d.push_token == push.push_token)
+            or (push.voip_token and d.voip_token == push.voip_token)
+        ):
+            return d
+    return None
 
 
 def _contact_expires(contact: NameAddr, header: int | None, default: int) -> int:
