@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sipwake.sip.errors import SipParseError
 
 _SCHEMES = ("sip", "sips")
+_BAD_HOST = re.compile(r'[ \t<>"@]')
 # "SIP/2.0/UDP " with the optional whitespace RFC 4475 wsinv shows
 _VIA_PROTO = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+", re.I)
 
@@ -36,35 +37,33 @@ def _format_params(params: dict[str, str | None], sep: str = ";") -> str:
     return "".join(sep + k if v is None else f"{sep}{k}={v}" for k, v in params.items())
 
 
+_SPECIAL = {sep: re.compile(f'[{sep}"<]') for sep in (",", ";")}
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
 def split_unquoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside double quotes and angle brackets (header lists, params)."""
     if '"' not in text and "<" not in text:
         return text.split(sep)
+    special = _SPECIAL.get(sep) or re.compile(f'[{re.escape(sep)}"<]')
     parts: list[str] = []
-    start = 0
-    quoted = False
-    angle = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle += 1
-        elif ch == ">":
-            angle = max(0, angle - 1)
-        elif ch == sep and angle == 0:
+    start = pos = 0
+    while True:
+        m = special.search(text, pos)
+        if m is None:
+            break
+        ch, i = m.group(), m.start()
+        if ch == sep:
             parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
-        raise SipParseError(f"unterminated quoted string in {text!r}")
+            start = pos = i + 1
+        elif ch == '"':
+            q = _QUOTED.match(text, i)
+            if q is None:
+                raise SipParseError(f"unterminated quoted string in {text[:80]!r}")
+            pos = q.end()
+        else:  # "<": jump to its ">" (URIs hold ";" and "," of their own)
+            gt = text.find(">", i)
+            pos = len(text) if gt < 0 else gt + 1
     parts.append(text[start:])
     return parts
 
@@ -85,7 +84,7 @@ def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
         host, colon, port_text = text.partition(":")
         if colon and not port_text:
             raise SipParseError(f"empty port in {what}")
-    if not host or any(c in host for c in ' \t<>"@'):
+    if not host or _BAD_HOST.search(host):
         raise SipParseError(f"bad host {host!r} in {what}")
     port: int | None = None
     if port_text:

@@ -151,6 +151,9 @@ class SQLiteStore(q.SQLStore):
 
 def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
     """Run jobs in one transaction; each job's error is its own, not the batch's."""
+    fast = _fast_batch(conn, jobs)
+    if fast is not None:
+        return fast
     failed: list[_Outcome] = []
     todo = jobs
     while todo:
@@ -170,6 +173,22 @@ def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         failed.append((todo[index].future, error, None))
         todo = todo[:index] + todo[index + 1 :]
     return failed
+
+
+def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | None:
+    """The usual case, no job fails: one transaction without a SAVEPOINT per job (a
+    third of the statements, and far less GIL traffic with the event loop's thread).
+    None when a job failed: everything was rolled back, to be redone job by job."""
+    try:
+        conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
+        done = [(job.future, None, job.fn(conn)) for job in jobs]
+        conn.execute("COMMIT")
+    except Exception:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        return None
+    return done
 
 
 def _try_batch(
