@@ -4,6 +4,7 @@ de-duplication, limits, pushes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from typing import Any
@@ -86,8 +87,10 @@ async def sleeping_device(r: Running, aor: str = BOB, provider: str = "apns") ->
     return device
 
 
-async def setup(start_server: ServerFactory, **messages: Any) -> tuple[Running, Agent]:
+async def setup(start_server: ServerFactory, push_interval: float = 0.05,
+                **messages: Any) -> tuple[Running, Agent]:
     r = await start_server(messages={"forward_timeout": 0.5, **messages})
+    r.server.inbox.pushes.interval = push_interval  # 1 s in production; tests of it say so
     await r.add_user("alice")
     await r.add_user("bob")
     return r, await r.phone("alice")
@@ -107,7 +110,7 @@ async def stored(r: Running, aor: str = BOB) -> list[InboxMessage]:
 async def test_offline_user_gets_202_a_push_and_everything_in_order_on_register(
     start_server: ServerFactory,
 ) -> None:
-    r, alice = await setup(start_server)
+    r, alice = await setup(start_server, push_interval=1.0)
     device = await sleeping_device(r)
     bodies = [f"message {i} ✓".encode() for i in range(5)]
     bodies.append(cpim("héllo 👋", "imdn-1"))
@@ -136,10 +139,10 @@ async def test_offline_user_gets_202_a_push_and_everything_in_order_on_register(
 
 
 async def wait_marked(r: Running, aor: str, count: int) -> None:
-    """Until `count` messages of `aor` are marked delivered (marks follow the 2xx)."""
+    """Until deliveries are over, then `count` messages of `aor` are marked delivered."""
     async with asyncio.timeout(5):
-        while sum(1 for m in await stored(r, aor) if m.delivered_at) < count:
-            await asyncio.sleep(0.01)  # noqa: ASYNC110 - a store row, no event to await
+        await r.server.inbox.courier.idle()
+    assert sum(1 for m in await stored(r, aor) if m.delivered_at) == count
 
 
 async def test_each_device_gets_each_message_once(start_server: ServerFactory) -> None:
@@ -154,9 +157,7 @@ async def test_each_device_gets_each_message_once(start_server: ServerFactory) -
     assert (await phone.agent.register(header_params=f';+sip.instance="<{phone_id}>"')).status == 200
     tablet = await register(r, "bob", tablet_id)  # another device still gets all three
     assert [m.body for m in await tablet.wait_for(3)] == [b"m0", b"m1", b"m2"]
-    lanes = r.server.inbox.courier.lanes
-    for lane in list(lanes.values()):
-        await lane.idle.wait()
+    await r.server.inbox.courier.idle()
     assert len(phone.got) == 3 and len(tablet.got) == 3
 
 
@@ -173,8 +174,7 @@ async def test_concurrent_registrations_deliver_once(start_server: ServerFactory
     assert all(resp.status == 200 for resp in results)
     await handset.wait_for(20)
     await wait_marked(r, BOB, 20)
-    for lane in list(r.server.inbox.courier.lanes.values()):
-        await lane.idle.wait()
+    await r.server.inbox.courier.idle()
     assert [m.body for m in handset.got] == [f"m{i}".encode() for i in range(20)]
 
 
@@ -187,8 +187,7 @@ async def test_failed_delivery_is_kept_for_the_next_registration(
     instance = instance_id()
     busy = await register(r, "bob", instance, status=480)
     await busy.wait_for(1)  # refused ("unavailable"): the lane stops, nothing is lost
-    for lane in list(r.server.inbox.courier.lanes.values()):
-        await lane.idle.wait()
+    await r.server.inbox.courier.idle()
     assert await r.server.store.unread_count(BOB) == 2
     busy.stop()
     busy.agent.close()
@@ -269,6 +268,7 @@ async def test_trusted_peer_sender_comes_from_the_cpim_envelope(
 ) -> None:
     r = await start_server(sip={"trusted_peers": ["127.0.0.0/8"]})
     await r.add_user("bob")
+    r.server.inbox.pushes.interval = 0.05
     await sleeping_device(r)
     trunk = await r.phone("gateway")
     body = cpim("from afar", "t-1", sender='"Zoë" <sip:+4930555@ims.partner.example>')
@@ -337,8 +337,8 @@ async def test_retention_purge(start_server: ServerFactory) -> None:
     r2 = await start_server(messages={"retention_days": 2},
                             store={"url": r.server.config.store.url})
     async with asyncio.timeout(5):
-        while await r2.server.store.messages(BOB):
-            await asyncio.sleep(0.01)  # noqa: ASYNC110 - the purge task has no event
+        while await r2.server.store.messages(BOB):  # noqa: ASYNC110 - no event: a task's work
+            await asyncio.sleep(0.01)
     assert old.id < new.id
 
 
@@ -372,7 +372,7 @@ async def test_delivery_reports_are_delivered_but_never_pushed(
 
 
 async def test_a_burst_makes_at_most_one_push_per_second(start_server: ServerFactory) -> None:
-    r, alice = await setup(start_server, sender_rate=0.0)
+    r, alice = await setup(start_server, push_interval=1.0, sender_rate=0.0)
     await sleeping_device(r)
     await sleeping_device(r, provider="fcm")
     started = time.monotonic()
@@ -389,7 +389,7 @@ async def test_a_burst_makes_at_most_one_push_per_second(start_server: ServerFac
     for device_pushes in per_device.values():
         assert len(device_pushes) <= 1 + elapsed  # the first at once, then one a second
         times = sorted(p["at"] for p in device_pushes)
-        assert all(b - a >= 0.9 for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a >= 0.9 for a, b in itertools.pairwise(times))
     newest = max(pushes, key=lambda p: p["at"])
     unread = newest["payload"]["unread"]
     assert unread in (30, "30")  # FCM data values are strings

@@ -37,15 +37,15 @@ def test_rcs_cpim_envelope() -> None:
 
 def test_rfc3862_example_with_other_prefix_and_bare_newlines() -> None:
     body = (
-        "From: MR SANDERS <im:piglet@100akerwood.com>\n"
-        "To: Depressed Donkey <im:eeyore@100akerwood.com>\n"
-        "Subject;lang=fr: le temps\n"
-        "NS: receipts <urn:ietf:params:imdn>\n"
-        "receipts.Message-ID: 34jk324j\n"
-        "\n"
-        "Content-type: text/plain; charset=\"iso-8859-1\"\n"
-        "\n"
-    ).encode() + "Voilà".encode("latin-1")
+        b"From: MR SANDERS <im:piglet@100akerwood.com>\n"
+        b"To: Depressed Donkey <im:eeyore@100akerwood.com>\n"
+        b"Subject;lang=fr: le temps\n"
+        b"NS: receipts <urn:ietf:params:imdn>\n"
+        b"receipts.Message-ID: 34jk324j\n"
+        b"\n"
+        b'Content-type: text/plain; charset="iso-8859-1"\n'
+        b"\n"
+    ) + "Voilà".encode("latin-1")
     c = parse_content("Message/CPIM", body)
     assert c.sender_uri == "im:piglet@100akerwood.com"
     assert c.sender_name == "MR SANDERS"

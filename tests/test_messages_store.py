@@ -58,7 +58,7 @@ async def test_add_dedup_and_round_trip(store: Store) -> None:
     assert new and other_user.id > first.id  # dedup is per recipient
     (read,) = await store.messages(BOB)
     assert read == first and read.body == b"\x00\xffbytes \xe2\x9c\x93" and read.silent is False
-    silent, _ = await store.add_message(msg("k2", silent=True))
+    await store.add_message(msg("k2", silent=True))
     assert (await store.messages(BOB, after=first.id))[0].silent is True
 
 
@@ -100,7 +100,8 @@ async def test_per_device_delivery_unread_and_ack(store: Store) -> None:
     pending = await store.undelivered_messages(BOB, "phone")
     assert [m.id for m in pending][:3] == ids[1:]
     assert [m.id for m in await store.undelivered_messages(BOB, "tablet")][:4] == ids
-    assert [m.id for m in await store.undelivered_messages(BOB, "tablet", after=ids[2])][0] == ids[3]
+    later = await store.undelivered_messages(BOB, "tablet", after=ids[2])
+    assert later[0].id == ids[3]
     assert await store.unread_count(BOB) == 3
     (first,) = await store.messages(BOB, limit=1)
     assert first.delivered_at == 2000.0  # the first delivery counts

@@ -144,6 +144,11 @@ class Courier:
         finally:
             self.waiters.pop(message_id, None)
 
+    async def idle(self) -> None:
+        """Until no lane runs (every send answered, every 2xx marked in the store)."""
+        while self.lanes:
+            await next(iter(self.lanes.values())).idle.wait()
+
     def expect(self, message_id: int) -> None:
         """Somebody (the sender) will wait for `message_id`'s first delivery."""
         self.waiters[message_id] = asyncio.get_running_loop().create_future()

@@ -28,7 +28,7 @@ log = logging.getLogger("sipwake.messages")
 class _Pending:
     latest: tuple[InboxMessage, str] | None = None  # message and its preview text
     next_at: float = 0.0  # loop time before which no push may go
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # nothing left to push
 
 
 class PushCoalescer:
@@ -50,12 +50,13 @@ class PushCoalescer:
             pending = self._users[message.aor] = _Pending()
             self._spawn(self._run(message.aor, pending))
         pending.latest = (message, preview)
+        pending.settled.clear()
 
     async def idle(self, aor: str) -> None:
-        """Until no push is pending or due for `aor` (tests)."""
+        """Until every push announced for `aor` has been sent (tests)."""
         pending = self._users.get(aor)
         if pending is not None:
-            await pending.done.wait()
+            await pending.settled.wait()
 
     async def _run(self, aor: str, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
@@ -73,10 +74,12 @@ class PushCoalescer:
                     await self._push(*latest)
                 except Exception:
                     log.exception("message push for %s failed", aor)
+                if pending.latest is None:
+                    pending.settled.set()
         finally:
             if self._users.get(aor) is pending:
                 del self._users[aor]
-            pending.done.set()
+            pending.settled.set()
 
     async def _push(self, message: InboxMessage, preview: str) -> None:
         store = self.server.store

@@ -181,7 +181,7 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
     None when a job failed: everything was rolled back, to be redone job by job."""
     try:
         conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
-        done = [(job.future, None, job.fn(conn)) for job in jobs]
+        done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")
     except Exception:
         if conn.in_transaction:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -70,9 +70,6 @@ class Mailboxes:
         self.push = push
         self.tasks = tasks
         self.clock = clock
-        # Unread instant messages of a user, for the badge (unread + new voicemails).
-        # None: the badge counts new voicemails only.
-        self.unread: Callable[[str], Awaitable[int]] | None = None
         # Told of every change, under the user's lock (so in order): NOTIFY fan-out.
         self.on_change: Callable[[Mailbox], None] = lambda mailbox: None
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -128,19 +125,26 @@ class Mailboxes:
         if not devices:
             log.info("voicemail for %s: no push device", mailbox.aor)
             return []
-        unread = await self.unread(mailbox.aor) if self.unread is not None else 0
         notification = VoicemailNotification(
             from_uri=caller.uri,
             from_name=caller.name,
             duration=caller.duration,
             new=mailbox.new_count,
             old=mailbox.old_count,
-            badge=unread + mailbox.new_count,
+            badge=await self._unread(mailbox.aor) + mailbox.new_count,
         )
         results = await self.push.send_all(devices, notification)
         delivered = sum(r.delivered for r in results)
         log.info("voicemail push to %s: %d/%d devices", mailbox.aor, delivered, len(results))
         return results
+
+    async def _unread(self, aor: str) -> int:
+        """Undelivered instant messages: the badge is those plus new voicemails."""
+        try:
+            return await self.store.unread_count(aor)
+        except Exception:  # the badge is not worth losing the push over
+            log.exception("unread count of %s unavailable", aor)
+            return 0
 
 
 def _apply(before: Mailbox, report: Report, now: float) -> Mailbox:
