@@ -183,10 +183,11 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
         conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
         done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")
-    except Exception:
+    except Exception as exc:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+        log.debug("batch of %d redone job by job: %s", len(jobs), exc)
         return None
     return done
 
