@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from typing import Any
 
 import aiohttp
@@ -408,7 +409,8 @@ async def test_dialogs_without_bye_are_swept(calls: Running) -> None:
 
     dialogs = calls.server.calls.dialogs
     peer = Peer("udp", "127.0.0.1", 9)
-    dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer, created=0.0))
+    # monotonic time can be small on a freshly booted machine: age relative to now
+    dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer, created=time.monotonic() - 7200))
     dialogs.add_proxy(ProxyDialog("new", "a", "b", peer, peer))
     assert dialogs.sweep(3600) == 1
     assert list(dialogs.by_call_id) == ["new"]

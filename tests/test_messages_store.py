@@ -130,3 +130,12 @@ async def test_trim_and_purge(store: Store) -> None:
     assert await store.purge_messages(10_000.0) == 1
     new, _ = await store.add_message(msg("fresh"))
     assert new.id > ids[4]
+
+
+async def test_delivery_cursor_only_moves_forward(store: Store) -> None:
+    assert await store.delivery_cursor(BOB, "phone") == 0
+    await store.advance_cursor(BOB, "phone", 7)
+    await store.advance_cursor(BOB, "phone", 5)  # a late, older write changes nothing
+    assert await store.delivery_cursor(BOB, "phone") == 7
+    assert await store.delivery_cursor(BOB, "tablet") == 0
+    assert await store.delivery_cursor(ALICE, "phone") == 0

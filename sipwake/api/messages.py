@@ -88,6 +88,8 @@ def add_routes(app: web.Application, server: Server) -> None:
         if len(ids) > MAX_ACK_IDS:
             raise invalid("ids", f"at most {MAX_ACK_IDS} ids at a time")
         mine = set(await server.store.ack_messages(user.aor, ids, time.time()))
+        if mine:
+            server.inbox.messages_delivered(user.aor)
         unknown = sorted({i for i in ids if i not in mine})
         return web.json_response({"acked": sorted(mine), "unknown": unknown})
 

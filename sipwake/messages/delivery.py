@@ -12,7 +12,12 @@ second one; a REGISTER from a new address (the app woke up elsewhere) restarts i
 there. A timeout or an "unavailable" answer ends the lane; what it has not
 delivered waits for the next registration. A device that refuses one message for
 good (415, 403, …) gets the following ones anyway: a bad message must not block
-the rest.
+the rest, and is not offered to that device again.
+
+Per device the store keeps a cursor: every message up to it is done with (delivered
+or refused for good), so a REGISTER refresh reads only what came after it, not the
+whole retained inbox; a delivery above the cursor is recorded per message, so a
+device that stopped answering mid-window is not sent what it already took.
 """
 
 from __future__ import annotations
@@ -94,7 +99,9 @@ class Courier:
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         window: int = WINDOW,
         clock: Callable[[], float] = time.time,
+        on_delivered: Callable[[str], None] = lambda aor: None,
     ) -> None:
+        self.on_delivered = on_delivered  # called with the aor once deliveries are marked
         self.store = store
         self.uac = uac
         self.spawn = spawn
@@ -157,7 +164,7 @@ class Courier:
     async def _run(self, key: tuple[str, str], lane: Lane) -> None:
         me = asyncio.current_task()
         try:
-            after = 0
+            after = await self.store.delivery_cursor(lane.aor, lane.device)
             while True:
                 lane.dirty = False
                 batch = await self.store.undelivered_messages(
@@ -167,7 +174,10 @@ class Courier:
                     if lane.dirty:
                         continue
                     return
-                if not await self._send(lane, batch):
+                ok, done_upto = await self._send(lane, batch)
+                if done_upto:
+                    await self.store.advance_cursor(lane.aor, lane.device, done_upto)
+                if not ok:
                     return
                 after = batch[-1].id
         except Exception:
@@ -179,11 +189,14 @@ class Courier:
                 if self.lanes.get(key) is lane:
                     del self.lanes[key]
 
-    async def _send(self, lane: Lane, batch: list[InboxMessage]) -> bool:
-        """Send `batch` in order, `window` at a time. False when the device stopped
-        answering (the rest stays for later)."""
+    async def _send(self, lane: Lane, batch: list[InboxMessage]) -> tuple[bool, int]:
+        """Send `batch` in order, `window` at a time. Returns whether the device kept
+        answering (False: the rest stays for later) and the id up to which every
+        message of the batch is done with (delivered, or refused for good), 0 if none:
+        the device's cursor moves there."""
         answers: asyncio.Queue[tuple[InboxMessage, int]] = asyncio.Queue()
         marks: list[asyncio.Future[None]] = []
+        done: set[int] = set()
         in_flight = 0
         ok = True
 
@@ -199,6 +212,7 @@ class Courier:
             message, status = await answers.get()
             in_flight -= 1
             if 200 <= status < 300:
+                done.add(message.id)
                 lane.delivered += 1
                 waiter = self.waiters.get(message.id)
                 if waiter is not None and not waiter.done():
@@ -210,7 +224,8 @@ class Courier:
                 log.info("delivery of message %d to %s (%s): %d, stopping", message.id,
                          lane.aor, lane.device, status)
                 ok = False
-            else:
+            else:  # 415, 488, 403…: asking again will not help; the next one may pass
+                done.add(message.id)
                 log.info("message %d refused by %s (%s): %d", message.id, lane.aor,
                          lane.device, status)
 
@@ -231,7 +246,13 @@ class Courier:
         finally:
             if marks:
                 await asyncio.gather(*marks)
-        return ok
+                self.on_delivered(lane.aor)
+        upto = 0
+        for message in batch:  # ids the query skipped were delivered or acknowledged
+            if message.id not in done:
+                break
+            upto = message.id
+        return ok, upto
 
     async def forward_once(
         self, bindings: list[Binding], from_uri: str, from_name: str, content_type: str,

@@ -42,6 +42,7 @@ log = logging.getLogger("sipwake.messages")
 PURGE_INTERVAL = 3600.0  # seconds between retention purges
 PURGE_CHUNK = 1000  # rows per delete: a big purge never holds the store for long
 MAX_COUNTED_USERS = 100_000
+FULL_RECHECK = 5.0  # seconds a full inbox (nothing delivered to drop) is not asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +66,11 @@ class Inbox:
             ipaddress.ip_network(p, strict=False) for p in server.config.sip.trusted_peers
         ]
         self.limiter = RateLimiter(self.cfg.sender_rate, self.cfg.sender_burst)
-        self.courier = Courier(server.store, server.uac, self._task)
+        self.courier = Courier(server.store, server.uac, self._task,
+                               on_delivered=self.messages_delivered)
         self.pushes = PushCoalescer(server)
         self._counts: dict[str, int] = {}  # aor → stored messages (for the cap), lazily read
+        self._full: dict[str, float] = {}  # aor → until when it counts as full (monotonic)
 
     def install(self) -> None:
         self.server.router.route("MESSAGE", self.on_message)
@@ -199,21 +202,32 @@ class Inbox:
         cap = self.cfg.inbox_cap
         if cap <= 0:
             return True
+        if self._full.get(aor, 0.0) > time.monotonic():
+            return False  # found full a moment ago: don't scan the inbox per MESSAGE
         count = self._counts.get(aor)
         if count is None:
             count = await self.server.store.count_messages(aor)
             if len(self._counts) >= MAX_COUNTED_USERS:
                 self._counts.clear()
+                self._full.clear()
         if count >= cap:
             count -= await self.server.store.trim_messages(aor, count - cap + 1)
         self._counts[aor] = count
-        return count < cap
+        if count >= cap:
+            self._full[aor] = time.monotonic() + FULL_RECHECK
+            return False
+        self._full.pop(aor, None)
+        return True
 
     def _task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of ours that the server's stop() cancels too (through its watcher)."""
         task = asyncio.ensure_future(coro)
         self.server.spawn(_watch(task))
         return task
+
+    def messages_delivered(self, aor: str) -> None:
+        """Some of `aor`'s messages were delivered or acknowledged: they may make room."""
+        self._full.pop(aor, None)
 
     # ---------------------------------------------------------------- REGISTER
     def on_registered(self, binding: Binding, device: Device | None) -> None:
@@ -234,6 +248,7 @@ class Inbox:
                 break
         if total:
             self._counts.clear()
+            self._full.clear()
             log.info("inbox retention: %d messages older than %d days deleted", total, days)
         return total
 

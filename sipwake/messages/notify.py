@@ -69,9 +69,8 @@ class PushCoalescer:
                 latest, pending.latest = pending.latest, None
                 if latest is None:
                     return  # nothing came during the last interval
-                pending.next_at = loop.time() + self.interval
                 try:
-                    await self._push(*latest)
+                    await self._push(pending, *latest)
                 except Exception:
                     log.exception("message push for %s failed", aor)
                 if pending.latest is None:
@@ -81,7 +80,7 @@ class PushCoalescer:
                 del self._users[aor]
             pending.settled.set()
 
-    async def _push(self, message: InboxMessage, preview: str) -> None:
+    async def _push(self, pending: _Pending, message: InboxMessage, preview: str) -> None:
         store = self.server.store
         unread = await store.unread_count(message.aor)
         if unread == 0:
@@ -98,6 +97,9 @@ class PushCoalescer:
             unread=unread,
             badge=unread,
         )
+        # the interval runs from the moment pushes go out, not from when we started
+        # reading the count: under load the reads may take a while
+        pending.next_at = asyncio.get_running_loop().time() + self.interval
         results = await self.server.push.send_all(devices, notification)
         log.info(
             "message push for %s (%d unread): %s", message.aor, unread,

@@ -108,6 +108,12 @@ class Store(Protocol):
 
     async def count_messages(self, aor: str) -> int: ...
 
+    async def delivery_cursor(self, aor: str, device: str) -> int:
+        """The id up to which everything was delivered to `device` (0: none yet)."""
+
+    async def advance_cursor(self, aor: str, device: str, last_id: int) -> None:
+        """Move the device's cursor forward to `last_id` (never backward)."""
+
     async def trim_messages(self, aor: str, count: int) -> int:
         """Delete up to `count` of the oldest delivered messages; returns how many went."""
 

@@ -192,12 +192,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX inbox_aor ON inbox (aor, id)",
             # the retention purge
             "CREATE INDEX inbox_received ON inbox (received_at)",
+            # the unread count (badge) reads only what is undelivered, not 30 days of history
+            "CREATE INDEX inbox_unread ON inbox (aor) WHERE delivered_at = 0",
             """
             CREATE TABLE inbox_deliveries (
                 message_id {int} NOT NULL,
                 device TEXT NOT NULL,
                 delivered_at {float} NOT NULL,
                 PRIMARY KEY (message_id, device)
+            )""",
+            # Per device: every message up to last_id was delivered to it (or refused for
+            # good), so a REGISTER refresh reads only what came after.
+            """
+            CREATE TABLE inbox_cursors (
+                aor TEXT NOT NULL,
+                device TEXT NOT NULL,
+                last_id {int} NOT NULL,
+                PRIMARY KEY (aor, device)
             )""",
         ),
     ),

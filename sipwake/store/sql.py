@@ -197,6 +197,12 @@ class Queries:
         "SELECT count(*) FROM inbox WHERE aor = ? AND delivered_at = 0 AND silent = ?"
     )
     count_messages: str = "SELECT count(*) FROM inbox WHERE aor = ?"
+    delivery_cursor: str = "SELECT last_id FROM inbox_cursors WHERE aor = ? AND device = ?"
+    advance_cursor: str = (
+        "INSERT INTO inbox_cursors (aor, device, last_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (aor, device) DO UPDATE SET last_id = excluded.last_id"
+        " WHERE inbox_cursors.last_id < excluded.last_id"
+    )
     # Deliveries go first, in the same order and limit as their messages, so that a
     # crash between the two statements leaves no orphan rows.
     trim_deliveries: str = (
@@ -399,6 +405,13 @@ class SQLStore:
 
     async def count_messages(self, aor: str) -> int:
         return int((await self._fetch(self._q.count_messages, (aor,)))[0][0])
+
+    async def delivery_cursor(self, aor: str, device: str) -> int:
+        rows = await self._fetch(self._q.delivery_cursor, (aor, device))
+        return int(rows[0][0]) if rows else 0
+
+    async def advance_cursor(self, aor: str, device: str, last_id: int) -> None:
+        await self._write(self._q.advance_cursor, (aor, device, last_id))
 
     async def trim_messages(self, aor: str, count: int) -> int:
         await self._execute(self._q.trim_deliveries, (aor, count))
