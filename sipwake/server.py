@@ -77,7 +77,8 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
-        self.push = build_push(cfg.push, _PushLog(self))
+        self.push_log = _PushLog(self)
+        self.push = build_push(cfg.push, self.push_log)
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         digest = DigestAuth(
             self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl

@@ -222,6 +222,8 @@ async def test_park_timeout_480_and_late_ios_gets_invite_then_cancel(
     assert "cause=487" in (cancel.get("Reason") or "")
     respond(phone, cancel, 200)
     respond(phone, invite, 487, tag="late")
+    assert not r.server.calls.late_by_device  # once per device
+    await wait_for(lambda: not any(r.server.calls.counts().values()))
 
 
 async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
@@ -239,10 +241,14 @@ async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
     from tests.agent import digest_header
 
     auth = digest_header(challenge.get("Proxy-Authenticate") or "", "INVITE", fields["pickup_uri"], "alice", "secret")
-    pickup = Dialer(phone, fields["pickup_uri"], headers={"Proxy-Authorization": auth})
+    host, port = phone.local
+    contact = f'<sip:alice@{host}:{port};transport=udp>;+sip.instance="<{phone.instance}>"'  # type: ignore[attr-defined]
+    pickup = Dialer(phone, fields["pickup_uri"], headers={"Proxy-Authorization": auth, "Contact": contact})
     pickup.start()
     ok = await pickup.final()
     assert ok.status == 200 and ok.body == OFFER  # the caller's offer, byte for byte
+    # the device that picked up is known by its instance: no late INVITE + CANCEL for it
+    assert not calls.server.calls.late_by_device
     # the answer goes in the ACK, and on to the caller in its 200
     pickup_ack_with_answer(phone, pickup, ok)
     caller_ok = await dial.final()

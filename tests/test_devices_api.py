@@ -341,6 +341,28 @@ async def test_delete_evicts_the_registrar_cache(api: Api, running: Running) -> 
     assert device.device_id != "gone" and device.voip_token == VOIP and device.push_token == ""
 
 
+async def test_devices_of_sees_every_change(api: Api, running: Running) -> None:
+    """Calls, inbox and voicemail read a user's devices through the registrar's cache:
+    a PUT, a REGISTER, a refused token and a DELETE all show at once."""
+    registrar, store = running.server.registrar, running.server.store
+    aor = f"sip:alice@{DOMAIN}"
+    assert await registrar.devices_of(aor) == []
+    await api.put("d1", ANDROID)
+    (d1,) = await registrar.devices_of(aor)
+    await api.put("d1", {**ANDROID, "locale": "fr"})
+    assert [d.locale for d in await registrar.devices_of(aor)] == ["fr"]
+    phone = await running.phone("alice")
+    inst = instance_id()
+    assert (await phone.register(params=APNS_VOIP, header_params=f';+sip.instance="<{inst}>"')).status == 200
+    assert len(await registrar.devices_of(aor)) == 2
+    # the push service disables a refused token through the server's push log
+    assert await running.server.push_log.disable_device("d1", "UNREGISTERED", d1.token_updated_at)
+    assert {d.device_id: d.enabled for d in await registrar.devices_of(aor)}["d1"] is False
+    assert (await api.call("DELETE", "/v1/devices/d1", basic("alice")))[0] == 204
+    assert [d.device_id for d in await registrar.devices_of(aor)] != ["d1"]
+    assert await registrar.devices_of(aor) == await store.devices(aor)
+
+
 async def test_register_wins_back_an_id_squatted_over_http(api: Api, running: Running) -> None:
     """Bob guesses the id the registrar will give Alice's phone and takes it first."""
     inst = instance_id()

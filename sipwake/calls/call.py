@@ -50,7 +50,6 @@ class Call:
     branches: dict[str, Branch] = field(default_factory=dict)
     pushed: dict[str, Device] = field(default_factory=dict)  # device id → device
     voip_pushed: set[str] = field(default_factory=set)  # got a PushKit push (CallKit rang)
-    late_cancelled: set[str] = field(default_factory=set)  # late devices told it is over
     best: Message | None = None  # best failure response so far
     parked: bool = False  # no device answers SIP yet: waiting on pushes
     timeout: asyncio.TimerHandle | None = None  # park timeout, or Timer C once ringing

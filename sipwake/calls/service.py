@@ -73,6 +73,9 @@ class CallService:
         self.calls: dict[str, Call] = {}  # park id → ringing call
         self.by_st: dict[ServerTransaction, Call] = {}
         self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
+        # indexes, so a REGISTER or an INVITE never scans every call
+        self.ringing_by_aor: dict[str, dict[str, Call]] = {}  # aor → park id → call
+        self.late_by_device: dict[str, dict[str, Call]] = {}  # VoIP-pushed, not reached
         self.dialogs = Dialogs(server.uac)
         self.pending_pickups: dict[str, asyncio.Future[Message]] = {}  # call-id → ACK
 
@@ -100,6 +103,7 @@ class CallService:
             "ended": len(self.ended),
             "dialogs": len(self.dialogs),
             "pickups": len(self.pending_pickups),
+            "indexed": len(self.ringing_by_aor) + len(self.late_by_device),
         }
 
     # ------------------------------------------------------------------ INVITE
@@ -122,21 +126,21 @@ class CallService:
         if ruri.user.startswith(PICKUP_PREFIX):
             await self._pickup(st, ruri.user[len(PICKUP_PREFIX) :], caller)
             return
-        if await self.server.store.get_user(ruri.user, self.domain) is None:
+        if await self.server.registrar.auth.users.get(ruri.user, self.domain) is None:
             st.respond(make_response(req, 404))
             return
         aor = f"sip:{ruri.user}@{self.domain}"
         if len(self.calls) >= self.max_total:
             st.respond(_retry_later(req, 503))
             return
-        if sum(1 for c in self.calls.values() if c.aor == aor) >= self.max_per_user:
+        if len(self.ringing_by_aor.get(aor, ())) >= self.max_per_user:
             st.respond(make_response(req, 486))
             return
 
         live = self.server.registrar.live_bindings(aor)
         reached = {b.device_id for b in live if b.device_id}
         sleeping = [
-            d for d in await self.server.store.devices(aor)
+            d for d in await self.server.registrar.devices_of(aor)
             if d.enabled and d.device_id not in reached
         ]  # fmt: skip
         if not live and not sleeping:
@@ -156,11 +160,11 @@ class CallService:
             to_tag=new_tag(),
         )
         self.calls[call.id] = call
+        self.ringing_by_aor.setdefault(aor, {})[call.id] = call
         self.by_st[st] = call
         # parked: the park timeout; ringing live phones: the proxy's Timer C
         call.parked = not live
         self._arm(call, self.park_timeout if call.parked else TIMER_C)
-        self.server.spawn(self.server.store.put_call(self._record(call)))
         if not live:
             st.respond(make_response(req, 180, to_tag=call.to_tag))  # parked: ringback
         for binding in live:
@@ -312,12 +316,21 @@ class CallService:
         remembered a little longer for devices that register late."""
         call.stop_timers()
         self.calls.pop(call.id, None)
+        _unindex(self.ringing_by_aor, call.aor, call.id)
         self.by_st.pop(call.st, None)
         self.ended[call.id] = call
+        # an iOS device CallKit rang, that neither got the INVITE nor picked up
+        for device_id in call.voip_pushed - call.branches.keys() - {call.answered_by}:
+            self.late_by_device.setdefault(device_id, {})[call.id] = call
         # a device woken by the push registers within a park timeout of it
         keep = max(0.0, call.deadline - time.time()) + self.park_timeout
-        asyncio.get_running_loop().call_later(keep, self.ended.pop, call.id, None)
+        asyncio.get_running_loop().call_later(keep, self._forget, call)
         self.server.spawn(self.server.store.put_call(self._record(call)))
+
+    def _forget(self, call: Call) -> None:
+        self.ended.pop(call.id, None)
+        for device_id in call.voip_pushed:
+            _unindex(self.late_by_device, device_id, call.id)
 
     def _arm(self, call: Call, seconds: float) -> None:
         """(Re)start the timer that ends an unanswered call."""
@@ -349,25 +362,19 @@ class CallService:
     # ------------------------------------------------ devices coming online
     def on_registered(self, binding: Binding, device: Device | None) -> None:
         """RFC 8599 fork-late: a device registered while a call waits for it."""
-        for call in list(self.calls.values()):
-            if call.aor == binding.aor and self._fork(call, binding):
+        for call in list(self.ringing_by_aor.get(binding.aor, {}).values()):
+            if self._fork(call, binding):
                 since = self.server.registrar.register_received_at
                 self.server.metrics.register_invite.observe(time.perf_counter() - since)
         if device is None:
             return
-        for call in list(self.ended.values()):
-            if (
-                call.aor == binding.aor
-                and device.device_id in call.voip_pushed
-                and device.device_id not in call.branches
-                and device.device_id not in call.late_cancelled
-            ):
+        for call in list(self.late_by_device.pop(device.device_id, {}).values()):
+            if call.aor == binding.aor:
                 self._late_cancel(call, binding, device)
 
     def _late_cancel(self, call: Call, binding: Binding, device: Device) -> None:
         """CallKit shows every VoIP push as a call: give the late device the INVITE and
         at once a CANCEL with the reason, so it can end that call cleanly."""
-        call.late_cancelled.add(device.device_id)
         target = reach(binding)
         msg = call.invite.copy()
         msg.uri = target.request_uri
@@ -569,6 +576,14 @@ class CallService:
             reason=call.outcome,
             answered_by=call.answered_by,
         )
+
+
+def _unindex(index: dict[str, dict[str, Call]], key: str, call_id: str) -> None:
+    calls = index.get(key)
+    if calls is not None:
+        calls.pop(call_id, None)
+        if not calls:
+            del index[key]
 
 
 def _caller_id(req: Message) -> CallerId:

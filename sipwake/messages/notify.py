@@ -85,7 +85,7 @@ class PushCoalescer:
         unread = await store.unread_count(message.aor)
         if unread == 0:
             return  # delivered meanwhile
-        devices = [d for d in await store.devices(message.aor) if d.enabled]
+        devices = [d for d in await self.server.registrar.devices_of(message.aor) if d.enabled]
         if not devices:
             return
         notification = MessageNotification(

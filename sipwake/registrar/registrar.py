@@ -42,6 +42,10 @@ class RegistrarSettings:
     default_expires: int = 3600
 
 
+DEVICE_CACHE_TTL = 30.0
+DEVICE_CACHE_MAX = 100_000
+
+
 class RegistrationListener(Protocol):
     """Later flows (parked calls, inbox) react to a device completing a REGISTER."""
 
@@ -62,6 +66,9 @@ class Registrar:
         self.clock = clock
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.devices: dict[str, Device] = {}  # device_id → device (write-through cache)
+        # aor → (read at, its devices): calls, inbox and voicemail read it per event
+        self._by_aor: dict[str, tuple[float, list[Device]]] = {}
+        self._writes = 0  # bumped on every device change: a read racing one isn't cached
         # id derived from a REGISTER → id of the device it joined (uploaded over HTTP first)
         self._joined: dict[str, str] = {}
         self.listeners: list[RegistrationListener] = []
@@ -88,16 +95,37 @@ class Registrar:
         ]
 
     async def devices_of(self, aor: str) -> list[Device]:
-        return await self.store.devices(aor)
+        """The user's push devices, through a short-lived cache. This process writes
+        them all and drops the entry; the TTL covers `sipwake user del` elsewhere."""
+        now = time.monotonic()
+        hit = self._by_aor.get(aor)
+        if hit is not None and now - hit[0] < DEVICE_CACHE_TTL:
+            return list(hit[1])
+        writes = self._writes
+        devices = await self.store.devices(aor)
+        if writes == self._writes:
+            if len(self._by_aor) >= DEVICE_CACHE_MAX:
+                self._by_aor.clear()
+            self._by_aor[aor] = (now, devices)
+        return list(devices)
+
+    def _device_changed(self, aor: str | None) -> None:
+        self._writes += 1
+        if aor is None:
+            self._by_aor.clear()
+        else:
+            self._by_aor.pop(aor, None)
 
     # ------------------------------------------- devices written by the HTTP API
     def device_saved(self, device: Device) -> None:
         """The HTTP API stored `device`: refresh the cache."""
         self.devices[device.device_id] = device
+        self._device_changed(device.aor)
 
     def device_deleted(self, device_id: str) -> None:
         """The HTTP API deleted a device: forget it, so a REGISTER recreates it."""
-        self.devices.pop(device_id, None)
+        gone = self.devices.pop(device_id, None)
+        self._device_changed(gone.aor if gone is not None else None)
         for derived in [k for k, v in self._joined.items() if v == device_id]:
             del self._joined[derived]
 
@@ -274,6 +302,7 @@ class Registrar:
             return old  # unchanged: no write on a plain refresh
         await self.store.put_device(device)
         self.devices[device_id] = device
+        self._device_changed(aor)
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
 

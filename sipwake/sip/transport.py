@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class TransportLayer:
             dgram, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(bind_host, port)
             )
+            _grow_buffers(dgram.get_extra_info("socket"))
             bound = dgram.get_extra_info("sockname")
             family = "ipv6" if ":" in bind_host else "ipv4"
             self._udp.setdefault(family, dgram)
@@ -358,3 +360,18 @@ def _content_length(head: bytes) -> int | None:
             value = value.strip()
             return int(value) if value.isdigit() and len(value) < 10 else None
     return None
+
+
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_buffers(sock: socket.socket | None) -> None:
+    """A burst of REGISTERs or INVITEs must queue in the kernel while the loop is busy,
+    not be dropped and cost a 500 ms retransmission; the kernel caps it at rmem_max."""
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+        except OSError:
+            pass
