@@ -41,7 +41,12 @@ class Metrics:
         self.registry = CollectorRegistry()  # one per node: tests run several in a process
         self.call_push = Latency(
             "sipwake_call_push_seconds",
-            "INVITE received until the call push was accepted by the push provider",
+            "INVITE received until the call push request was sent to the push provider",
+            self.registry,
+        )
+        self.call_push_accepted = Latency(
+            "sipwake_call_push_accepted_seconds",
+            "INVITE received until the push provider accepted the call push",
             self.registry,
         )
         self.register_invite = Latency(

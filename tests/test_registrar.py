@@ -88,6 +88,7 @@ async def test_star_removes_all_and_needs_expires_zero(running: Running) -> None
     ok = await phone.request("REGISTER", f"sip:{DOMAIN}", {"Contact": "*", "Expires": "0"})
     assert ok.status == 200 and ok.get("Contact") is None
     assert running.server.registrar.live_bindings(aor) == []
+    await running.server.registrar.writer.flush()
     assert await running.server.store.bindings(aor) == []
 
 
@@ -138,6 +139,7 @@ async def test_rfc8599_apns_voip_device_outlives_binding(running: Running) -> No
     resp = await phone.register(params=APNS, header_params=f';+sip.instance="<{inst}>"', expires=0)
     assert resp.status == 200
     assert running.server.registrar.live_bindings(aor) == []
+    await running.server.registrar.writer.flush()
     assert await running.server.store.bindings(aor) == []
     assert [d.device_id for d in await running.server.store.devices(aor)] == [device.device_id]
     assert len(seen) == 1  # a removal is not a registration
@@ -227,6 +229,7 @@ async def test_registrar_on_postgresql(start_server: ServerFactory, pg_url: str)
     await r.add_user("alice")
     phone = await r.phone("alice", transport="tcp")
     assert (await phone.register(params=APNS)).status == 200
+    await r.server.registrar.writer.flush()  # bindings are written behind the 200
     assert len(await r.server.store.bindings(f"sip:alice@{DOMAIN}")) == 1
     assert len(await r.server.store.devices(f"sip:alice@{DOMAIN}")) == 1
 

@@ -22,10 +22,12 @@ def add_routes(app: web.Application, server: Server) -> None:
         require_service(request, server)
         if request.query.get("reset") in ("1", "true"):
             server.metrics.call_push.reset()
+            server.metrics.call_push_accepted.reset()
             server.metrics.register_invite.reset()
         return web.json_response(
             {
                 "call_push": server.metrics.call_push.summary(),
+                "call_push_accepted": server.metrics.call_push_accepted.summary(),
                 "register_to_invite": server.metrics.register_invite.summary(),
                 "calls": server.calls.counts(),
                 "transactions": server.transactions.counts(),

@@ -52,6 +52,7 @@ class Call:
     voip_pushed: set[str] = field(default_factory=set)  # got a PushKit push (CallKit rang)
     best: Message | None = None  # best failure response so far
     parked: bool = False  # no device answers SIP yet: waiting on pushes
+    push_measured: bool = False  # its INVITE→push latency is in the metrics
     timeout: asyncio.TimerHandle | None = None  # park timeout, or Timer C once ringing
     timers: list[asyncio.TimerHandle] = field(default_factory=list)  # alert repeats
 

@@ -88,6 +88,7 @@ class CallService:
         router.ack_handlers.append(self.on_ack)
         router.response_handlers.append(self.on_stray_response)
         self.server.registrar.listeners.append(self)
+        self.server.push.on_accepted = self._push_accepted
         self.server.spawn(self._sweep_dialogs())
 
     async def _sweep_dialogs(self) -> None:
@@ -399,7 +400,7 @@ class CallService:
             call.pushed[d.device_id] = d
             if d.platform == "ios" and d.call_mode == "voip" and d.voip_token:
                 call.voip_pushed.add(d.device_id)
-        self.server.spawn(self._push_and_measure(call, devices, note))
+        self._push(devices, note)
         # iOS alert mode plays its ringtone once (~15 s): repeat while parked
         repeat = [d for d in devices if d.platform == "ios" and d.call_mode == "alert"]
         if repeat and self.alert_repeat > 0:
@@ -414,13 +415,16 @@ class CallService:
         loop = asyncio.get_running_loop()
         call.timers.append(loop.call_later(self.alert_repeat, again))
 
-    async def _push_and_measure(
-        self, call: Call, devices: list[Device], note: CallNotification
-    ) -> None:
-        results = await self.server.push.send_all(devices, note)
-        if any(r.delivered for r in results):
-            latency = time.perf_counter() - call.invite.received_at
-            self.server.metrics.call_push.observe(latency)
+    def _push_accepted(self, note: Notification, sent: float, answered: float) -> None:
+        """The first call push a provider accepted: INVITE in → push out, and → accepted."""
+        if not isinstance(note, CallNotification):
+            return
+        call = self.calls.get(note.call_id) or self.ended.get(note.call_id)
+        if call is not None and not call.push_measured:
+            call.push_measured = True
+            received = call.invite.received_at
+            self.server.metrics.call_push.observe(sent - received)
+            self.server.metrics.call_push_accepted.observe(answered - received)
 
     def _push(self, devices: list[Device], note: Notification) -> None:
         if devices:

@@ -122,6 +122,7 @@ class APNsProvider:
             return AttemptResult(0, RETRY, str(exc) or type(exc).__name__, credential=auth)
         result = classify(response)
         result.credential = auth
+        result.sent_at = response.sent_at
         return result
 
     async def reauthorize(self, stale: object) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -53,6 +54,7 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    sent_at: float = 0.0  # perf_counter when the request went to the socket
 
 
 _CONFIG = h2.config.H2Configuration(
@@ -120,7 +122,7 @@ class _H2(h2.connection.H2Connection):
 
 
 class _Stream:
-    __slots__ = ("body", "future", "headers", "pending", "status", "timer")
+    __slots__ = ("body", "future", "headers", "pending", "sent_at", "status", "timer")
 
     def __init__(self, future: asyncio.Future[Response]) -> None:
         self.future = future
@@ -128,6 +130,7 @@ class _Stream:
         self.headers: dict[str, str] = {}
         self.body = b""
         self.pending = b""  # request body still waiting for flow-control window
+        self.sent_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -140,6 +143,7 @@ class H2Connection(asyncio.Protocol):
         self._streams: dict[int, _Stream] = {}
         self._blocked: set[int] = set()
         self._flush_scheduled = False
+        self._unsent: list[_Stream] = []  # started since the last write
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.draining = False  # no new streams (GOAWAY received, or closing)
         self.closed = False
@@ -218,6 +222,7 @@ class H2Connection(asyncio.Protocol):
             stream.pending = body
             self._send_body(stream_id, stream)
         stream.timer = self._loop.call_later(timeout, self._timed_out, stream_id)
+        self._unsent.append(stream)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -272,7 +277,8 @@ class H2Connection(asyncio.Protocol):
             stream = self._streams.pop(stream_id, None)
             if stream is not None:
                 self._finish(stream_id, stream, None,
-                             Response(stream.status, stream.headers, stream.body))
+                             Response(stream.status, stream.headers, stream.body,
+                                      stream.sent_at))
         elif isinstance(event, h2.events.StreamReset):
             stream_id = event.stream_id or 0
             stream = self._streams.pop(stream_id, None)
@@ -374,6 +380,11 @@ class H2Connection(asyncio.Protocol):
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+            if self._unsent:
+                now = time.perf_counter()
+                for stream in self._unsent:
+                    stream.sent_at = now
+                self._unsent.clear()
 
     def _keepalive(self) -> None:
         if self.closed:

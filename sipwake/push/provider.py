@@ -66,6 +66,7 @@ class AttemptResult:
     retry_after: float | None = None  # seconds the provider asked us to wait
     token_at: float | None = None  # when the provider learnt the token was invalid (unix s)
     credential: object = None  # auth credential the request carried (for reauthorize)
+    sent_at: float = 0.0  # perf_counter when the request left, where the transport knows
 
 
 class Provider(Protocol):

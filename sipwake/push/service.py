@@ -103,6 +103,9 @@ class PushService:
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
+        # called the moment a provider accepts a push: (notification, perf_counter when
+        # the request left, or was handed to the provider; perf_counter of the answer)
+        self.on_accepted: Callable[[Notification, float, float], None] | None = None
 
     async def send(self, device: Device, notification: Notification) -> PushResult:
         """Deliver `notification` to `device`, retrying until it is delivered, refused
@@ -160,10 +163,13 @@ class PushService:
             attempt += 1
             started = time.perf_counter()
             result = await provider.attempt(push)
-            latency = (time.perf_counter() - started) * 1000.0
+            answered_at = time.perf_counter()
+            latency = (answered_at - started) * 1000.0
             outcome = result.outcome
             args = (device, n.kind, provider.name, push.push_id, attempt, result.status)
             if outcome == DELIVERED:
+                if self.on_accepted is not None:  # now, not after the push log's write
+                    self.on_accepted(n, result.sent_at or started, answered_at)
                 return await self._finish(*args, DELIVERED, "", latency)
             if outcome == INVALID_TOKEN:
                 return await self._invalid(*args, result.reason, result.token_at, latency)

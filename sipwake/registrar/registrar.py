@@ -1,7 +1,7 @@
 """The registrar: REGISTER → bindings and push devices (RFC 3261 §10, RFC 8599, RFC 5626).
 
-Bindings live in memory (the routing hot path) and are written through to the store
-before the 200 OK, so they survive a restart. Devices are their own records: a binding
+Bindings live in memory (the routing hot path) and are written to the store right
+behind the 200 OK (writer.py), so they survive a restart. Devices are their own records: a binding
 goes away with Expires: 0, expiry or a dropped connection; the device and its push
 token stay, so the user keeps getting pushes.
 """
@@ -23,6 +23,7 @@ from sipwake.registrar.pn import (
     parse_push_params,
     strip_push_params,
 )
+from sipwake.registrar.writer import BindingWriter
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.uri import URI, NameAddr
@@ -65,6 +66,7 @@ class Registrar:
         self.auth = auth
         self.clock = clock
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
+        self.writer = BindingWriter(store)
         self.devices: dict[str, Device] = {}  # device_id → device (write-through cache)
         # aor → (read at, its devices): calls, inbox and voicemail read it per event
         self._by_aor: dict[str, tuple[float, list[Device]]] = {}
@@ -166,7 +168,7 @@ class Registrar:
         if any(c.star for c in contacts):
             if len(contacts) != 1 or header_expires != 0:
                 return make_response(request, 400, "Bad Request (Contact: * needs Expires: 0)")
-            await self._remove_all(aor, request)
+            self._remove_all(aor, request)
             return self._ok(request, aor)
 
         changes: list[tuple[Binding, PushParams | None]] = []
@@ -198,9 +200,9 @@ class Registrar:
             if device is not None:
                 binding.device_id = device.device_id
             if binding.expires_at <= self.clock():
-                await self._remove(aor, binding.key)
+                self._remove(aor, binding.key)
             else:
-                await self.store.put_binding(binding)
+                self.writer.put(binding)
                 self.bindings.setdefault(aor, {})[binding.key] = binding
                 registered.append((binding, device))
         resp = self._ok(request, aor)
@@ -306,16 +308,16 @@ class Registrar:
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
 
-    async def _remove(self, aor: str, key: str) -> None:
+    def _remove(self, aor: str, key: str) -> None:
         by_key = self.bindings.get(aor)
         if by_key and by_key.pop(key, None) is not None and not by_key:
             del self.bindings[aor]
-        await self.store.delete_binding(aor, key)
+        self.writer.delete(aor, key)
 
-    async def _remove_all(self, aor: str, request: Message) -> None:
+    def _remove_all(self, aor: str, request: Message) -> None:
         for key, b in list(self.bindings.get(aor, {}).items()):
             if b.call_id != request.call_id or b.cseq < request.cseq[0]:
-                await self._remove(aor, key)
+                self._remove(aor, key)
 
     def _ok(self, request: Message, aor: str) -> Message:
         resp = make_response(request, 200, to_tag=None)
@@ -334,7 +336,7 @@ class Registrar:
         for aor, by_key in list(self.bindings.items()):
             for key, b in list(by_key.items()):
                 if b.flow == flow:
-                    await self._remove(aor, key)
+                    self._remove(aor, key)
 
     async def expire(self) -> int:
         """Drop expired bindings from memory and store; returns how many went."""
@@ -347,6 +349,7 @@ class Registrar:
                     gone += 1
             if not by_key:
                 del self.bindings[aor]
+        await self.writer.flush()  # a refresh still queued must not be purged, nor undo it
         await self.store.purge_expired_bindings(now)
         return gone
 

@@ -408,7 +408,9 @@ async def test_standin_is_strict(apns_server: Any, apns_key: Any, clock: FakeClo
         headers = [(b"authorization", f"bearer {jwt_token}".encode()),
                    (b"apns-push-type", push_type.encode()), (b"apns-topic", topic.encode()),
                    *(extra or [])]
+        before = time.perf_counter()
         response = await pool.post(f"/3/device/{token}".encode(), headers, body)
+        assert before < response.sent_at < time.perf_counter()  # when it left, for metrics
         return response.status, response.body
 
     try:
