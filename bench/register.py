@@ -7,7 +7,7 @@ on the same 2-core machine. In the same run it measures:
   2. a minimal uvloop UDP responder that answers every REGISTER with a bare 200.
 The figure is the ratio of transactions/s.
 
-    python bench/register.py [--users 20000] [--concurrency 200]
+    python bench/register.py [--users 20000] [--concurrency 200] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy samples of the server during the measured run (raw)")
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
@@ -179,9 +181,16 @@ def main() -> None:
         e_s, e_ok, e_fail = run_sipp(
             echo_port, BARE, inf, args.users, args.concurrency
         )
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "500",
+                                    "-f", "raw", "-o", args.profile, "--nonblocking"])
         s_s, s_ok, s_fail = run_sipp(
             sip_port, AUTH, inf, args.users, args.concurrency
         )
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
     finally:
         server.terminate()
         echo.terminate()

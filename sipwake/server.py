@@ -100,6 +100,7 @@ class Server:
         self.calls.install()
         self.inbox = Inbox(self)  # MESSAGE: store, deliver, push
         self.inbox.install()
+        await self.inbox.load()
         self.voicemail = Voicemail(self)  # NOTIFY/SUBSCRIBE message-summary, pushes
         self.voicemail.install()
 

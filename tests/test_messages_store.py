@@ -50,12 +50,14 @@ def msg(key: str, aor: str = BOB, **changes: Any) -> InboxMessage:
 
 
 async def test_add_dedup_and_round_trip(store: Store) -> None:
+    assert await store.inbox_aors() == set()
     first, new = await store.add_message(msg("k1"))
     assert new and first.id > 0
     again, new = await store.add_message(msg("k1", body=b"other"))
     assert not new and again == first  # the stored one, unchanged
     other_user, new = await store.add_message(msg("k1", aor=ALICE))
     assert new and other_user.id > first.id  # dedup is per recipient
+    assert await store.inbox_aors() == {BOB, ALICE}  # whose REGISTER needs a look
     (read,) = await store.messages(BOB)
     assert read == first and read.body == b"\x00\xffbytes \xe2\x9c\x93" and read.silent is False
     await store.add_message(msg("k2", silent=True))

@@ -71,6 +71,11 @@ class Inbox:
         self.pushes = PushCoalescer(server)
         self._counts: dict[str, int] = {}  # aor → stored messages (for the cap), lazily read
         self._full: dict[str, float] = {}  # aor → until when it counts as full (monotonic)
+        # recipients with anything stored: a REGISTER of anyone else costs no store read
+        self._has_mail: set[str] = set()
+
+    async def load(self) -> None:
+        self._has_mail = await self.server.store.inbox_aors()
 
     def install(self) -> None:
         self.server.router.route("MESSAGE", self.on_message)
@@ -143,6 +148,7 @@ class Inbox:
             received_at=time.time(),
         )
         stored, new = await self.server.store.add_message(message)  # committed
+        self._has_mail.add(aor)
         if not new:  # a resend: same answer as the first time, nothing stored
             log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
             for binding in live if not stored.delivered_at else ():
@@ -231,7 +237,8 @@ class Inbox:
 
     # ---------------------------------------------------------------- REGISTER
     def on_registered(self, binding: Binding, device: Device | None) -> None:
-        self.courier.registered(binding)
+        if binding.aor in self._has_mail:
+            self.courier.registered(binding)
 
     # ------------------------------------------------------------------ purge
     async def purge(self, now: float | None = None) -> int:

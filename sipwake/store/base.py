@@ -108,6 +108,9 @@ class Store(Protocol):
 
     async def count_messages(self, aor: str) -> int: ...
 
+    async def inbox_aors(self) -> set[str]:
+        """Recipients with at least one message in the inbox."""
+
     async def delivery_cursor(self, aor: str, device: str) -> int:
         """The id up to which everything was delivered to `device` (0: none yet)."""
 

@@ -197,6 +197,7 @@ class Queries:
         "SELECT count(*) FROM inbox WHERE aor = ? AND delivered_at = 0 AND silent = ?"
     )
     count_messages: str = "SELECT count(*) FROM inbox WHERE aor = ?"
+    inbox_aors: str = "SELECT DISTINCT aor FROM inbox"
     delivery_cursor: str = "SELECT last_id FROM inbox_cursors WHERE aor = ? AND device = ?"
     advance_cursor: str = (
         "INSERT INTO inbox_cursors (aor, device, last_id) VALUES (?, ?, ?)"
@@ -402,6 +403,9 @@ class SQLStore:
     async def unread_count(self, aor: str) -> int:
         rows = await self._fetch(self._q.unread_count, (aor, False))
         return int(rows[0][0])
+
+    async def inbox_aors(self) -> set[str]:
+        return {str(r[0]) for r in await self._fetch(self._q.inbox_aors, ())}
 
     async def count_messages(self, aor: str) -> int:
         return int((await self._fetch(self._q.count_messages, (aor,)))[0][0])

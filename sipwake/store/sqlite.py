@@ -8,6 +8,12 @@ rates many writes share one commit instead of paying one each.
 
 WAL with synchronous=NORMAL: a committed write survives a crash of the process;
 only an OS crash or power loss can take the last commits back.
+
+Reads of a file database skip the queue: WAL lets a second connection, used on the
+event loop's own thread, read what is committed without waiting for the writer. A point
+read by key costs tens of microseconds there, less than the two thread hand-offs of a
+job. Should that reader ever meet a lock (another process recovering the WAL), the
+read goes to the worker instead of stalling the loop.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class SQLiteStore(q.SQLStore):
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._reader: sqlite3.Connection | None = None  # loop thread only
 
     # lifecycle
 
@@ -76,6 +83,9 @@ class SQLiteStore(q.SQLStore):
             await asyncio.to_thread(self._thread.join)
             self._thread = None
             raise
+        if self.path != ":memory:":  # a private in-memory database has one connection
+            # timeout 0: a busy reader gives up at once and the worker reads instead
+            self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
 
     async def close(self) -> None:
         """Finish the queued jobs, then close the connection."""
@@ -83,6 +93,9 @@ class SQLiteStore(q.SQLStore):
         if thread is None or self._closing:
             return
         self._closing = True
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._queue.put(None)
         await asyncio.to_thread(thread.join)
         self._thread = None
@@ -102,6 +115,14 @@ class SQLiteStore(q.SQLStore):
         return await self._call(lambda conn: conn.execute(sql, params).rowcount)
 
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
+        if self._reader is not None:
+            try:
+                rows = self._reader.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                log.debug("direct read failed (%s): through the worker", exc)
+            else:
+                await asyncio.sleep(0)  # still a suspension point: no polling loop starves others
+                return rows
         return await self._call(lambda conn: conn.execute(sql, params).fetchall(), write=False)
 
     async def _insert_returning(self, sql: str, params: q.Row) -> list[q.Row]:

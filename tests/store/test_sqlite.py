@@ -134,3 +134,29 @@ async def test_open_fails_cleanly_on_bad_path(tmp_path: Path) -> None:
         await s.open()
     with pytest.raises(RuntimeError):
         await s.get_user("a", "d")
+
+
+async def test_reads_bypass_the_queue_and_fall_back_when_locked(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.put_user(User("a", "d", "m", "s"))
+    gate = threading.Event()
+    busy = asyncio.ensure_future(store._call(lambda conn: gate.wait(5)))  # worker occupied
+    assert (await store.get_user("a", "d")) is not None  # read on the loop's connection
+    gate.set()
+    await busy
+    # a lock the direct read meets (another process recovering the WAL) must not stall
+    # the loop: it gives up at once and the worker reads instead
+
+    class Locked:
+        def execute(self, sql: str, params: Any) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+    reader, store._reader = store._reader, Locked()  # type: ignore[assignment]
+    caplog.set_level("DEBUG", logger="sipwake.store.sqlite")
+    try:
+        user = await store.get_user("a", "d")
+    finally:
+        store._reader = reader
+    assert user is not None and user.username == "a"
+    assert "direct read failed (database is locked)" in caplog.text
