@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from sipwake.sip.message import Message
-from sipwake.store.models import Device, InboxMessage
+from sipwake.store.models import Device, InboxMessage, Mailbox
 from tests.agent import Agent, respond
 from tests.conftest import DOMAIN, Running, ServerFactory, instance_id
 
@@ -107,6 +107,16 @@ async def stored(r: Running, aor: str = BOB) -> list[InboxMessage]:
 
 
 # ------------------------------------------------------------------ offline
+async def test_message_badge_counts_new_voicemails_too(start_server: ServerFactory) -> None:
+    r, alice = await setup(start_server, push_interval=1.0)
+    await sleeping_device(r)
+    await r.server.store.put_mailbox(Mailbox(BOB, waiting=True, new_count=2, old_count=5))
+    assert (await send(alice, "bob", b"hi")).status == 202
+    await r.server.inbox.pushes.idle(BOB)
+    (push,) = sink_pushes(r)
+    assert push["payload"]["unread"] == 1 and push["payload"]["aps"]["badge"] == 3
+
+
 async def test_offline_user_gets_202_a_push_and_everything_in_order_on_register(
     start_server: ServerFactory,
 ) -> None:

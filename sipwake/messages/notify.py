@@ -80,6 +80,11 @@ class PushCoalescer:
                 del self._users[aor]
             pending.settled.set()
 
+    async def _new_voicemails(self, aor: str) -> int:
+        """The iOS badge counts unread messages and new voicemails alike."""
+        mailbox = await self.server.store.get_mailbox(aor)
+        return mailbox.new_count if mailbox is not None else 0
+
     async def _push(self, pending: _Pending, message: InboxMessage, preview: str) -> None:
         store = self.server.store
         unread = await store.unread_count(message.aor)
@@ -95,7 +100,7 @@ class PushCoalescer:
             from_name=message.from_name,
             body=preview,
             unread=unread,
-            badge=unread,
+            badge=unread + await self._new_voicemails(message.aor),
         )
         # the interval runs from the moment pushes go out, not from when we started
         # reading the count: under load the reads may take a while

@@ -14,7 +14,7 @@ migrations in one transaction, recording one row per version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -242,13 +242,15 @@ def render(statement: Statement, dialect: Dialect) -> str:
     return sql.format(**_TYPES[dialect]).strip()
 
 
-def pending(current: int, dialect: Dialect) -> list[tuple[Migration, list[str]]]:
-    """Migrations newer than `current`, in order, each with its rendered SQL."""
-    # sorted: features append their migrations independently of each other
+def pending(applied: Iterable[int], dialect: Dialect) -> list[tuple[Migration, list[str]]]:
+    """Migrations not yet `applied`, in version order, each with its rendered SQL. By
+    set, not by the highest version: features add migrations independently, and one
+    merged later may carry a lower number than one a database already has."""
+    done = set(applied)
     return [
         (m, [render(s, dialect) for s in m.statements])
         for m in sorted(MIGRATIONS, key=lambda m: m.version)
-        if m.version > current
+        if m.version not in done
     ]
 
 

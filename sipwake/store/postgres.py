@@ -79,8 +79,9 @@ class PostgresStore(q.SQLStore):
             if self.schema and not await self._schema_exists(conn):
                 await conn.execute(f'CREATE SCHEMA "{self.schema}"')
             await conn.execute(migrations.render(migrations.SCHEMA_VERSION_TABLE, "postgresql"))
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-            for migration, statements in migrations.pending(current, "postgresql"):
+            rows = await conn.fetch("SELECT version FROM schema_version")
+            applied = [row[0] for row in rows]
+            for migration, statements in migrations.pending(applied, "postgresql"):
                 for statement in statements:
                     await conn.execute(statement)
                 await conn.execute(

@@ -240,8 +240,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")  # a second process opening the file waits here
     try:
         conn.execute(migrations.render(migrations.SCHEMA_VERSION_TABLE, "sqlite"))
-        (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        for migration, statements in migrations.pending(current, "sqlite"):
+        applied = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+        for migration, statements in migrations.pending(applied, "sqlite"):
             for statement in statements:
                 conn.execute(statement)
             conn.execute(

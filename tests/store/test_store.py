@@ -253,6 +253,21 @@ async def test_appended_migration_runs_once_on_open(
     assert (await again.applied_migrations())[-1] == latest + 1  # type: ignore[attr-defined]
 
 
+async def test_a_migration_merged_late_with_a_lower_number_still_runs(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    latest = migrations.latest_version()
+    newer = migrations.Migration(latest + 2, "newer", ("CREATE TABLE test_newer (x TEXT)",))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, newer))
+    await (await backend.open()).close()
+    # another feature's migration lands after, numbered below what the database has
+    late = migrations.Migration(latest + 1, "late", ("CREATE TABLE test_late (x TEXT)",))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, late))
+    store = await backend.open()
+    applied = await store.applied_migrations()  # type: ignore[attr-defined]
+    assert applied[-2:] == [latest + 1, latest + 2]
+
+
 async def test_failed_migration_changes_nothing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
