@@ -7,7 +7,10 @@ on the same 2-core machine. In the same run it measures:
   2. a minimal uvloop UDP responder that answers every REGISTER with a bare 200.
 The figure is the ratio of transactions/s.
 
-    python bench/register.py [--users 20000] [--concurrency 200] [--profile FILE]
+    python bench/register.py [--users 20000] [--rounds 3] [--concurrency 200] [--profile FILE]
+
+Rounds alternate echo and sipwake, each round with users not registered before; the
+medians are the figures. [--profile FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,12 +139,22 @@ def wait_udp(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing answers on udp {port}")
 
 
+def user_file(path: Path, first: int, count: int) -> Path:
+    lines = ["SEQUENTIAL"] + [
+        f"u{i};p{i};{DOMAIN};{i:08x}{'ab' * 28};[authentication username=u{i} password=p{i}]"
+        for i in range(first, first + count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--users", type=int, default=20000, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy samples of the server during the measured run (raw)")
+                        help="py-spy samples of the server, FILE.roundN (raw)")
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
@@ -149,15 +163,17 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="sipwake-bench-"))
     db = tmp / "bench.db"
+    warm = 500
+    total = warm + args.users * args.rounds
     t = time.perf_counter()
-    provision(db, args.users)
-    print(f"provisioned {args.users} users in {time.perf_counter() - t:.1f}s")
-    inf = tmp / "users.csv"
-    lines = ["SEQUENTIAL"] + [
-        f"u{i};p{i};{DOMAIN};{i:08x}{'ab' * 28};[authentication username=u{i} password=p{i}]"
-        for i in range(args.users)
+    provision(db, total)
+    print(f"provisioned {total} users in {time.perf_counter() - t:.1f}s")
+    warm_inf = user_file(tmp / "warm.csv", 0, warm)
+    # every round registers users never seen before: the cold path, every time
+    round_inf = [
+        user_file(tmp / f"round{r}.csv", warm + r * args.users, args.users)
+        for r in range(args.rounds)
     ]
-    inf.write_text("\n".join(lines) + "\n")
 
     sip_port, http_port, echo_port = free_port(), free_port(), free_port()
     (tmp / "bench.toml").write_text(
@@ -171,39 +187,42 @@ def main() -> None:
         env=env,
     )
     echo = subprocess.Popen([sys.executable, __file__, "--echo", str(echo_port)], env=env)
+    echo_rates: list[float] = []
+    rates: list[float] = []
     try:
         wait_udp(sip_port)
         wait_udp(echo_port)
-        # warm-up: a few hundred registrations on each, not counted
-        run_sipp(echo_port, BARE, inf, 500, args.concurrency)
-        run_sipp(sip_port, AUTH, inf, 500, args.concurrency)
-
-        e_s, e_ok, e_fail = run_sipp(
-            echo_port, BARE, inf, args.users, args.concurrency
-        )
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "500",
-                                    "-f", "raw", "-o", args.profile, "--nonblocking"])
-        s_s, s_ok, s_fail = run_sipp(
-            sip_port, AUTH, inf, args.users, args.concurrency
-        )
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(30)
+        run_sipp(echo_port, BARE, warm_inf, warm, args.concurrency)  # warm-up, not counted
+        run_sipp(sip_port, AUTH, warm_inf, warm, args.concurrency)
+        # rounds alternate, so both sides see the same machine (other load, thermals)
+        for r, inf in enumerate(round_inf):
+            e_s, e_ok, e_fail = run_sipp(echo_port, BARE, inf, args.users, args.concurrency)
+            spy = None
+            if args.profile:
+                out = f"{args.profile}.round{r + 1}"
+                spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "500",
+                                        "-f", "raw", "-o", out, "--nonblocking"])
+            s_s, s_ok, s_fail = run_sipp(sip_port, AUTH, inf, args.users, args.concurrency)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
+            if e_fail or s_fail:
+                print(f"round {r + 1}: failures: echo {e_fail}, sipwake {s_fail}")
+            echo_rates.append(e_ok / e_s)
+            rates.append(2 * s_ok / s_s)  # 401 challenge + authenticated REGISTER
+            print(f"round {r + 1}: echo {echo_rates[-1]:8.0f} tx/s   sipwake {rates[-1]:6.0f} "
+                  f"REGISTER tx/s   ratio {rates[-1] / echo_rates[-1]:.2f}")  # fmt: skip
     finally:
         server.terminate()
         echo.terminate()
         server.wait(10)
         echo.wait(10)
 
-    echo_tps = e_ok / e_s
-    regs = s_ok / s_s
-    tps = 2 * regs  # 401 challenge + authenticated REGISTER
-    print(f"echo responder : {echo_tps:8.0f} transactions/s ({e_ok} ok, {e_fail} failed)")
+    echo_tps, tps = statistics.median(echo_rates), statistics.median(rates)
+    print(f"echo responder : {echo_tps:8.0f} transactions/s (median of {args.rounds})")
     print(
-        f"sipwake        : {tps:8.0f} REGISTER transactions/s = {regs:.0f} registrations/s "
-        f"({s_ok} ok, {s_fail} failed; auth on, distinct users, SQLite)"
+        f"sipwake        : {tps:8.0f} REGISTER transactions/s = {tps / 2:.0f} registrations/s "
+        f"(median of {args.rounds}; auth on, distinct users, SQLite)"
     )
     print(f"ratio          : {tps / echo_tps:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
