@@ -139,6 +139,13 @@ def wait_udp(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing answers on udp {port}")
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def user_file(path: Path, first: int, count: int) -> Path:
     lines = ["SEQUENTIAL"] + [
         f"u{i};p{i};{DOMAIN};{i:08x}{'ab' * 28};[authentication username=u{i} password=p{i}]"
@@ -211,7 +218,8 @@ def main() -> None:
             echo_rates.append(e_ok / e_s)
             rates.append(2 * s_ok / s_s)  # 401 challenge + authenticated REGISTER
             print(f"round {r + 1}: echo {echo_rates[-1]:8.0f} tx/s   sipwake {rates[-1]:6.0f} "
-                  f"REGISTER tx/s   ratio {rates[-1] / echo_rates[-1]:.2f}")  # fmt: skip
+                  f"REGISTER tx/s   ratio {rates[-1] / echo_rates[-1]:.2f}   "
+                  f"server RSS {rss_mib(server.pid):.0f} MiB")  # fmt: skip
     finally:
         server.terminate()
         echo.terminate()

@@ -111,6 +111,7 @@ async def test_registered_callee_fork_first_answer_wins(calls: Running) -> None:
     respond(p1, await next_request(p1, "BYE"), 200)
     assert (await bye).status == 200
     await wait_for(lambda: calls.server.calls.counts()["dialogs"] == 0)
+    await calls.server.calls.logged()
     (record,) = await calls.server.store.calls(f"sip:alice@{DOMAIN}")
     assert record.answered and not record.missed
 
@@ -189,6 +190,7 @@ async def test_caller_cancel_is_a_missed_call(calls: Running) -> None:
     (missed,) = await wait_push(calls, "missed_call")
     assert call_fields(missed)["call_id"] == call_fields(push)["call_id"]
     await wait_for(lambda: calls.server.calls.counts()["ringing"] == 0)
+    await calls.server.calls.logged()
     async with aiohttp.ClientSession() as http:
         auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
         url = f"http://127.0.0.1:{calls.server.http.port}/v1/calls?missed=1"  # type: ignore[union-attr]
@@ -212,6 +214,7 @@ async def test_park_timeout_480_and_late_ios_gets_invite_then_cancel(
     # a VoIP-only token can't take alert pushes (Apple rejects them): the missed call
     # is in the log, and reaches the phone as INVITE + CANCEL when it registers
     assert not sink_of(r, "missed_call")
+    await r.server.calls.logged()
     (record,) = await r.server.store.calls(f"sip:alice@{DOMAIN}", missed_only=True)
     assert record.reason == "timeout"
     # CallKit rang for the VoIP push: when the app registers it gets INVITE + CANCEL

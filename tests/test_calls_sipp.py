@@ -78,6 +78,7 @@ async def test_thousands_of_calls_leave_nothing_behind(
     transactions = r.server.transactions
     await wait_for(lambda: not any(calls.counts().values()), timeout=10)
     await wait_for(lambda: not any(transactions.counts().values()), timeout=30)
+    await calls.logged()
     (record, *_) = await r.server.store.calls(f"sip:bob@{DOMAIN}", missed_only=True, limit=PARKED)
     assert record.reason == "timeout"
     assert len(await r.server.store.calls(f"sip:bob@{DOMAIN}", limit=10 * PARKED)) == PARKED

@@ -467,9 +467,16 @@ async def test_openapi_document_is_valid_and_matches_the_router(
     for method, path in documented:
         assert (method, path) in routes, (method, path)
     assert set(doc["components"]["schemas"]["DeviceInput"]["properties"]) == set(FIELDS)
-    for method, path in routes:  # every device/token/dev route is documented
-        if path.startswith(("/v1/devices", "/v1/tokens", "/v1/dev/")) and method != "HEAD":
+    from sipwake.api.voicemail import FIELDS as VOICEMAIL_FIELDS
+
+    voicemail_input = doc["components"]["schemas"]["VoicemailReport"]
+    assert set(voicemail_input["properties"]) == VOICEMAIL_FIELDS
+    public = ("/v1/devices", "/v1/tokens", "/v1/dev/", "/v1/messages", "/v1/calls",
+              "/v1/voicemail")
+    for method, path in routes:  # every public app/webhook route is documented
+        if path.startswith(public) and method != "HEAD":
             assert (method, path) in documented, (method, path)
+    assert doc["paths"]["/v1/voicemail"]["post"]["security"] == [{"serviceAuth": []}]
 
 
 # ------------------------------------------------------------- PostgreSQL

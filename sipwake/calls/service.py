@@ -78,6 +78,7 @@ class CallService:
         self.late_by_device: dict[str, dict[str, Call]] = {}  # VoIP-pushed, not reached
         self.dialogs = Dialogs(server.uac)
         self.pending_pickups: dict[str, asyncio.Future[Message]] = {}  # call-id → ACK
+        self._log_writes: set[asyncio.Future[None]] = set()  # call-log rows on their way
 
     def install(self) -> None:
         router = self.server.router
@@ -326,7 +327,18 @@ class CallService:
         # a device woken by the push registers within a park timeout of it
         keep = max(0.0, call.deadline - time.time()) + self.park_timeout
         asyncio.get_running_loop().call_later(keep, self._forget, call)
-        self.server.spawn(self.server.store.put_call(self._record(call)))
+        write = asyncio.ensure_future(self.server.store.put_call(self._record(call)))
+        self._log_writes.add(write)
+        write.add_done_callback(self._logged)
+
+    def _logged(self, write: asyncio.Future[None]) -> None:
+        self._log_writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.error("call log write failed: %r", write.exception())
+
+    async def logged(self) -> None:
+        """Until the call-log rows of every call ended so far are stored."""
+        await asyncio.gather(*self._log_writes, return_exceptions=True)
 
     def _forget(self, call: Call) -> None:
         self.ended.pop(call.id, None)

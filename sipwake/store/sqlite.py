@@ -13,7 +13,8 @@ Reads of a file database skip the queue: WAL lets a second connection, used on t
 event loop's own thread, read what is committed without waiting for the writer. A point
 read by key costs tens of microseconds there, less than the two thread hand-offs of a
 job. Should that reader ever meet a lock (another process recovering the WAL), the
-read goes to the worker instead of stalling the loop.
+read goes to the worker instead of stalling the loop. A read sees every write whose
+await returned; a write still queued (fired and not awaited) may not be visible yet.
 """
 
 from __future__ import annotations
