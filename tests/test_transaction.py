@@ -211,8 +211,13 @@ def test_server_non_invite_absorbs_retransmissions_and_timer_j_unreliable() -> N
     h.layer.receive(request())
     assert [m.status for m in h.take()] == [100, 100]
 
+    full = st.request
     st.respond(make_response(st.request, 202, to_tag="uas1"))
     assert st.state is State.COMPLETED
+    # while absorbing copies for 32 s it keeps only what an answer is built from
+    kept = {h[0] for h in st.request.headers}
+    assert kept <= {"via", "from", "to", "call-id", "cseq"} and not st.request.body
+    assert st.request.source == full.source and len(full.headers) > len(st.request.headers)
     h.layer.receive(request())
     h.layer.receive(request())
     sent = h.sent[:]

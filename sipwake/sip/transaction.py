@@ -381,6 +381,9 @@ class ServerTransaction(_Transaction):
                 self._terminate()  # Timer J = 0
             else:
                 self._arm_tmo(self._layer._t64)  # Timer J
+                # 32 s of absorbing retransmissions need the response, not the whole
+                # request: at REGISTER rates that is most of the server's memory
+                self.request = self.request.answerable()
             return
         log.debug("%r: dropping %d from the TU in state %s", self, status, state)
 
