@@ -345,16 +345,13 @@ def parse(data: bytes, stream: bool = False) -> Message:
     start = lines[0].rstrip("\r")
     msg = _start_line(start)
     headers = msg.headers
+    names = _NAMES
     for line in lines[1:]:
-        if line.endswith("\r"):
-            line = line[:-1]
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not name or not _TOKEN.match(name):
-            raise SipParseError(f"bad header line {line[:60]!r}", msg)
-        key = name.lower()
-        key = COMPACT.get(key, key)
-        headers.append([key, CANONICAL.get(key, name), value.strip()])
+        known = names.get(name) if colon else None
+        if known is None:
+            known = _header_name(name, colon, line, msg)
+        headers.append([known[0], known[1], value.strip()])  # strip() takes the \r too
     body = data[end + sep :]
     try:
         _check(msg, body, stream)
@@ -362,6 +359,24 @@ def parse(data: bytes, stream: bool = False) -> Message:
         exc.args = (exc.args[0], msg)
         raise
     return msg
+
+
+# header name as written → (look-up key, spelling on the wire); most messages use a few
+# dozen names, so the checks and case folding run once per name, not once per line
+_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES_MAX = 512  # names are attacker-chosen: the cache must not grow without bound
+
+
+def _header_name(name: str, colon: str, line: str, msg: Message) -> tuple[str, str]:
+    stripped = name.rstrip(" \t")
+    if not colon or not stripped or not _TOKEN.match(stripped):
+        raise SipParseError(f"bad header line {line.rstrip(chr(13))[:60]!r}", msg)
+    key = stripped.lower()
+    key = COMPACT.get(key, key)
+    known = (key, CANONICAL.get(key, stripped))
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = known
+    return known
 
 
 def parse_error_partial(exc: SipParseError) -> Message | None:
