@@ -392,8 +392,7 @@ def main() -> None:
         stop(procs.pop())
 
         # 3. parked: every callee asleep, woken by its push; at max, then at half that rate.
-        # A fresh server: the calls of run 2 would otherwise still sit in its table of ended
-        # calls (kept ~2 park timeouts for late devices), which every REGISTER scans.
+        # A fresh server, so the parked runs start from the same state every time.
         server.restart()
         wait_udp(sip_port)
         out["provisioned"] = farm.ask("provision", n=args.users)
@@ -495,7 +494,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], pauses: list[dict[str,
     odd = {k: v for k, v in after.items() if k.startswith(prefixes)}
     if odd:
         print(f"odd device events: {odd}")
-    print(f"parked server's ended-call table (scanned by every REGISTER): "
+    print(f"parked server's ended-call table (kept ~2 park timeouts for late devices): "
           f"{out['stats_max']['calls']['ended']} after the max run, "
           f"{out['stats_half']['calls']['ended']} after the half-rate run")  # fmt: skip
     print(f"server at the end: calls {out['stats_half']['calls']}, "
