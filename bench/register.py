@@ -207,8 +207,9 @@ def main() -> None:
             spy = None
             if args.profile:
                 out = f"{args.profile}.round{r + 1}"
+                extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --gil
                 spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "500",
-                                        "-f", "raw", "-o", out, "--nonblocking"])
+                                        "-f", "raw", "-o", out, "--nonblocking", *extra])
             s_s, s_ok, s_fail = run_sipp(sip_port, AUTH, inf, args.users, args.concurrency)
             if spy is not None:
                 spy.send_signal(2)
