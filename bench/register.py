@@ -139,6 +139,12 @@ def wait_udp(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing answers on udp {port}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,6 +202,7 @@ def main() -> None:
     echo = subprocess.Popen([sys.executable, __file__, "--echo", str(echo_port)], env=env)
     echo_rates: list[float] = []
     rates: list[float] = []
+    cpu_us: list[float] = []  # server CPU per REGISTER transaction: steadier than rates
     try:
         wait_udp(sip_port)
         wait_udp(echo_port)
@@ -210,7 +217,9 @@ def main() -> None:
                 extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --gil
                 spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-r", "500",
                                         "-f", "raw", "-o", out, "--nonblocking", *extra])
+            cpu = cpu_seconds(server.pid)
             s_s, s_ok, s_fail = run_sipp(sip_port, AUTH, inf, args.users, args.concurrency)
+            cpu_us.append((cpu_seconds(server.pid) - cpu) / (2 * s_ok) * 1e6)
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
@@ -220,6 +229,7 @@ def main() -> None:
             rates.append(2 * s_ok / s_s)  # 401 challenge + authenticated REGISTER
             print(f"round {r + 1}: echo {echo_rates[-1]:8.0f} tx/s   sipwake {rates[-1]:6.0f} "
                   f"REGISTER tx/s   ratio {rates[-1] / echo_rates[-1]:.2f}   "
+                  f"server CPU {cpu_us[-1]:.0f} us/tx   "
                   f"server RSS {rss_mib(server.pid):.0f} MiB")  # fmt: skip
     finally:
         server.terminate()
@@ -234,6 +244,8 @@ def main() -> None:
         f"(median of {args.rounds}; auth on, distinct users, SQLite)"
     )
     print(f"ratio          : {tps / echo_tps:.2f}")
+    print(f"server CPU     : {statistics.median(cpu_us):8.0f} us per REGISTER transaction "
+          f"(median; all threads; a 2-core machine also runs SIPp)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -51,15 +51,23 @@ class BindingWriter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
-                results = await asyncio.gather(
-                    *(self._write(key, b) for key, b in batch.items()), return_exceptions=True
-                )
-                for (aor, key), result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        log.error("binding %s of %s not stored: %r", key, aor, result)
+                put = [b for b in batch.values() if b is not None]
+                delete = [key for key, b in batch.items() if b is None]
+                try:
+                    await self.store.write_bindings(put, delete)  # one transaction
+                except Exception:
+                    await self._one_by_one(batch)  # so one bad row costs only itself
         finally:
             self._task = None
             self._idle.set()
+
+    async def _one_by_one(self, batch: dict[tuple[str, str], Binding | None]) -> None:
+        results = await asyncio.gather(
+            *(self._write(key, b) for key, b in batch.items()), return_exceptions=True
+        )
+        for (aor, key), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("binding %s of %s not stored: %r", key, aor, result)
 
     async def _write(self, key: tuple[str, str], binding: Binding | None) -> None:
         if binding is None:

@@ -38,6 +38,9 @@ class Store(Protocol):
 
     async def delete_binding(self, aor: str, key: str) -> bool: ...
 
+    async def write_bindings(self, put: list[Binding], delete: list[tuple[str, str]]) -> None:
+        """Many binding changes (distinct (aor, key)s) in one transaction: all or none."""
+
     async def bindings(self, aor: str) -> list[Binding]:
         """Bindings of one AOR, expired ones included (the caller filters by time)."""
 

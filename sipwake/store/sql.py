@@ -286,6 +286,17 @@ class SQLStore:
     async def delete_binding(self, aor: str, key: str) -> bool:
         return await self._execute(self._q.delete_binding, (aor, key)) > 0
 
+    async def write_bindings(self, put: list[Binding], delete: list[tuple[str, str]]) -> None:
+        statements = [(self._q.put_binding, [binding_row(b) for b in put])] if put else []
+        if delete:
+            statements.append((self._q.delete_binding, list(delete)))
+        if statements:
+            await self._write_many(statements)
+
+    async def _write_many(self, statements: list[tuple[str, list[Row]]]) -> None:
+        """Each statement run for each of its rows, all in one transaction."""
+        raise NotImplementedError
+
     async def bindings(self, aor: str) -> list[Binding]:
         return [binding_from_row(r) for r in await self._fetch(self._q.bindings, (aor,))]
 

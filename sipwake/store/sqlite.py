@@ -115,6 +115,13 @@ class SQLiteStore(q.SQLStore):
     async def _execute(self, sql: str, params: q.Row) -> int:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount)
 
+    async def _write_many(self, statements: list[tuple[str, list[q.Row]]]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+
+        await self._call(run)  # one job: a failure rolls back only this job's statements
+
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
         if self._reader is not None:
             try:

@@ -41,3 +41,18 @@ async def test_a_failed_write_is_logged_and_the_rest_go_on(store: Store, caplog)
     await writer.flush()
     assert [b.key for b in await store.bindings(AOR)] == ["good"]
     assert "binding bad of sip:alice@example.com not stored" in caplog.text
+
+
+async def test_write_bindings_is_one_transaction(store: Store) -> None:
+    await store.write_bindings([binding("a", 1), binding("b", 1)], [])
+    await store.write_bindings([binding("c", 1)], [(AOR, "a")])
+    assert sorted(b.key for b in await store.bindings(AOR)) == ["b", "c"]
+    bad = binding("d", 1)
+    bad.contact = None  # type: ignore[assignment]
+    try:
+        await store.write_bindings([binding("e", 1), bad], [(AOR, "b")])
+    except Exception:
+        pass
+    else:
+        raise AssertionError("a NOT NULL violation must fail the call")
+    assert sorted(b.key for b in await store.bindings(AOR)) == ["b", "c"]  # all or none
