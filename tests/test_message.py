@@ -318,3 +318,15 @@ def test_header_editing() -> None:
     assert m.top_via.host == "b"
     m.remove("Route")
     assert m.get("Route") is None
+
+
+def test_repeated_uri_parses_are_independent_copies() -> None:
+    text = "sip:alice@192.0.2.1:5070;pn-provider=apns;transport=tcp"
+    first = URI.parse(text)
+    first.params.pop("pn-provider")  # e.g. reach() strips push parameters
+    first.host = "changed"
+    second = URI.parse(text)  # served from the cache of earlier parses
+    assert second.params == {"pn-provider": "apns", "transport": "tcp"}
+    assert second.host == "192.0.2.1" and second is not first
+    with pytest.raises(SipParseError):
+        URI.parse("sip:bad host@")  # failures are never cached as successes
