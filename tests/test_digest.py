@@ -253,6 +253,13 @@ def test_other_node_with_same_secret_verifies(auth: DigestAuth, clock: FakeClock
     assert other.verify(creds, "REGISTER", user_ha1()) is AuthResult.OK
 
 
+def test_nonces_are_unique_across_refills_of_the_random_pool(auth: DigestAuth) -> None:
+    nonces = [auth.make_nonce() for _ in range(1500)]  # 512 per 4 KiB of OS randomness
+    assert len(set(nonces)) == len(nonces)
+    creds = answer(auth, nonces[-1])
+    assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.OK
+
+
 def test_wrong_password_fails(auth: DigestAuth) -> None:
     creds = answer(auth, auth.make_nonce(), password="guess")
     assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.FAIL
