@@ -209,6 +209,27 @@ async def test_tcp_flow_close_removes_binding_keeps_device(running: Running) -> 
     assert len(await running.server.store.devices(aor)) == 1
 
 
+async def test_a_dropped_connection_takes_only_its_own_bindings(running: Running) -> None:
+    await running.add_user("alice")
+    await running.add_user("bob")
+    registrar = running.server.registrar
+    alice, bob = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
+    first = await running.phone("alice", transport="tcp")
+    second = await running.phone("alice", transport="tcp")  # e.g. a tablet
+    other = await running.phone("bob", transport="tcp")
+    for phone in (first, second, other):
+        assert (await phone.register()).status == 200
+    assert len(registrar.live_bindings(alice)) == 2
+    first.close()
+    await wait_for(lambda: len(registrar.live_bindings(alice)) == 1)
+    (left,) = registrar.live_bindings(alice)
+    assert f":{second.local[1]}" in left.contact  # the tablet's binding stays
+    second.close()
+    await wait_for(lambda: not registrar.bindings.get(alice))
+    (bobs,) = registrar.live_bindings(bob)
+    assert list(registrar._by_flow) == [bobs.flow]  # nothing left behind for closed flows
+
+
 async def test_bindings_survive_restart(tmp_path: Path, start_server: ServerFactory) -> None:
     cfg = make_config(tmp_path)
     first = await start_server(cfg)

@@ -67,6 +67,9 @@ class Registrar:
         self.clock = clock
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.writer = BindingWriter(store)
+        # TCP/TLS connection id → its bindings: a dropped connection costs its own
+        # bindings, not a scan of everyone's
+        self._by_flow: dict[str, set[tuple[str, str]]] = {}
         self.devices: dict[str, Device] = {}  # device_id → device (write-through cache)
         # aor → (read at, its devices): calls, inbox and voicemail read it per event
         self._by_aor: dict[str, tuple[float, list[Device]]] = {}
@@ -203,7 +206,7 @@ class Registrar:
                 self._remove(aor, binding.key)
             else:
                 self.writer.put(binding)
-                self.bindings.setdefault(aor, {})[binding.key] = binding
+                self._keep(binding)
                 registered.append((binding, device))
         resp = self._ok(request, aor)
         # RFC 5626: an outbound-capable registration gets Require: outbound
@@ -308,10 +311,29 @@ class Registrar:
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
 
+    def _keep(self, binding: Binding) -> None:
+        by_key = self.bindings.setdefault(binding.aor, {})
+        old = by_key.get(binding.key)
+        if old is not None:
+            self._unflow(old)
+        by_key[binding.key] = binding
+        if binding.flow:
+            self._by_flow.setdefault(binding.flow, set()).add((binding.aor, binding.key))
+
+    def _unflow(self, binding: Binding) -> None:
+        on_flow = self._by_flow.get(binding.flow) if binding.flow else None
+        if on_flow is not None:
+            on_flow.discard((binding.aor, binding.key))
+            if not on_flow:
+                del self._by_flow[binding.flow]
+
     def _remove(self, aor: str, key: str) -> None:
         by_key = self.bindings.get(aor)
-        if by_key and by_key.pop(key, None) is not None and not by_key:
-            del self.bindings[aor]
+        gone = by_key.pop(key, None) if by_key else None
+        if gone is not None:
+            self._unflow(gone)
+            if not by_key:
+                del self.bindings[aor]
         self.writer.delete(aor, key)
 
     def _remove_all(self, aor: str, request: Message) -> None:
@@ -333,10 +355,8 @@ class Registrar:
     # -------------------------------------------------------------- maintenance
     async def flow_closed(self, flow: str) -> None:
         """A TCP/TLS connection dropped: its bindings can't be reached any more."""
-        for aor, by_key in list(self.bindings.items()):
-            for key, b in list(by_key.items()):
-                if b.flow == flow:
-                    self._remove(aor, key)
+        for aor, key in list(self._by_flow.get(flow, ())):
+            self._remove(aor, key)
 
     async def expire(self) -> int:
         """Drop expired bindings from memory and store; returns how many went."""
@@ -346,6 +366,7 @@ class Registrar:
             for key, b in list(by_key.items()):
                 if b.expires_at <= now:
                     del by_key[key]
+                    self._unflow(b)
                     gone += 1
             if not by_key:
                 del self.bindings[aor]
