@@ -18,7 +18,6 @@ import contextlib
 import ipaddress
 import logging
 import math
-import secrets
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from sipwake.calls.call import (
     CallerId,
 )
 from sipwake.calls.dialogs import Bridge, Dialogs, Leg, ProxyDialog
+from sipwake.ids import random_urlsafe
 from sipwake.push.notification import (
     CallCancelledNotification,
     CallNotification,
@@ -153,7 +153,7 @@ class CallService:
 
         now = time.time()
         call = Call(
-            id=secrets.token_urlsafe(12),
+            id=random_urlsafe(12),
             aor=aor,
             st=st,
             caller=_caller_id(req),

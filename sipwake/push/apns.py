@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sipwake.ids import random_uuid
 from sipwake.push import apns_payload
 from sipwake.push.apns_token import REFRESH_AFTER, ProviderToken, load_signing_key
 from sipwake.push.h2client import H2Error, H2Pool, Headers, Response, unique
@@ -89,7 +89,7 @@ class APNsProvider:
 
     def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
         request = apns_payload.build(device, notification, self.settings.topic)
-        push_id = str(uuid.uuid4())
+        push_id = random_uuid()
         path = f"{self._base_path[device.sandbox]}/3/device/{request.token}".encode()
         headers: Headers = [
             (b"apns-push-type", request.push_type.encode()),

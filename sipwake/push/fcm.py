@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from sipwake.ids import random_uuid
 from sipwake.push import fcm_payload
 from sipwake.push.fcm_auth import AccessTokenSource, AuthError
 from sipwake.push.notification import Notification
@@ -78,7 +78,7 @@ class FCMProvider:
             provider=self.name,
             device_id=device.device_id,
             kind=notification.kind,
-            push_id=str(uuid.uuid4()),  # FCM names messages itself; this is ours, for the log
+            push_id=random_uuid(),  # FCM names messages itself; this is ours, for the log
             headers={":path": self.path},
             payload=message,
             body=fcm_payload.dumps(message),

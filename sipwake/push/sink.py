@@ -12,10 +12,10 @@ import collections
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sipwake.ids import random_uuid
 from sipwake.push import apns_payload, fcm_payload
 from sipwake.push.notification import Notification
 from sipwake.push.provider import DELIVERED, AttemptResult, PreparedPush, SkipPush
@@ -34,7 +34,7 @@ class PushSink:
         self._clock = clock
 
     def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
-        push_id = str(uuid.uuid4())
+        push_id = random_uuid()
         if device.provider == "apns":
             request = apns_payload.build(device, notification, PLACEHOLDER_TOPIC)
             return PreparedPush(

@@ -14,13 +14,14 @@ import base64
 import enum
 import hashlib
 import hmac
-import os
 import re
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from sipwake.ids import random_bytes
 
 __all__ = [
     "ALGORITHMS",
@@ -248,20 +249,11 @@ class DigestAuth:
         # Constant per secret and realm, so every node hands out the same one.
         self.opaque = _b64(hmac.digest(secret, b"opaque\0" + self._realm_bytes, "sha256")[:12])
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
-        self._pool = b""  # unused OS randomness for nonces
         # nonce → (issue timestamp, highest nc seen), in first-use order.
         self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._evicted_upto = -1  # newest issue timestamp ever evicted by the cap
 
     # -- nonces --
-
-    def _random(self) -> bytes:
-        """Nonce randomness from the OS, fetched 4 KiB at a time: one system call per
-        512 challenges instead of one each."""
-        if len(self._pool) < _RAND_LEN:
-            self._pool = os.urandom(4096)
-        chunk, self._pool = self._pool[:_RAND_LEN], self._pool[_RAND_LEN:]
-        return chunk
 
     def _mac(self, head: bytes) -> bytes:
         # from a keyed prototype: hmac.digest(key, msg, "sha256") looks the algorithm up
@@ -271,7 +263,7 @@ class DigestAuth:
         return mac.digest()[:_MAC_LEN]
 
     def make_nonce(self) -> str:
-        head = _TS.pack(int(self.clock())) + self._random()
+        head = _TS.pack(int(self.clock())) + random_bytes(_RAND_LEN)
         return _b64(head + self._mac(head))
 
     def _nonce_time(self, nonce: str) -> int | None:

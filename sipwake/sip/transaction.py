@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import heapq
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
@@ -62,12 +62,12 @@ Key = tuple[str | int, ...]
 
 def new_branch() -> str:
     """A fresh RFC 3261 Via branch (magic cookie + 64 random bits)."""
-    return COOKIE + secrets.token_hex(8)
+    return COOKIE + random_hex(8)
 
 
 def new_tag() -> str:
     """A fresh From/To tag (48 random bits)."""
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 # ------------------------------------------------------------------ scheduling
