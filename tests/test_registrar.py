@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from sipwake.registrar.registrar import FEATURE_CAPS
@@ -319,3 +320,23 @@ async def test_provider_refusal_is_not_undone_by_a_refresh(running: Running) -> 
     assert (await phone.register(params=other_bundle)).status == 200
     (again,) = await running.server.store.devices(f"sip:alice@{DOMAIN}")
     assert again.topic == "com.example.other" and not again.enabled
+
+
+async def test_expiry_sweep_takes_turns_and_sees_refreshes(running: Running) -> None:
+    registrar = running.server.registrar
+    now = time.time()
+
+    def binding(i: int, expires_at: float) -> Binding:
+        aor = f"sip:u{i}@{DOMAIN}"
+        return Binding(aor, "k", f"sip:u{i}@192.0.2.1", expires_at, "c", 1)
+
+    for i in range(5000):  # odd ones expired
+        b = binding(i, now - 1 if i % 2 else now + 600)
+        registrar.bindings[b.aor] = {"k": b}
+    sweep = asyncio.ensure_future(registrar.expire())
+    await asyncio.sleep(0)  # the sweep did one slice and let the loop turn
+    assert not sweep.done()
+    refreshed = binding(4999, now + 600)  # a REGISTER meanwhile, after its slice
+    registrar.bindings[refreshed.aor] = {"k": refreshed}
+    assert await sweep == 2499
+    assert len(registrar.bindings) == 2501 and refreshed.aor in registrar.bindings

@@ -8,6 +8,7 @@ token stay, so the user keeps getting pushes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -44,6 +45,7 @@ class RegistrarSettings:
 
 
 DEVICE_CACHE_TTL = 30.0
+EXPIRE_SLICE = 2_000  # AORs swept between two turns of the event loop
 DEVICE_CACHE_MAX = 100_000
 
 
@@ -362,7 +364,12 @@ class Registrar:
         """Drop expired bindings from memory and store; returns how many went."""
         now = self.clock()
         gone = 0
-        for aor, by_key in list(self.bindings.items()):
+        for n, aor in enumerate(list(self.bindings)):
+            if n % EXPIRE_SLICE == EXPIRE_SLICE - 1:
+                await asyncio.sleep(0)  # a million bindings must not stall calls for long
+            by_key = self.bindings.get(aor)  # now, not as it was when the sweep began
+            if by_key is None:
+                continue
             for key, b in list(by_key.items()):
                 if b.expires_at <= now:
                     del by_key[key]
