@@ -38,6 +38,7 @@ from sipwake.voicemail import Voicemail
 log = logging.getLogger("sipwake.server")
 
 EXPIRY_SWEEP = 30.0  # seconds between expired-binding sweeps
+STOP_FLUSH_TIMEOUT = 10.0  # seconds a stop waits for queued binding writes
 
 
 class _PushLog:
@@ -157,7 +158,12 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.registrar.writer.flush()
+        try:
+            async with asyncio.timeout(STOP_FLUSH_TIMEOUT):
+                await self.registrar.writer.flush()
+        except TimeoutError:
+            left = self.registrar.writer.pending()
+            log.error("stopping with %d binding changes not stored", left)
         await self.push.close()
         await self.store.close()
         log.info("sipwake stopped")
