@@ -71,16 +71,11 @@ REASONS = {
 }  # fmt: skip
 
 
-Header = tuple[str, str, str]  # (look-up key, name as written, value)
-
-
 class Message:
     """A SIP request (method set) or response (status set).
 
-    Headers are kept in order as (key, name, value) triples: `key` is the lower-case
-    full name used for look-ups, `name` the spelling written on the wire. Triples are
-    immutable, so copies of a message share them (a fork copies the INVITE per branch)
-    and the collector stops tracking them.
+    Headers are kept in order as [key, name, value] triples: `key` is the lower-case
+    full name used for look-ups, `name` the spelling written on the wire.
     """
 
     __slots__ = (
@@ -93,14 +88,14 @@ class Message:
         uri: str = "",
         status: int = 0,
         reason: str = "",
-        headers: list[Header] | None = None,
+        headers: list[list[str]] | None = None,
         body: bytes = b"",
     ) -> None:
         self.method = method
         self.uri = uri  # Request-URI as text; request_uri parses it
         self.status = status
         self.reason = reason
-        self.headers: list[Header] = headers if headers is not None else []
+        self.headers: list[list[str]] = headers if headers is not None else []
         self.body = body
         self.source: Any = None  # set by the transport: where the message came from
         self.received_at = 0.0  # time.perf_counter() when the transport read it
@@ -135,7 +130,7 @@ class Message:
     def add(self, name: str, value: str, first: bool = False) -> None:
         key = name.lower()
         key = COMPACT.get(key, key)
-        entry = (key, CANONICAL.get(key, name), value)
+        entry = [key, CANONICAL.get(key, name), value]
         if first:
             self.headers.insert(0, entry)
         else:
@@ -148,7 +143,7 @@ class Message:
         key = COMPACT.get(key, key)
         for i, h in enumerate(self.headers):
             if h[0] == key:
-                self.headers[i] = (key, h[1], value)
+                h[2] = value
                 self.headers[i + 1 :] = [x for x in self.headers[i + 1 :] if x[0] != key]
                 self._invalidate(key)
                 return
@@ -170,7 +165,7 @@ class Message:
                 first = parts[0].strip()
                 rest = ",".join(parts[1:]).strip()
                 if rest:
-                    self.headers[i] = (key, h[1], rest)
+                    h[2] = rest
                 else:
                     del self.headers[i]
                 self._invalidate(key)
@@ -181,10 +176,10 @@ class Message:
         """Replace the first value of a list header (the top Via after stamping it)."""
         key = name.lower()
         key = COMPACT.get(key, key)
-        for i, h in enumerate(self.headers):
+        for h in self.headers:
             if h[0] == key:
                 parts = split_unquoted(h[2], ",")
-                self.headers[i] = (key, h[1], ", ".join([value, *(p.strip() for p in parts[1:])]))
+                h[2] = ", ".join([value, *(p.strip() for p in parts[1:])])
                 self._invalidate(key)
                 return
         self.add(name, value, first=True)
@@ -304,7 +299,7 @@ class Message:
     def copy(self) -> Message:
         m = Message(
             self.method, self.uri, self.status, self.reason,
-            list(self.headers), self.body,
+            [list(h) for h in self.headers], self.body,
         )  # fmt: skip
         m.source = self.source
         m.received_at = self.received_at
@@ -315,7 +310,7 @@ class Message:
         parsed): what a finished transaction keeps while it absorbs retransmissions."""
         m = Message(
             self.method, self.uri, self.status, self.reason,
-            [h for h in self.headers if h[0] in _RESPONSE_SOURCES],
+            [list(h) for h in self.headers if h[0] in _RESPONSE_SOURCES],
         )  # fmt: skip
         m.source = self.source
         m.received_at = self.received_at
@@ -356,7 +351,7 @@ def parse(data: bytes, stream: bool = False) -> Message:
         known = names.get(name) if colon else None
         if known is None:
             known = _header_name(name, colon, line, msg)
-        headers.append((known[0], known[1], value.strip()))  # strip() takes the \r too
+        headers.append([known[0], known[1], value.strip()])  # strip() takes the \r too
     body = data[end + sep :]
     try:
         _check(msg, body, stream)
@@ -450,10 +445,10 @@ def make_response(
         if key in ("via", "from", "call-id", "cseq") or (
             key == "record-route" and 100 < status < 300
         ):
-            headers.append(h)
+            headers.append(list(h))
         elif key == "to":
             value = h[2]
             if to_tag and status > 100 and not request.to_tag:
                 value = f"{value};tag={to_tag}"
-            headers.append((key, h[1], value))
+            headers.append([key, h[1], value])
     return resp
