@@ -330,3 +330,21 @@ def test_repeated_uri_parses_are_independent_copies() -> None:
     assert second.host == "192.0.2.1" and second is not first
     with pytest.raises(SipParseError):
         URI.parse("sip:bad host@")  # failures are never cached as successes
+
+
+def test_parse_caches_stay_small_under_hostile_input() -> None:
+    from sipwake.sip import message, uri
+
+    for i in range(3):
+        long_uri = f"sip:{'u' * 5000}{i}@example.com"
+        assert URI.parse(long_uri).user.startswith("uuu")
+        assert long_uri not in uri._PARSED  # only short URIs are kept
+    base = (
+        "OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        "From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+    )
+    for i in range(600):  # more distinct header names than the cache holds
+        parse((base + f"X-{'n' * (i % 3) * 40}{i}: v\r\nContent-Length: 0\r\n\r\n").encode())
+    assert len(message._NAMES) <= message._NAMES_MAX
+    assert all(len(name) <= 64 for name in message._NAMES)

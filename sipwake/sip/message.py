@@ -374,7 +374,7 @@ def _header_name(name: str, colon: str, line: str, msg: Message) -> tuple[str, s
     key = stripped.lower()
     key = COMPACT.get(key, key)
     known = (key, CANONICAL.get(key, stripped))
-    if len(_NAMES) < _NAMES_MAX:
+    if len(_NAMES) < _NAMES_MAX and len(name) <= 64:
         _NAMES[name] = known
     return known
 

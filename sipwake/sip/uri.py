@@ -117,8 +117,10 @@ class URI:
             return URI(known.scheme, known.user, known.password, known.host, known.port,
                        dict(known.params), known.headers, known.opaque)  # fmt: skip
         uri = cls._parse(text)
+        if len(text) > _PARSED_TEXT_MAX:
+            return uri  # text is attacker-chosen: only short ones are kept
         if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()  # text is attacker-chosen: bounded, crudely
+            _PARSED.clear()  # and only so many, crudely
         _PARSED[text] = URI(uri.scheme, uri.user, uri.password, uri.host, uri.port,
                             dict(uri.params), uri.headers, uri.opaque)  # fmt: skip
         return uri
@@ -172,6 +174,7 @@ class URI:
 
 _PARSED: dict[str, URI] = {}
 _PARSED_MAX = 4096
+_PARSED_TEXT_MAX = 256  # at most ~1 MiB of cached text
 
 
 @dataclass(slots=True)
