@@ -27,6 +27,7 @@ from sipwake.registrar.registrar import Registrar, RegistrarSettings
 from sipwake.registrar.users import UserDirectory
 from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
+from sipwake.sip.peer import TrustedPeers
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer
 from sipwake.sip.uac import Uac
@@ -71,6 +72,7 @@ class Server:
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
         self.metrics = Metrics()
+        self.trusted_peers = TrustedPeers(config.sip.trusted_peers)  # calls, inbox, voicemail
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import time
@@ -69,7 +68,7 @@ class CallService:
         self.alert_repeat = float(cfg.calls.alert_repeat)
         self.max_per_user = cfg.calls.max_parked_per_user
         self.max_total = cfg.calls.max_parked_total
-        self.trusted = [ipaddress.ip_network(p, strict=False) for p in cfg.sip.trusted_peers]
+        self.trusted = server.trusted_peers
         self.calls: dict[str, Call] = {}  # park id → ringing call
         self.by_st: dict[ServerTransaction, Call] = {}
         self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
@@ -180,7 +179,7 @@ class CallService:
         caller, False when a challenge or refusal was sent."""
         req = st.request
         from_uri = req.from_.uri
-        if not self._is_local(from_uri.host, from_uri.port) or self._trusted(req.source):
+        if not self._is_local(from_uri.host, from_uri.port) or self.trusted.trusts(req.source):
             return None
         checked = await self.server.registrar.auth.check(req, proxy=True)
         if isinstance(checked, Message):
@@ -190,15 +189,6 @@ class CallService:
             st.respond(make_response(req, 403, "Forbidden (From is not you)"))
             return False
         return checked
-
-    def _trusted(self, source: Peer | None) -> bool:
-        if source is None or not self.trusted:
-            return False
-        try:
-            address = ipaddress.ip_address(source.host)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
 
     # ----------------------------------------------------------------- forking
     def _fork(self, call: Call, binding: Binding) -> bool:

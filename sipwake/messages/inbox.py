@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import math
 import time
@@ -30,7 +29,6 @@ from sipwake.messages.delivery import Courier
 from sipwake.messages.limits import RateLimiter
 from sipwake.messages.notify import PushCoalescer
 from sipwake.sip.message import Message, make_response
-from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.store.models import Binding, Device, InboxMessage
 
@@ -62,9 +60,7 @@ class Inbox:
         self.server = server
         self.cfg = server.config.messages
         self.domain = server.config.sip.domain
-        self.trusted = [
-            ipaddress.ip_network(p, strict=False) for p in server.config.sip.trusted_peers
-        ]
+        self.trusted = server.trusted_peers
         self.limiter = RateLimiter(self.cfg.sender_rate, self.cfg.sender_burst)
         self.courier = Courier(server.store, server.uac, self._task,
                                on_delivered=self.messages_delivered)
@@ -179,7 +175,7 @@ class Inbox:
         addr = req.from_
         uri = addr.uri
         shown = uri.aor() if uri.is_sip else str(uri)
-        if self._trusted(req.source):
+        if self.trusted.trusts(req.source):
             return Sender(shown, addr.display, trusted=True)
         if not uri.is_sip or uri.host != self.domain:
             _answer(st, 403, "Forbidden (not a trusted peer)")
@@ -192,15 +188,6 @@ class Inbox:
             _answer(st, 403, "Forbidden (From is not you)")
             return None
         return Sender(checked.aor, addr.display, trusted=False)
-
-    def _trusted(self, source: Peer | None) -> bool:
-        if source is None or not self.trusted:
-            return False
-        try:
-            address = ipaddress.ip_address(source.host)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
 
     async def _room(self, aor: str) -> bool:
         """Whether `aor` may store one more message; at the cap, the oldest delivered

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -34,3 +36,20 @@ class Peer:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+
+class TrustedPeers:
+    """`[sip] trusted_peers`: IPs or CIDRs (trunks, voicemail servers) whose requests
+    are taken without a digest challenge."""
+
+    def __init__(self, specs: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in specs]
+
+    def trusts(self, source: Peer | None) -> bool:
+        if source is None or not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(source.host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.networks)

@@ -41,7 +41,7 @@ class Voicemail:
         self.tasks = Background(server.spawn)
         self.trust = Trust(
             cfg.sip.domain,
-            cfg.sip.trusted_peers,
+            server.trusted_peers,
             cfg.voicemail.notifiers,
             server.transport.listeners,
         )

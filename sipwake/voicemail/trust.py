@@ -6,9 +6,7 @@ servers) or from a user listed in `[voicemail] notifiers` who authenticates by d
 
 from __future__ import annotations
 
-import ipaddress
-
-from sipwake.sip.peer import Peer
+from sipwake.sip.peer import Peer, TrustedPeers
 from sipwake.sip.transport import Listener
 from sipwake.sip.uri import URI
 
@@ -17,25 +15,19 @@ class Trust:
     def __init__(
         self,
         domain: str,
-        trusted_peers: list[str],
+        trusted_peers: TrustedPeers,
         notifiers: list[str],
         listeners: list[Listener],
     ) -> None:
         self.domain = domain.lower()
-        self.networks = [ipaddress.ip_network(p, strict=False) for p in trusted_peers]
+        self.peers = trusted_peers
         # "vm" or "vm@domain": both name the local user vm
         self.notifiers = frozenset(n.split("@")[0].removeprefix("sip:") for n in notifiers)
         self.listeners = listeners  # the transport's live list (ports known after start)
 
     def trusted(self, source: Peer | None) -> bool:
         """The request comes from a trusted peer's address."""
-        if source is None or not self.networks:
-            return False
-        try:
-            address = ipaddress.ip_address(source.host)
-        except ValueError:
-            return False
-        return any(address in net for net in self.networks)
+        return self.peers.trusts(source)
 
     def is_notifier(self, username: str) -> bool:
         return username in self.notifiers
