@@ -55,19 +55,15 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-DOMAIN = "bench.example"
+sys.path.insert(0, str(HERE))
+from register import DOMAIN, free_port, last_count, wait_udp  # noqa: E402 - bench/register.py
+
 UAC = HERE / "calls_uac.xml"  # built-in uac + field0 callee + Record-Route set
 FARM = HERE / "call_farm.py"
 API_TOKEN = "bench-admin-token"
 TEAM, KID, BUNDLE = "TEAM123456", "KEY7654321", "com.example.dialer"
 TARGET_FLOWS = 300.0
 TARGET_P99_MS = 5.0
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------- setup
@@ -125,26 +121,6 @@ allow_insecure = true
 level = "WARNING"
 """)
     return path
-
-
-def wait_udp(port: int, timeout: float = 15.0) -> None:
-    """Until something answers an OPTIONS on that port."""
-    msg = (
-        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKw\r\n"
-        f"From: <sip:w@{DOMAIN}>;tag=1\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: w\r\n"
-        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
-        while time.monotonic() < deadline:
-            s.sendto(msg, ("127.0.0.1", port))
-            try:
-                s.recv(4096)
-                return
-            except OSError:
-                continue
-    raise RuntimeError(f"nothing answers on udp {port}")
 
 
 # ------------------------------------------------------------------- the farm
@@ -271,14 +247,9 @@ def uac(port: int, calls: int, cwd: Path, *, concurrency: int, rate: float | Non
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, check=False, timeout=90)
     elapsed = time.perf_counter() - start
     drops_after, target_drops_after = udp_drops(port)
-    return Run(elapsed, _last_count(proc.stdout, "Successful call"),
-               _last_count(proc.stdout, "Failed call"), drops_after - drops,
+    return Run(elapsed, last_count(proc.stdout, "Successful call"),
+               last_count(proc.stdout, "Failed call"), drops_after - drops,
                target_drops_after - target_drops, (wall, time.time()))  # fmt: skip
-
-
-def _last_count(out: str, label: str) -> int:
-    counts = re.findall(rf"{label}\s+\|\s+\d+\s+\|\s+(\d+)", out)
-    return int(counts[-1]) if counts else 0
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:

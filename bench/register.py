@@ -36,8 +36,8 @@ AUTH = ROOT / "tests" / "sipp" / "register_auth.xml"  # the scenario the SIPp te
 BARE = HERE / "register_bare.xml"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -109,12 +109,12 @@ def run_sipp(
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=inf.parent, check=False)
     elapsed = time.perf_counter() - start
     out = proc.stdout
-    ok = _last_count(out, "Successful call")
-    failed = _last_count(out, "Failed call")
+    ok = last_count(out, "Successful call")
+    failed = last_count(out, "Failed call")
     return elapsed, ok, failed
 
 
-def _last_count(out: str, label: str) -> int:
+def last_count(out: str, label: str) -> int:
     counts = re.findall(rf"{label}\s+\|\s+\d+\s+\|\s+(\d+)", out)
     return int(counts[-1]) if counts else 0
 
