@@ -265,7 +265,7 @@ class Registrar:
         if old is None:
             # one read finds our own record, or one the app uploaded over HTTP for this
             # installation
-            mine = await self.store.devices(aor)
+            mine = await self.devices_of(aor)  # and it stays cached for the calls to come
             old = next((d for d in mine if d.device_id == device_id), None)
             if old is None:
                 old = _uploaded_device(mine, binding.instance, push)
