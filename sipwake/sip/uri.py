@@ -114,16 +114,18 @@ class URI:
         # earlier parse is a fifth of the work. Copies, because callers change them.
         known = _PARSED.get(text)
         if known is not None:
-            return URI(known.scheme, known.user, known.password, known.host, known.port,
-                       dict(known.params), known.headers, known.opaque)  # fmt: skip
+            return known._copy()
         uri = cls._parse(text)
         if len(text) > _PARSED_TEXT_MAX:
             return uri  # text is attacker-chosen: only short ones are kept
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()  # and only so many, crudely
-        _PARSED[text] = URI(uri.scheme, uri.user, uri.password, uri.host, uri.port,
-                            dict(uri.params), uri.headers, uri.opaque)  # fmt: skip
+        _PARSED[text] = uri._copy()
         return uri
+
+    def _copy(self) -> URI:
+        return URI(self.scheme, self.user, self.password, self.host, self.port,
+                   dict(self.params), self.headers, self.opaque)  # fmt: skip
 
     @classmethod
     def _parse(cls, text: str) -> URI:
