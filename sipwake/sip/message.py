@@ -451,4 +451,9 @@ def make_response(
             if to_tag and status > 100 and not request.to_tag:
                 value = f"{value};tag={to_tag}"
             headers.append([key, h[1], value])
+    # The Vias are the request's, copied verbatim: so is their parse (a response is
+    # sent to its top Via, and Via objects are only changed on arrival, _stamp_via)
+    vias = request._cache.get("via")
+    if vias is not None:
+        resp._cache["via"] = list(vias)
     return resp

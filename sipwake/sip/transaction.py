@@ -6,9 +6,13 @@ non-2xx final responses, CANCEL answering (§9.2) and every transaction timer.
 
 Design notes
 - No asyncio Tasks: each transaction holds at most two scheduler handles (a
-  retransmission timer: A/E/G, and a timeout timer: B/D/F/H/I/J/K/L/M). A zero-length
+  retransmission timer: A/E/G, and a timeout timer: B/D/F/H/I/K/L/M). A zero-length
   timer (I/J/D/K on reliable transports) terminates the transaction at once instead of
   scheduling anything.
+- Timer J is the exception: every completed non-INVITE transaction over UDP waits the
+  same 64*T1, so they queue in completion order and one timer sweeps them out, at most
+  J_GRAIN late. At thousands of REGISTERs a second that is ~10^5 transactions lingering
+  at any time; a scheduler handle each made the loop's timer heap their biggest cost.
 - Matching is one dict look-up: server key (branch, sent-by, method) for RFC 3261
   branches (ACK looks up method INVITE, CANCEL looks up its own key and then the
   INVITE's), a longer tuple for RFC 2543 peers; client key (branch, CSeq method).
@@ -24,6 +28,7 @@ transaction in Proceeding likewise waits for a final response until the TU cance
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +61,7 @@ __all__ = [
 log = logging.getLogger("sipwake.sip.transaction")
 
 COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7 magic cookie
+J_GRAIN = 0.25  # Timer J ends up to this much late: lingering transactions leave in batches
 
 Key = tuple[str | int, ...]
 
@@ -79,6 +85,8 @@ class Scheduler(Protocol):
     """What the layer needs from a clock; an asyncio event loop satisfies it."""
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Handle: ...
+
+    def time(self) -> float: ...
 
 
 class _ManualHandle:
@@ -380,10 +388,11 @@ class ServerTransaction(_Transaction):
             if self.reliable:
                 self._terminate()  # Timer J = 0
             else:
-                self._arm_tmo(self._layer._t64)  # Timer J
                 # 32 s of absorbing retransmissions need the response, not the whole
                 # request: at REGISTER rates that is most of the server's memory
                 self.request = self.request.answerable()
+                resp._cache.clear()  # parsed headers: a retransmission parses again
+                self._layer._linger(self)  # Timer J
             return
         log.debug("%r: dropping %d from the TU in state %s", self, status, state)
 
@@ -645,7 +654,10 @@ class ClientTransaction(_Transaction):
 class TransactionLayer:
     """Matches messages to transactions and runs them. See the module docstring."""
 
-    __slots__ = ("_clients", "_ntimers", "_sched", "_send", "_servers", "_t64", "_tu", "timers")
+    __slots__ = (
+        "_clients", "_lingering", "_ntimers", "_sched", "_send", "_servers", "_sweeper",
+        "_t64", "_tu", "timers",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -662,6 +674,9 @@ class TransactionLayer:
         self._servers: dict[Key, ServerTransaction] = {}
         self._clients: dict[Key, ClientTransaction] = {}
         self._ntimers = 0
+        # completed non-INVITE UDP transactions with their Timer J deadline, oldest first
+        self._lingering: deque[tuple[float, ServerTransaction]] = deque()
+        self._sweeper: Handle | None = None
 
     def counts(self) -> dict[str, int]:
         """Live server and client transactions and pending timers (all 0 when idle)."""
@@ -678,6 +693,33 @@ class TransactionLayer:
         for ct in list(self._clients.values()):
             ct._final = True
             ct._terminate()
+        self._lingering.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+            self._ntimers -= 1
+
+    # ------------------------------------------------------------------ Timer J
+    def _linger(self, st: ServerTransaction) -> None:
+        self._lingering.append((self._sched.time() + self._t64, st))
+        if self._sweeper is None:
+            self._arm_sweeper(self._t64)
+
+    def _arm_sweeper(self, delay: float) -> None:
+        self._ntimers += 1
+        self._sweeper = self._sched.call_later(delay + J_GRAIN, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        self._ntimers -= 1
+        lingering = self._lingering
+        now = self._sched.time()
+        while lingering and lingering[0][0] <= now:
+            st = lingering.popleft()[1]
+            if st.state is COMPLETED:  # not ended otherwise meanwhile (transport error)
+                st._terminate()
+        if lingering:
+            self._arm_sweeper(lingering[0][0] - now)
 
     def _transmit(self, msg: Message, peer: Any) -> bool:
         try:
