@@ -12,6 +12,7 @@ from sipwake.sip.message import Message, make_response, parse
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import (
     COOKIE,
+    J_GRAIN,
     ClientTransaction,
     ManualScheduler,
     Scheduler,
@@ -214,14 +215,14 @@ def test_server_non_invite_absorbs_retransmissions_and_timer_j_unreliable() -> N
     full = st.request
     st.respond(make_response(st.request, 202, to_tag="uas1"))
     assert st.state is State.COMPLETED
-    # while absorbing copies for 32 s it keeps only what an answer is built from
-    kept = {h[0] for h in st.request.headers}
-    assert kept <= {"via", "from", "to", "call-id", "cseq"} and not st.request.body
-    assert st.request.source == full.source and len(full.headers) > len(st.request.headers)
+    # while absorbing copies for 32 s it keeps the response's bytes, no parsed headers
+    assert st.request.headers == [] and not st.request.body
+    assert st.request.source == full.source and st.request.method == full.method
     h.layer.receive(request())
     h.layer.receive(request())
     sent = h.sent[:]
     assert [m.status for _, m, _ in sent] == [202, 202, 202]
+    assert sent[1][1].to_bytes() == sent[2][1].to_bytes() == sent[0][1].to_bytes()
     assert all(peer == UDP for _, _, peer in sent)
     assert len(h.requests) == 1
     assert h.layer.counts() == {"server": 1, "client": 0, "timers": 1}
@@ -230,11 +231,32 @@ def test_server_non_invite_absorbs_retransmissions_and_timer_j_unreliable() -> N
     assert len(h.sent) == 3
     h.clock.advance(64 * T1 - 0.01)
     assert st.state is State.COMPLETED
-    h.clock.advance(0.02)  # Timer J
+    h.clock.advance(0.01 + J_GRAIN)  # Timer J, swept at most J_GRAIN late
     assert st.state is State.TERMINATED
     assert h.idle()
-    h.layer.receive(request())  # a late copy now starts a new transaction
-    assert len(h.requests) == 2
+
+
+def test_timer_j_one_sweeper_for_every_lingering_transaction() -> None:
+    """Thousands of completed UDP transactions share one timer; each leaves no sooner
+    than 64*T1 after its final response and at most J_GRAIN later."""
+    h = Harness()
+    done_at: list[tuple[ServerTransaction, float]] = []
+    for i in range(2000):
+        h.layer.receive(request(branch=f"{COOKIE}linger{i}"))
+        st = h.requests[-1]
+        st.respond(make_response(st.request, 200, to_tag="t"))
+        done_at.append((st, h.clock.time()))
+        h.clock.advance(0.005)  # completions spread over 10 s
+    assert h.layer.counts() == {"server": 2000, "client": 0, "timers": 1}
+    gone_at: dict[int, float] = {}
+    while h.layer.counts()["server"]:
+        h.clock.advance(0.01)
+        for st, _ in done_at:
+            if st.state is State.TERMINATED:
+                gone_at.setdefault(id(st), h.clock.time())
+    late = [gone_at[id(st)] - (t + 64 * T1) for st, t in done_at]
+    assert min(late) >= 0 and max(late) <= J_GRAIN + 0.011
+    assert h.idle()
 
 
 def test_server_non_invite_reliable_timer_j_zero() -> None:

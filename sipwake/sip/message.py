@@ -305,19 +305,13 @@ class Message:
         m.received_at = self.received_at
         return m
 
-    def answerable(self) -> Message:
-        """A copy with only the headers a response is built from (no body, nothing
-        parsed): what a finished transaction keeps while it absorbs retransmissions."""
-        m = Message(
-            self.method, self.uri, self.status, self.reason,
-            [list(h) for h in self.headers if h[0] in _RESPONSE_SOURCES],
-        )  # fmt: skip
+    def husk(self) -> Message:
+        """Start line and where it came from, no headers: what a finished transaction
+        keeps of its request while it absorbs retransmissions."""
+        m = Message(self.method, self.uri, self.status, self.reason)
         m.source = self.source
         m.received_at = self.received_at
         return m
-
-
-_RESPONSE_SOURCES = frozenset({"via", "from", "to", "call-id", "cseq"})
 
 
 def parse(data: bytes, stream: bool = False) -> Message:

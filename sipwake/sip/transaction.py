@@ -28,8 +28,8 @@ transaction in Proceeding likewise waits for a final response until the TU cance
 from __future__ import annotations
 
 import heapq
-from collections import deque
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,12 +37,13 @@ from typing import Any, Protocol
 
 from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
-from sipwake.sip.message import Message, make_response
+from sipwake.sip.message import Message, make_response, parse
 from sipwake.sip.peer import Peer
 from sipwake.sip.uri import Via, split_unquoted
 
 __all__ = [
     "COOKIE",
+    "J_GRAIN",
     "ClientTransaction",
     "Handle",
     "ManualScheduler",
@@ -326,7 +327,7 @@ class _Transaction:
 class ServerTransaction(_Transaction):
     """One server transaction (§17.2). The TU answers through `respond()`."""
 
-    __slots__ = ("invite", "last_response")
+    __slots__ = ("_wire", "invite", "last_response")
 
     def __init__(self, layer: TransactionLayer, request: Message, key: Key) -> None:
         self._layer = layer
@@ -335,6 +336,7 @@ class ServerTransaction(_Transaction):
         self.invite = request.method == "INVITE"
         self.state = PROCEEDING if self.invite else TRYING
         self.last_response: Message | None = None
+        self._wire = b""  # the final response as sent, while lingering in Completed
         self._retx = None
         self._tmo = None
         self._interval = 0.0
@@ -388,10 +390,12 @@ class ServerTransaction(_Transaction):
             if self.reliable:
                 self._terminate()  # Timer J = 0
             else:
-                # 32 s of absorbing retransmissions need the response, not the whole
-                # request: at REGISTER rates that is most of the server's memory
-                self.request = self.request.answerable()
-                resp._cache.clear()  # parsed headers: a retransmission parses again
+                # 32 s of absorbing retransmissions need the response's bytes, no parsed
+                # messages: at REGISTER rates ~10^5 transactions linger, and as objects
+                # they were most of the server's memory and of the collector's work
+                self._wire = resp.to_bytes()
+                self.request = self.request.husk()
+                self.last_response = Message(status=status, reason=resp.reason)
                 self._layer._linger(self)  # Timer J
             return
         log.debug("%r: dropping %d from the TU in state %s", self, status, state)
@@ -411,7 +415,7 @@ class ServerTransaction(_Transaction):
         """The request came again: answer with the last response where the RFC says so."""
         state = self.state
         if state is PROCEEDING or state is COMPLETED:
-            resp = self.last_response
+            resp = parse(self._wire) if self._wire else self.last_response
             if resp is not None:
                 self._send(resp)
         # TRYING (nothing to resend), ACCEPTED (RFC 6026 absorbs), CONFIRMED: absorb
