@@ -1,20 +1,26 @@
-"""SQLite backend: one worker thread owns the connection and commits in groups.
+"""SQLite backend: one connection, used on the event loop's thread, committing in groups.
 
-Every call, read or write, becomes a job on a queue. The worker takes everything
-queued, runs it in one transaction (each job inside its own SAVEPOINT, so a failing
-job is undone alone), commits once, then resolves the callers' futures on their
-loop. A write's await therefore returns only once it is committed, and at REGISTER
-rates many writes share one commit instead of paying one each.
+Writes queue up while the loop runs other callbacks; once per loop turn the queued ones
+run in one transaction, commit once, and their callers' futures resolve. A write's
+await therefore returns only once it is committed, and at REGISTER rates many writes
+share one commit. A job that fails is undone alone (see _run_batch).
 
-WAL with synchronous=NORMAL: a committed write survives a crash of the process;
-only an OS crash or power loss can take the last commits back.
+Why on the loop's thread: in WAL mode with synchronous=NORMAL a commit only writes to
+the OS page cache (tens of microseconds) and a point read takes a few. A worker thread
+made each of them a pair of thread hand-offs: the loop and the worker took the GIL from
+each other, and at REGISTER rates a fifth of the server's CPU went to waking each other
+up (perf: pthread_cond_signal → try_to_wake_up). What can wait for the disk is the
+checkpoint, copying the WAL into the database file and syncing it: a thread of its own
+does that every CHECKPOINT_EVERY seconds (wal_autocheckpoint is off on the loop's
+connection), so the loop never waits for the disk.
 
-Reads of a file database skip the queue: WAL lets a second connection, used on the
-event loop's own thread, read what is committed without waiting for the writer. A point
-read by key costs tens of microseconds there, less than the two thread hand-offs of a
-job. Should that reader ever meet a lock (another process recovering the WAL), the
-read goes to the worker instead of stalling the loop. A read sees every write whose
-await returned; a write still queued (fired and not awaited) may not be visible yet.
+The loop's connection never waits for a lock either (busy timeout 0). When another
+process holds the write lock (`sipwake user add`, a RESTART checkpoint), the batch is
+tried again BUSY_RETRY later, for up to busy_timeout, and the loop runs on meanwhile.
+
+A committed write survives a crash of the process; only an OS crash or power loss can
+take the last commits back. A read sees every write whose await returned; a write still
+queued (fired and not awaited) may not be visible yet.
 """
 
 from __future__ import annotations
@@ -22,13 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from sipwake.store import migrations
 from sipwake.store import sql as q
@@ -36,6 +41,12 @@ from sipwake.store import sql as q
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BUSY_RETRY = 0.005  # seconds between tries while another connection holds the lock
+CHECKPOINT_EVERY = 1.0  # seconds between the checkpoint thread's passive checkpoints
+# A WAL this big (pages) is reset with a RESTART checkpoint: under writes that never
+# pause, passive checkpoints can trail the last frames forever and the file would grow
+WAL_RESTART_PAGES = 16_384
 
 
 @dataclass(slots=True)
@@ -49,68 +60,132 @@ class _Job:
 _Outcome = tuple["asyncio.Future[Any]", Exception | None, Any]
 
 
+class _Busy(Exception):
+    """Another connection holds the write lock: try the batch again later."""
+
+
 class SQLiteStore(q.SQLStore):
     _q = q.SQLITE
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        busy_timeout: float = 5.0,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-    ):
+    def __init__(self, path: str, *, busy_timeout: float = 5.0):
         self.path = path
-        self._busy_timeout = busy_timeout  # waits for other processes (e.g. `sipwake user add`)
-        self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._busy_timeout = busy_timeout  # how long others may hold the lock
+        self._conn: sqlite3.Connection | None = None  # the loop's thread only
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: list[_Job] = []
+        self._flush_at: asyncio.Handle | None = None  # the flush to come, if scheduled
+        self._busy_since: float | None = None
         self._closing = False
-        self._reader: sqlite3.Connection | None = None  # loop thread only
+        self._checkpoints: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # lifecycle
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._conn is not None:
             raise RuntimeError("SQLiteStore is already open")
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # connecting may wait for another process migrating the file: not on the loop
+        self._conn = await asyncio.to_thread(self._connect)
+        self._loop = asyncio.get_running_loop()
         self._closing = False
-        self._thread = threading.Thread(
-            target=self._worker, args=(ready,), name=f"sqlite:{self.path}", daemon=True
-        )
-        self._thread.start()
-        try:
-            await ready
-        except BaseException:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-            raise
-        if self.path != ":memory:":  # a private in-memory database has one connection
-            # timeout 0: a busy reader gives up at once and the worker reads instead
-            self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        if self.path != ":memory:":
+            self._stop_checkpoints.clear()
+            self._checkpoints = threading.Thread(
+                target=self._checkpoint_loop, name=f"sqlite-checkpoint:{self.path}", daemon=True
+            )
+            self._checkpoints.start()
 
     async def close(self) -> None:
-        """Finish the queued jobs, then close the connection."""
-        thread = self._thread
-        if thread is None or self._closing:
+        """Commit the jobs queued so far, then close the connection."""
+        conn = self._conn
+        if conn is None or self._closing:
             return
         self._closing = True
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        self._queue.put(None)
-        await asyncio.to_thread(thread.join)
-        self._thread = None
+        while self._jobs:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+            self._flush()
+            if self._jobs:  # busy: another process holds the lock
+                await asyncio.sleep(BUSY_RETRY)
+        if self._checkpoints is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(self._checkpoints.join)
+            self._checkpoints = None
+        conn.close()
+        self._conn = None
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the connection is made
+        # on a helper thread and then used on the loop's thread only
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _migrate(conn)
+            conn.execute("PRAGMA busy_timeout = 0")  # the loop never waits for a lock
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database file, on this thread: it waits for the disk."""
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
+                try:
+                    _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages > WAL_RESTART_PAGES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("sqlite checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+    # the queue
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        """Run `fn(connection)` on the worker; returns once its batch is committed."""
-        if self._thread is None or self._closing:
+        """Run `fn(connection)` in the next batch; returns once that batch is committed."""
+        loop = self._loop
+        if self._conn is None or self._closing or loop is None:
             raise RuntimeError("SQLiteStore is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(fn, future, write))
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.append(_Job(fn, future, write))
+        if self._flush_at is None:
+            self._flush_at = loop.call_soon(self._flush)  # after this turn's callbacks
         return await future
 
-    # primitives of SQLStore (its _write is _execute: every write is batched here);
-    # the lambdas run on the worker thread
+    def _flush(self) -> None:
+        self._flush_at = None
+        jobs, self._jobs = self._jobs, []
+        if not jobs or self._conn is None:
+            return
+        try:
+            outcomes = _run_batch(self._conn, jobs)
+        except _Busy as exc:
+            now = time.monotonic()
+            if self._busy_since is None:
+                self._busy_since = now
+            if now - self._busy_since < self._busy_timeout and self._loop is not None:
+                self._jobs[:0] = jobs  # ahead of anything queued since: order is kept
+                if not self._closing:
+                    self._flush_at = self._loop.call_later(BUSY_RETRY, self._flush)
+                return
+            locked = sqlite3.OperationalError(f"database is locked: {exc}")
+            outcomes = [(job.future, locked, None) for job in jobs]
+        self._busy_since = None
+        for future, error, value in outcomes:
+            if future.done():  # the caller was cancelled; the write happened anyway
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    # primitives of SQLStore (its _write is _execute: every write is batched here)
 
     async def _execute(self, sql: str, params: q.Row) -> int:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount)
@@ -123,59 +198,38 @@ class SQLiteStore(q.SQLStore):
         await self._call(run)  # one job: a failure rolls back only this job's statements
 
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
-        if self._reader is not None:
-            try:
-                rows = self._reader.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                log.debug("direct read failed (%s): through the worker", exc)
-            else:
-                await asyncio.sleep(0)  # still a suspension point: no polling loop starves others
-                return rows
-        return await self._call(lambda conn: conn.execute(sql, params).fetchall(), write=False)
+        conn = self._conn
+        if conn is None or self._closing:
+            raise RuntimeError("SQLiteStore is not open")
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            # a lock a read can meet (another process recovering the WAL): in a batch,
+            # which tries again without stalling the loop
+            log.debug("direct read failed (%s): queued", exc)
+            return await self._call(lambda c: c.execute(sql, params).fetchall(), write=False)
+        await asyncio.sleep(0)  # still a suspension point: no polling loop starves others
+        return rows
 
     async def _insert_returning(self, sql: str, params: q.Row) -> list[q.Row]:
-        # a write job: its batch takes the write lock up front (BEGIN IMMEDIATE)
         return await self._call(lambda conn: conn.execute(sql, params).fetchall())
 
-    # worker thread
 
-    def _worker(self, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = self._connect()
-        except Exception as exc:
-            _resolve([(ready, exc, None)])
-            return
-        _resolve([(ready, None, None)])
-        try:
-            stop = False
-            while not stop:
-                jobs: list[_Job] = []
-                item = self._queue.get()  # block until there is work
-                while True:
-                    if item is None:
-                        stop = True  # close(): no job comes after it
-                    else:
-                        jobs.append(item)
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if jobs:
-                    _resolve(_run_batch(conn, jobs))
-        finally:
-            conn.close()
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            _migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+
+def _begin(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    # IMMEDIATE takes the write lock up front, so a write can't hit SQLITE_BUSY midway
+    try:
+        conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            raise _Busy(str(exc)) from exc
+        raise
 
 
 def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
@@ -188,6 +242,8 @@ def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
     while todo:
         try:
             done, lost = _try_batch(conn, todo)
+        except _Busy:
+            raise  # everything was rolled back: the whole batch is tried again later
         except Exception as exc:  # BEGIN or COMMIT failed: nothing here is durable
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -206,10 +262,10 @@ def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
 
 def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | None:
     """The usual case, no job fails: one transaction without a SAVEPOINT per job (a
-    third of the statements, and far less GIL traffic with the event loop's thread).
-    None when a job failed: everything was rolled back, to be redone job by job."""
+    third of the statements). None when a job failed: everything was rolled back, to be
+    redone job by job. _Busy when the lock is taken."""
+    _begin(conn, jobs)
     try:
-        conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
         done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")
     except Exception as exc:
@@ -224,8 +280,7 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
 def _try_batch(
     conn: sqlite3.Connection, jobs: list[_Job]
 ) -> tuple[list[_Outcome], tuple[int, Exception] | None]:
-    # IMMEDIATE takes the write lock up front, so a write can't hit SQLITE_BUSY midway
-    conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
+    _begin(conn, jobs)
     done: list[_Outcome] = []
     for index, job in enumerate(jobs):
         conn.execute("SAVEPOINT job")
@@ -261,30 +316,3 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def _resolve(outcomes: list[_Outcome]) -> None:
-    """Wake each loop once for all of its callers in the batch (usually one loop)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
-    for loop, mine in by_loop.items():
-        _post(loop, mine)
-
-
-def _post(loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
-    try:
-        loop.call_soon_threadsafe(_settle, outcomes)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass
-
-
-def _settle(outcomes: list[_Outcome]) -> None:
-    """On the loop: hand each caller its result."""
-    for future, exc, value in outcomes:
-        if future.done():  # the caller was cancelled; the write happened anyway
-            continue
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)

@@ -1,10 +1,11 @@
-"""SQLite worker specifics: group commit, failures inside one batch, lifecycle."""
+"""SQLite specifics: group commit on the loop, failures inside one batch, locks held by
+other connections, checkpoints, lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from sipwake.store import Binding, User
-from sipwake.store.sqlite import SQLiteStore
+from sipwake.store import sqlite as sqlite_module
+from sipwake.store.sqlite import BUSY_RETRY, SQLiteStore
 
 
 def binding(key: str) -> Binding:
@@ -27,30 +29,41 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-async def in_one_batch(store: SQLiteStore, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run the calls so that the worker takes them all in one batch."""
-    gate = threading.Event()
-    hold = asyncio.ensure_future(store._call(lambda conn: gate.wait(5)))  # keeps the worker busy
-    tasks = [asyncio.ensure_future(call()) for call in calls]
-    await asyncio.sleep(0.01)  # every call is queued now
-    gate.set()
-    await hold
-    return await asyncio.gather(*tasks, return_exceptions=True)
+async def in_one_batch(
+    store: SQLiteStore, calls: list[Callable[[], Awaitable[Any]]], monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """Run the calls so that they share one batch (they are all queued in one loop turn),
+    and check that they did."""
+    batches: list[int] = []
+    run_batch = sqlite_module._run_batch
+
+    def counting(conn: sqlite3.Connection, jobs: list[Any]) -> Any:
+        batches.append(len(jobs))
+        return run_batch(conn, jobs)
+
+    monkeypatch.setattr(sqlite_module, "_run_batch", counting)
+    results = await asyncio.gather(*(call() for call in calls), return_exceptions=True)
+    assert batches == [len(calls)]
+    return results
 
 
-async def test_failing_statement_fails_only_its_caller(store: SQLiteStore) -> None:
+async def test_failing_statement_fails_only_its_caller(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: store.put_binding(binding("a")),
         lambda: store.put_user(User(None, "example.com", "m", "s")),  # type: ignore[arg-type]
         lambda: store.put_binding(binding("b")),
     ]
-    ok1, failed, ok2 = await in_one_batch(store, calls)
+    ok1, failed, ok2 = await in_one_batch(store, calls, monkeypatch)
     assert ok1 is None and ok2 is None
     assert isinstance(failed, sqlite3.IntegrityError)
     assert [b.key for b in await store.bindings("sip:a@example.com")] == ["a", "b"]
 
 
-async def test_partial_job_is_undone_alone(store: SQLiteStore) -> None:
+async def test_partial_job_is_undone_alone(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def half_then_fail(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO users VALUES ('half', 'd', 'm', 's', 0)")
         raise ValueError("second step failed")
@@ -60,12 +73,14 @@ async def test_partial_job_is_undone_alone(store: SQLiteStore) -> None:
         lambda: store._call(half_then_fail),
         lambda: store.put_user(User("after", "d", "m", "s")),
     ]
-    results = await in_one_batch(store, calls)
+    results = await in_one_batch(store, calls, monkeypatch)
     assert isinstance(results[1], ValueError)
     assert [u.username for u in await store.list_users()] == ["after", "before"]
 
 
-async def test_error_that_aborts_the_transaction_reruns_the_others(store: SQLiteStore) -> None:
+async def test_error_that_aborts_the_transaction_reruns_the_others(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await store.put_user(User("taken", "d", "m", "s"))
 
     def rollback_everything(conn: sqlite3.Connection) -> None:
@@ -77,7 +92,7 @@ async def test_error_that_aborts_the_transaction_reruns_the_others(store: SQLite
         lambda: store._call(rollback_everything),
         lambda: store.put_binding(binding("b")),
     ]
-    ok1, failed, ok2 = await in_one_batch(store, calls)
+    ok1, failed, ok2 = await in_one_batch(store, calls, monkeypatch)
     assert ok1 is None and ok2 is None
     assert isinstance(failed, sqlite3.IntegrityError)
     assert [b.key for b in await store.bindings("sip:a@example.com")] == ["a", "b"]
@@ -136,27 +151,74 @@ async def test_open_fails_cleanly_on_bad_path(tmp_path: Path) -> None:
         await s.get_user("a", "d")
 
 
-async def test_reads_bypass_the_queue_and_fall_back_when_locked(
-    store: SQLiteStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    await store.put_user(User("a", "d", "m", "s"))
-    gate = threading.Event()
-    busy = asyncio.ensure_future(store._call(lambda conn: gate.wait(5)))  # worker occupied
-    assert (await store.get_user("a", "d")) is not None  # read on the loop's connection
-    gate.set()
-    await busy
-    # a lock the direct read meets (another process recovering the WAL) must not stall
-    # the loop: it gives up at once and the worker reads instead
-
-    class Locked:
-        def execute(self, sql: str, params: Any) -> Any:
-            raise sqlite3.OperationalError("database is locked")
-
-    reader, store._reader = store._reader, Locked()  # type: ignore[assignment]
-    caplog.set_level("DEBUG", logger="sipwake.store.sqlite")
+async def test_a_lock_held_elsewhere_never_stalls_the_loop(tmp_path: Path) -> None:
+    """`sipwake user add` in another process holds the write lock: our writes wait for it
+    without blocking the event loop, reads go on, and the write lands once it is free."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    other = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
     try:
-        user = await store.get_user("a", "d")
+        await store.put_user(User("a", "d", "m", "s"))
+        other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+        write = asyncio.ensure_future(store.put_user(User("b", "d", "m", "s")))
+        turns = 0
+        for _ in range(20):  # the loop keeps turning while the write waits for the lock
+            await asyncio.sleep(BUSY_RETRY)
+            turns += 1
+        assert not write.done() and turns == 20
+        assert (await store.get_user("a", "d")) is not None  # WAL: reads are not blocked
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+        assert [u.username for u in await store.list_users()] == ["a", "b"]
     finally:
-        store._reader = reader
-    assert user is not None and user.username == "a"
-    assert "direct read failed (database is locked)" in caplog.text
+        other.close()
+        await store.close()
+
+
+async def test_a_lock_held_too_long_fails_the_write(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"), busy_timeout=0.1)
+    await store.open()
+    other = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.put_user(User("b", "d", "m", "s"))
+        other.execute("ROLLBACK")
+        await store.put_user(User("c", "d", "m", "s"))  # and the next write goes through
+        assert [u.username for u in await store.list_users()] == ["c"]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_checkpoints_run_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connection never checkpoints (that waits for the disk); the checkpoint
+    thread copies the WAL into the database file, and resets a big WAL."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 0.02)
+    monkeypatch.setattr(sqlite_module, "WAL_RESTART_PAGES", 10)
+    path = tmp_path / "s.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        auto = await store._call(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall())
+        assert auto == [(0,)]
+        size_before = path.stat().st_size
+        await asyncio.gather(*(store.put_binding(binding(f"k{i}")) for i in range(2000)))
+
+        def file_grew() -> bool:  # the checkpoint thread's work: nothing on the loop to await
+            deadline = time.monotonic() + 10
+            while path.stat().st_size <= size_before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return path.stat().st_size > size_before
+
+        assert await asyncio.to_thread(file_grew)  # the rows reached the database file
+        # a fresh reader that ignores the WAL sees them in the file itself
+        plain = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            assert plain.execute("SELECT count(*) FROM bindings").fetchone() == (2000,)
+        finally:
+            plain.close()
+    finally:
+        await store.close()
