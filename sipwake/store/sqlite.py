@@ -268,10 +268,12 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
     try:
         done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")
-    except Exception as exc:
+    except BaseException as exc:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")  # never leave the loop's connection mid-transaction
+        if not isinstance(exc, Exception):
+            raise
         log.debug("batch of %d redone job by job: %s", len(jobs), exc)
         return None
     return done
