@@ -169,10 +169,12 @@ async def test_no_device_480_and_unknown_404(calls: Running) -> None:
     caller = await calls.phone("bob")
     dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
     dial.start()
-    assert (await dial.final()).status == 480
+    final = await dial.final()
+    assert final.status == 480 and final.to_tag  # our own answer, as a UAS: To tag
     dial = Dialer(caller, f"sip:nobody@{DOMAIN}", OFFER)
     dial.start()
-    assert (await dial.final()).status == 404
+    final = await dial.final()
+    assert final.status == 404 and final.to_tag
 
 
 async def test_caller_cancel_is_a_missed_call(calls: Running) -> None:
@@ -305,9 +307,9 @@ async def test_pickup_refusals(calls: Running) -> None:
     # bob (trusted source, but a pickup always authenticates) may not take alice's call
     intruder = await calls.phone("bob")
     resp = await intruder.request("INVITE", fields["pickup_uri"], {"Contact": "<sip:bob@127.0.0.1>"})
-    assert resp.status == 403
+    assert resp.status == 403 and resp.to_tag
     resp = await intruder.request("INVITE", f"sip:pickup-nope@{DOMAIN}", {"Contact": "<sip:bob@127.0.0.1>"})
-    assert resp.status == 481
+    assert resp.status == 481 and resp.to_tag
     dial.cancel()
     assert (await dial.final()).status == 487
 
@@ -363,6 +365,13 @@ async def test_local_caller_is_challenged(start_server: ServerFactory) -> None:
     dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
     dial.start()
     assert (await dial.final()).status == 407
+    # authenticated as bob, From says alice: refused the way the inbox refuses a MESSAGE
+    spoof = Agent("alice", "secret", DOMAIN, r.addr(), auth_user="bob")
+    await spoof.start()
+    r.agents.append(spoof)
+    resp = await spoof.request("INVITE", f"sip:bob@{DOMAIN}", {"Contact": spoof.contact()}, OFFER)
+    assert resp.status == 403 and resp.reason == "Forbidden (From is not you)" and resp.to_tag
+    assert r.server.calls.counts()["ringing"] == 0
 
 
 async def test_limits_and_loops(start_server: ServerFactory) -> None:
@@ -375,7 +384,8 @@ async def test_limits_and_loops(start_server: ServerFactory) -> None:
     await first.provisional(180)
     second = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
     second.start()
-    assert (await second.final()).status == 486
+    final = await second.final()
+    assert final.status == 486 and final.to_tag
     host, port = r.addr("udp")
     looped = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER, {"Via": f"SIP/2.0/UDP {host}:{port};branch=z9hG4bKloop"})
     looped.start()

@@ -301,7 +301,8 @@ async def test_who_may_send(start_server: ServerFactory) -> None:
     spoof = Agent("carol", "secret", DOMAIN, r.addr(), auth_user="alice")
     await spoof.start()
     r.agents.append(spoof)
-    assert (await send(spoof, "bob", b"x")).status == 403
+    resp = await send(spoof, "bob", b"x")
+    assert resp.status == 403 and resp.reason == "Forbidden (From is not you)" and resp.to_tag
     # another domain, not a trusted peer
     resp = await send(alice, "bob", b"x", From=f"<sip:eve@elsewhere.example>;tag={alice.tag}")
     assert resp.status == 403

@@ -115,11 +115,11 @@ class CallService:
             self.dialogs.request(st)  # re-INVITE (e.g. an ICE restart)
             return
         if self._looped(req):
-            st.respond(make_response(req, 482))
+            _refuse(st, 482)
             return
         ruri = req.request_uri
         if not ruri.is_sip or not self._is_local(ruri.host, ruri.port):
-            st.respond(make_response(req, 404, "Not Found (not our domain)"))
+            _refuse(st, 404, "Not Found (not our domain)")
             return
         caller = await self._authenticate(st)
         if caller is False or caller is True:
@@ -128,14 +128,14 @@ class CallService:
             await self._pickup(st, ruri.user[len(PICKUP_PREFIX) :], caller)
             return
         if await self.server.registrar.auth.users.get(ruri.user, self.domain) is None:
-            st.respond(make_response(req, 404))
+            _refuse(st, 404)
             return
         aor = f"sip:{ruri.user}@{self.domain}"
         if len(self.calls) >= self.max_total:
             st.respond(_retry_later(req, 503))
             return
         if len(self.ringing_by_aor.get(aor, ())) >= self.max_per_user:
-            st.respond(make_response(req, 486))
+            _refuse(st, 486)
             return
 
         live = self.server.registrar.live_bindings(aor)
@@ -145,7 +145,7 @@ class CallService:
             if d.enabled and d.device_id not in reached
         ]  # fmt: skip
         if not live and not sleeping:
-            st.respond(make_response(req, 480))
+            _refuse(st, 480)
             return
         if st.last_response is not None and st.last_response.status >= 200:
             return  # the caller gave up (CANCEL) while we looked things up
@@ -181,12 +181,9 @@ class CallService:
         from_uri = req.from_.uri
         if not self._is_local(from_uri.host, from_uri.port) or self.trusted.trusts(req.source):
             return None
-        checked = await self.server.registrar.auth.check(req, proxy=True)
+        checked = await self.server.registrar.auth.check_sender(req)
         if isinstance(checked, Message):
             st.respond(checked)
-            return False
-        if checked.username != from_uri.user:
-            st.respond(make_response(req, 403, "Forbidden (From is not you)"))
             return False
         return checked
 
@@ -447,13 +444,13 @@ class CallService:
         call = self.calls.get(park_id)
         if call is None:
             gone = park_id in self.ended
-            st.respond(make_response(req, 481, "Call Gone" if gone else None))
+            _refuse(st, 481, "Call Gone" if gone else None)
             return
         if call.aor != user.aor:
-            st.respond(make_response(req, 403, "Forbidden (not your call)"))
+            _refuse(st, 403, "Forbidden (not your call)")
             return
         if req.body:
-            st.respond(make_response(req, 488, "Not Acceptable Here (pickup carries no offer)"))
+            _refuse(st, 488, "Not Acceptable Here (pickup carries no offer)")
             return
         device_tag = new_tag()
         ok = make_response(req, 200, to_tag=device_tag)
@@ -610,7 +607,12 @@ def _better(new: Message, old: Message) -> bool:
     return rank.get(new.status // 100, 9) < rank.get(old.status // 100, 9)
 
 
+def _refuse(st: ServerTransaction, status: int, reason: str | None = None) -> None:
+    """A final answer of our own, as a UAS gives it: with a To tag (RFC 3261 §8.2.6.2)."""
+    st.respond(make_response(st.request, status, reason, to_tag=new_tag()))
+
+
 def _retry_later(req: Message, status: int) -> Message:
-    resp = make_response(req, status)
+    resp = make_response(req, status, to_tag=new_tag())
     resp.add("Retry-After", "5")
     return resp

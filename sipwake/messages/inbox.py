@@ -180,12 +180,9 @@ class Inbox:
         if not uri.is_sip or uri.host != self.domain:
             _answer(st, 403, "Forbidden (not a trusted peer)")
             return None
-        checked = await self.server.registrar.auth.check(req, proxy=True)
+        checked = await self.server.registrar.auth.check_sender(req)
         if isinstance(checked, Message):
             st.respond(checked)
-            return None
-        if checked.username != uri.user:
-            _answer(st, 403, "Forbidden (From is not you)")
             return None
         return Sender(checked.aor, addr.display, trusted=False)
 

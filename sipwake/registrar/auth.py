@@ -11,6 +11,7 @@ import logging
 from sipwake.registrar.users import UserDirectory
 from sipwake.sip.digest import AuthResult, DigestAuth, parse_credentials
 from sipwake.sip.message import Message, make_response
+from sipwake.sip.transaction import new_tag
 from sipwake.store.models import User
 
 log = logging.getLogger("sipwake.auth")
@@ -47,6 +48,16 @@ class Authenticator:
         if result is AuthResult.REPLAY:
             return self.challenge(request, proxy)
         return make_response(request, 403, "Forbidden (bad credentials)")
+
+    async def check_sender(self, request: Message) -> User | Message:
+        """A local user's request to someone else (INVITE, MESSAGE): the user, or the
+        response to send instead: 407 to authenticate, 403 when From is somebody else."""
+        checked = await self.check(request, proxy=True)
+        if isinstance(checked, Message):
+            return checked
+        if checked.username != request.from_.uri.user:
+            return make_response(request, 403, "Forbidden (From is not you)", to_tag=new_tag())
+        return checked
 
     def challenge(self, request: Message, proxy: bool, stale: bool = False) -> Message:
         resp = make_response(request, 407 if proxy else 401, to_tag=None)
