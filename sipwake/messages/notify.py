@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sipwake.badge import badge
 from sipwake.messages.content import number_of
 from sipwake.push.notification import MessageNotification
 from sipwake.store.models import InboxMessage
@@ -80,11 +81,6 @@ class PushCoalescer:
                 del self._users[aor]
             pending.settled.set()
 
-    async def _new_voicemails(self, aor: str) -> int:
-        """The iOS badge counts unread messages and new voicemails alike."""
-        mailbox = await self.server.store.get_mailbox(aor)
-        return mailbox.new_count if mailbox is not None else 0
-
     async def _push(self, pending: _Pending, message: InboxMessage, preview: str) -> None:
         store = self.server.store
         unread = await store.unread_count(message.aor)
@@ -100,7 +96,7 @@ class PushCoalescer:
             from_name=message.from_name,
             body=preview,
             unread=unread,
-            badge=unread + await self._new_voicemails(message.aor),
+            badge=await badge(store, message.aor, unread=unread),
         )
         # the interval runs from the moment pushes go out, not from when we started
         # reading the count: under load the reads may take a while

@@ -45,7 +45,9 @@ class Voicemail:
             cfg.voicemail.notifiers,
             server.transport.listeners,
         )
-        self.mailboxes = Mailboxes(server.store, server.push, self.tasks)
+        self.mailboxes = Mailboxes(
+            server.store, server.push, self.tasks, server.registrar.devices_of
+        )
         self.subscriptions = Subscriptions(
             store=server.store,
             auth=server.registrar.auth,

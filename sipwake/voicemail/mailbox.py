@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from sipwake.badge import badge
 from sipwake.push.notification import VoicemailNotification
 from sipwake.push.service import PushResult, PushService
 from sipwake.store.base import Store
-from sipwake.store.models import Mailbox
+from sipwake.store.models import Device, Mailbox
 from sipwake.voicemail.background import Background
 from sipwake.voicemail.summary import Caller, Counts, render
 
@@ -64,10 +65,12 @@ class Mailboxes:
         store: Store,
         push: PushService,
         tasks: Background,
+        devices_of: Callable[[str], Awaitable[list[Device]]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.push = push
+        self.devices_of = devices_of  # the registrar's cached read
         self.tasks = tasks
         self.clock = clock
         # Told of every change, under the user's lock (so in order): NOTIFY fan-out.
@@ -121,7 +124,7 @@ class Mailboxes:
 
     # ------------------------------------------------------------------ push
     async def _push(self, mailbox: Mailbox, caller: Caller) -> list[PushResult]:
-        devices = [d for d in await self.store.devices(mailbox.aor) if d.enabled]
+        devices = [d for d in await self.devices_of(mailbox.aor) if d.enabled]
         if not devices:
             log.info("voicemail for %s: no push device", mailbox.aor)
             return []
@@ -131,20 +134,12 @@ class Mailboxes:
             duration=caller.duration,
             new=mailbox.new_count,
             old=mailbox.old_count,
-            badge=await self._unread(mailbox.aor) + mailbox.new_count,
+            badge=await badge(self.store, mailbox.aor, new_voicemails=mailbox.new_count),
         )
         results = await self.push.send_all(devices, notification)
         delivered = sum(r.delivered for r in results)
         log.info("voicemail push to %s: %d/%d devices", mailbox.aor, delivered, len(results))
         return results
-
-    async def _unread(self, aor: str) -> int:
-        """Undelivered instant messages: the badge is those plus new voicemails."""
-        try:
-            return await self.store.unread_count(aor)
-        except Exception:  # the badge is not worth losing the push over
-            log.exception("unread count of %s unavailable", aor)
-            return 0
 
 
 def _apply(before: Mailbox, report: Report, now: float) -> Mailbox:

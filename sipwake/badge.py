@@ -1,0 +1,33 @@
+"""The iOS app badge: unread instant messages plus new voicemails.
+
+Both the message push and the voicemail push carry it. Each knows its own count and
+reads the other one here; a count that can't be read counts 0, because the badge is
+not worth losing the push over.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipwake.store.base import Store
+
+log = logging.getLogger("sipwake.badge")
+
+
+async def badge(
+    store: Store, aor: str, *, unread: int | None = None, new_voicemails: int | None = None
+) -> int:
+    if unread is None:
+        try:
+            unread = await store.unread_count(aor)
+        except Exception:
+            log.exception("unread count of %s unavailable for the badge", aor)
+            unread = 0
+    if new_voicemails is None:
+        try:
+            mailbox = await store.get_mailbox(aor)
+        except Exception:
+            log.exception("voicemail count of %s unavailable for the badge", aor)
+            mailbox = None
+        new_voicemails = mailbox.new_count if mailbox is not None else 0
+    return unread + new_voicemails
