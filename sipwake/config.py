@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 log = logging.getLogger("sipwake.config")
 
 ENV_PREFIX = "SIPWAKE_"
-TRANSPORTS = ("udp", "tcp", "tls", "ws")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -172,7 +172,7 @@ def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
 
 
 def parse_listen(spec: str) -> ListenSpec:
-    """`"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`, `"tls:0.0.0.0:5061"`, `"ws:…"`."""
+    """`"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`, `"tls:0.0.0.0:5061"`, `"ws:…"`, `"wss:…"`."""
     transport, sep, rest = spec.partition(":")
     transport = transport.lower()
     if not sep or transport not in TRANSPORTS:

@@ -1,4 +1,5 @@
-"""A small SIP user agent for tests: sends requests over UDP or TCP, awaits responses,
+"""A small SIP user agent for tests: sends requests over UDP, TCP, TLS or a WebSocket
+(aiohttp's client, RFC 7118), awaits responses,
 answers digest challenges. Written independently of the server's digest code so a
 bug there can't hide in both."""
 
@@ -11,6 +12,8 @@ import re
 import secrets
 import ssl
 from dataclasses import dataclass, field
+
+import aiohttp
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, parse
@@ -89,6 +92,9 @@ class Agent:
     async def start(self) -> Agent:
         loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Queue[Message]] = {}
+        if self.transport == "ws":
+            await self._start_ws()
+            return self
         if self.transport == "udp":
             t, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpClient(self), local_addr=("127.0.0.1", 0)
@@ -111,12 +117,42 @@ class Agent:
         self.tag = secrets.token_hex(4)
         return self
 
+    async def _start_ws(self) -> None:
+        self._session = aiohttp.ClientSession()
+        host, port = self.server
+        self._ws = await self._session.ws_connect(f"ws://{host}:{port}/", protocols=("sip",))
+        # RFC 7118 §5.2: a browser can't know its address; Via and Contact name .invalid
+        self.local = (f"{secrets.token_hex(6)}.invalid", 9)
+        self.call_id = f"{secrets.token_hex(6)}@test"
+        self.cseq = 0
+        self.tag = secrets.token_hex(4)
+        self._pending = {}
+        self._reader = asyncio.ensure_future(self._read_ws())
+        sends: list[asyncio.Future[None]] = []
+        self._send = lambda data: sends.append(asyncio.ensure_future(self._ws.send_str(data.decode())))
+
+    async def _read_ws(self) -> None:
+        async for frame in self._ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                self._incoming(frame.data.encode())
+            elif frame.type == aiohttp.WSMsgType.BINARY:
+                self._incoming(frame.data)
+        self.closed.set()
+
     def close(self) -> None:
+        if self.transport == "ws":
+            self._reader.cancel()
+            self._closing = asyncio.ensure_future(self._close_ws())  # the fixture's stop awaits
+            return
         self._t.close()
+
+    async def _close_ws(self) -> None:
+        await self._ws.close()
+        await self._session.close()
 
     def _incoming(self, data: bytes) -> None:
         try:
-            msg = parse(data, stream=self.transport != "udp")
+            msg = parse(data, stream=self.transport in ("tcp", "tls"))
         except SipParseError:
             return  # e.g. a 400 that echoes the malformed header we sent
         if msg.method:

@@ -200,7 +200,7 @@ class CallService:
         msg.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         for route in reversed(target.route):
             msg.add("Route", route, first=True)
-        msg.add("Record-Route", self._record_route(target.peer), first=True)
+        self._record_route(msg, call.invite.source, target.peer)
         branch = Branch(key, target.peer)
         call.branches[key] = branch
         branch.tx = self.server.uac.start(
@@ -378,7 +378,7 @@ class CallService:
         target = reach(binding)
         msg = call.invite.copy()
         msg.uri = target.request_uri
-        msg.add("Record-Route", self._record_route(target.peer), first=True)
+        self._record_route(msg, call.invite.source, target.peer)
         tx = self.server.uac.start(msg, target.peer, lambda resp: None)
         reason = REASON_ANSWERED if call.outcome == "answered" else (
             REASON_DECLINED if call.outcome == "declined" else REASON_MISSED
@@ -530,10 +530,18 @@ class CallService:
         return True
 
     # ------------------------------------------------------------ helpers
-    def _record_route(self, peer: Peer) -> str:
-        host, port = self.server.uac.local_address(peer.transport)
-        host = f"[{host}]" if ":" in host else host
-        return f"<sip:{host}:{port};transport={peer.transport};lr>"
+    def _record_route(self, msg: Message, inbound: Peer | None, outbound: Peer) -> None:
+        """Stay in the dialog's path. Between two transports (a caller on UDP, a phone
+        on a WebSocket) each side must reach us over its own: two entries, the callee's
+        on top (RFC 5658 double Record-Route)."""
+        sides = [outbound]
+        if inbound is not None and inbound.transport != outbound.transport:
+            sides.append(inbound)
+        for peer in reversed(sides):
+            host, port = self.server.uac.local_address(peer.transport)
+            host = f"[{host}]" if ":" in host else host
+            route = f"<sip:{host}:{port};transport={peer.transport};lr>"
+            msg.add("Record-Route", route, first=True)
 
     def _is_local(self, host: str, port: int | None) -> bool:
         """Our domain, or one of our own addresses (phones dialling the server's IP)."""

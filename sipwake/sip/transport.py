@@ -1,7 +1,8 @@
-"""SIP transports: UDP, TCP and TLS listeners, connection reuse, response routing.
+"""SIP transports: UDP, TCP, TLS and WebSocket listeners, connection reuse, response routing.
 
 Incoming bytes become parsed Messages with `source` set to the Peer they came from
-(for TCP/TLS including the connection id: the RFC 5626 flow). Requests get
+(for TCP/TLS/WS including the connection id: the RFC 5626 flow). WebSocket framing
+lives in websocket.py. Requests get
 `received`/`rport` added to their top Via (RFC 3581). Malformed input gets a 400
 (when enough of it was readable to form one) and a log line; oversize input is
 refused without being buffered.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response, parse, parse_error_partial
 from sipwake.sip.peer import Peer
+from sipwake.sip.websocket import WsConnection
 
 log = logging.getLogger("sipwake.sip.transport")
 
@@ -48,8 +50,8 @@ class TransportLayer:
         self.listeners: list[Listener] = []
         self._udp: dict[str, asyncio.DatagramTransport] = {}  # "ipv4"/"ipv6" → socket
         self._servers: list[asyncio.AbstractServer] = []
-        self._flows: dict[str, _StreamConnection] = {}
-        self._by_addr: dict[tuple[str, str, int], _StreamConnection] = {}
+        self._flows: dict[str, Flow] = {}
+        self._by_addr: dict[tuple[str, str, int], Flow] = {}
         self._client_ssl: ssl.SSLContext | None = None
         self.on_flow_closed: Callable[[str], None] | None = None
         self.parse_errors = 0
@@ -81,6 +83,18 @@ class TransportLayer:
             )
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
+        elif transport in ("ws", "wss"):
+            if transport == "wss" and ssl_context is None:
+                raise ValueError("wss listener needs a certificate ([sip] tls_cert, tls_key)")
+            server = await loop.create_server(
+                lambda: WsConnection(self, transport),
+                bind_host,
+                port,
+                ssl=ssl_context if transport == "wss" else None,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
         else:
             raise ValueError(f"unsupported SIP transport {transport!r}")
         listener = Listener(transport, bind_host, bound[1])
@@ -96,7 +110,7 @@ class TransportLayer:
         for server in self._servers:
             server.close()
         for conn in list(self._flows.values()):
-            conn.transport.close()
+            conn.close()
         for dgram in set(self._udp.values()):
             dgram.close()
         for server in self._servers:
@@ -181,8 +195,11 @@ class TransportLayer:
         if conn is None:
             conn = self._by_addr.get((peer.transport, peer.host, peer.port))
         if conn is not None:
-            conn.transport.write(data)
+            conn.send(data)
             return True
+        if peer.transport in ("ws", "wss"):
+            log.info("no WebSocket open to %s: not sent (we never open one)", peer)
+            return False
         # no open connection: open one in the background (RFC 3261 §18.2.2 fallback)
         asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
         return True
@@ -210,11 +227,11 @@ class TransportLayer:
         return self._client_ssl
 
     # ---------------------------------------------------------- connection table
-    def _register(self, conn: _StreamConnection) -> None:
+    def _register(self, conn: Flow) -> None:
         self._flows[conn.flow] = conn
         self._by_addr[(conn.kind, conn.peer_host, conn.peer_port)] = conn
 
-    def _unregister(self, conn: _StreamConnection) -> None:
+    def _unregister(self, conn: Flow) -> None:
         self._flows.pop(conn.flow, None)
         key = (conn.kind, conn.peer_host, conn.peer_port)
         if self._by_addr.get(key) is conn:
@@ -296,6 +313,12 @@ class _StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.layer._unregister(self)
 
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         if self.skip:
             dropped = min(self.skip, len(data))
@@ -351,6 +374,9 @@ class _StreamConnection(asyncio.Protocol):
         del buf[:total]
         self.layer._deliver(data, peer, stream=True)
         return True
+
+
+Flow = _StreamConnection | WsConnection  # a connection a request can go back over
 
 
 def _content_length(head: bytes) -> int | None:
