@@ -9,10 +9,13 @@ Why on the loop's thread: in WAL mode with synchronous=NORMAL a commit only writ
 the OS page cache (tens of microseconds) and a point read takes a few. A worker thread
 made each of them a pair of thread hand-offs: the loop and the worker took the GIL from
 each other, and at REGISTER rates a fifth of the server's CPU went to waking each other
-up (perf: pthread_cond_signal → try_to_wake_up). What can wait for the disk is the
+up (perf: pthread_cond_signal → try_to_wake_up). What waits for the disk is the
 checkpoint, copying the WAL into the database file and syncing it: a thread of its own
 does that every CHECKPOINT_EVERY seconds (wal_autocheckpoint is off on the loop's
-connection), so the loop never waits for the disk.
+connection), and the last checkpoint at close runs on a helper thread too. The loop
+still syncs once per checkpoint cycle at most: the WAL header, when its next commit
+starts the WAL over after a complete checkpoint. Batches are capped at MAX_BATCH jobs,
+so a burst of writes holds the loop for a bounded time.
 
 The loop's connection never waits for a lock either (busy timeout 0). When another
 process holds the write lock (`sipwake user add`, a RESTART checkpoint), the batch is
@@ -45,8 +48,13 @@ T = TypeVar("T")
 BUSY_RETRY = 0.005  # seconds between tries while another connection holds the lock
 CHECKPOINT_EVERY = 1.0  # seconds between the checkpoint thread's passive checkpoints
 # A WAL this big (pages) is reset with a RESTART checkpoint: under writes that never
-# pause, passive checkpoints can trail the last frames forever and the file would grow
+# pause, passive checkpoints can trail the last frames forever and the file would grow.
+# RESTART holds the write lock while it waits, so it waits only CHECKPOINT_WAIT for our
+# own (sub-millisecond) transactions, never for a long reader in another process.
 WAL_RESTART_PAGES = 16_384
+CHECKPOINT_WAIT = 0.05
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a reset WAL file is cut back to
+MAX_BATCH = 1_000  # jobs per transaction: bounds how long one flush holds the loop
 
 
 @dataclass(slots=True)
@@ -101,18 +109,24 @@ class SQLiteStore(q.SQLStore):
         if conn is None or self._closing:
             return
         self._closing = True
-        while self._jobs:
+        try:
+            while self._jobs:
+                if self._flush_at is not None:
+                    self._flush_at.cancel()
+                self._flush()
+                if self._jobs:  # busy: another process holds the lock
+                    await asyncio.sleep(BUSY_RETRY)
+        finally:  # even when cancelled: nothing may stay open or wait for ever
             if self._flush_at is not None:
                 self._flush_at.cancel()
-            self._flush()
-            if self._jobs:  # busy: another process holds the lock
-                await asyncio.sleep(BUSY_RETRY)
-        if self._checkpoints is not None:
+                self._flush_at = None
+            self._fail(self._jobs, RuntimeError("SQLiteStore closed"))
+            self._jobs = []
             self._stop_checkpoints.set()
-            await asyncio.to_thread(self._checkpoints.join)
-            self._checkpoints = None
-        conn.close()
-        self._conn = None
+            checkpoints, self._checkpoints = self._checkpoints, None
+            self._conn = None
+            # the last connection to close checkpoints the WAL and syncs: not on the loop
+            await asyncio.to_thread(_close_after, checkpoints, conn)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves; the connection is made
@@ -121,11 +135,16 @@ class SQLiteStore(q.SQLStore):
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal" and self.path != ":memory:":
+                raise sqlite3.OperationalError(
+                    f"{self.path}: SQLite cannot use WAL mode here (got {mode!r})"
+                )
             conn.execute("PRAGMA synchronous = NORMAL")
             _migrate(conn)
             conn.execute("PRAGMA busy_timeout = 0")  # the loop never waits for a lock
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
             raise
@@ -133,12 +152,12 @@ class SQLiteStore(q.SQLStore):
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database file, on this thread: it waits for the disk."""
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=CHECKPOINT_WAIT, isolation_level=None)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
                 try:
                     _, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if wal_pages > WAL_RESTART_PAGES:
+                    if wal_pages > WAL_RESTART_PAGES:  # busy (a reader elsewhere): next time
                         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 except sqlite3.Error as exc:
                     log.warning("sqlite checkpoint failed: %s", exc)
@@ -160,22 +179,42 @@ class SQLiteStore(q.SQLStore):
 
     def _flush(self) -> None:
         self._flush_at = None
-        jobs, self._jobs = self._jobs, []
-        if not jobs or self._conn is None:
+        conn, loop = self._conn, self._loop
+        if not self._jobs or conn is None or loop is None:
             return
+        jobs, self._jobs = self._jobs[:MAX_BATCH], self._jobs[MAX_BATCH:]
+        if self._jobs and not self._closing:
+            self._flush_at = loop.call_soon(self._flush)  # the rest in the next turn
         try:
-            outcomes = _run_batch(self._conn, jobs)
+            outcomes = _run_batch(conn, jobs)
         except _Busy as exc:
             now = time.monotonic()
             if self._busy_since is None:
                 self._busy_since = now
-            if now - self._busy_since < self._busy_timeout and self._loop is not None:
+            if now - self._busy_since < self._busy_timeout:
                 self._jobs[:0] = jobs  # ahead of anything queued since: order is kept
+                if self._flush_at is not None:
+                    self._flush_at.cancel()
+                self._flush_at = None
                 if not self._closing:
-                    self._flush_at = self._loop.call_later(BUSY_RETRY, self._flush)
+                    self._flush_at = loop.call_later(BUSY_RETRY, self._flush)
                 return
-            locked = sqlite3.OperationalError(f"database is locked: {exc}")
-            outcomes = [(job.future, locked, None) for job in jobs]
+            self._busy_since = None
+            self._fail(jobs, sqlite3.OperationalError(f"database is locked: {exc}"))
+            return
+        except BaseException as exc:
+            # not a job's own error (those are in outcomes): BEGIN failed (I/O error,
+            # corruption) or a job raised a BaseException. Nothing of the batch stays.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            self._busy_since = None
+            if isinstance(exc, Exception):
+                log.warning("sqlite batch of %d failed: %s", len(jobs), exc)
+                self._fail(jobs, exc)
+                return
+            self._fail(jobs, RuntimeError(f"sqlite batch aborted by {exc!r}"))
+            raise
         self._busy_since = None
         for future, error, value in outcomes:
             if future.done():  # the caller was cancelled; the write happened anyway
@@ -184,6 +223,12 @@ class SQLiteStore(q.SQLStore):
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: Exception) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
 
     # primitives of SQLStore (its _write is _execute: every write is batched here)
 
@@ -198,23 +243,34 @@ class SQLiteStore(q.SQLStore):
         await self._call(run)  # one job: a failure rolls back only this job's statements
 
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
-        conn = self._conn
-        if conn is None or self._closing:
-            raise RuntimeError("SQLiteStore is not open")
-        try:
-            rows = conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            # a lock a read can meet (another process recovering the WAL): in a batch,
-            # which tries again without stalling the loop
-            log.debug("direct read failed (%s): queued", exc)
-            return await self._call(lambda c: c.execute(sql, params).fetchall(), write=False)
-        await asyncio.sleep(0)  # still a suspension point: no polling loop starves others
-        return rows
+        deadline = 0.0
+        while True:
+            conn = self._conn
+            if conn is None or self._closing:
+                raise RuntimeError("SQLiteStore is not open")
+            try:
+                rows = conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                # a lock a read can meet (another process recovering the WAL): tried
+                # again shortly, without stalling the loop meanwhile
+                now = time.monotonic()
+                deadline = deadline or now + self._busy_timeout
+                if not _is_busy(exc) or now >= deadline:
+                    raise
+                log.debug("read met a lock (%s): again in %.3f s", exc, BUSY_RETRY)
+                await asyncio.sleep(BUSY_RETRY)
+                continue
+            await asyncio.sleep(0)  # still a suspension point: no polling loop starves others
+            return rows
 
     async def _insert_returning(self, sql: str, params: q.Row) -> list[q.Row]:
         return await self._call(lambda conn: conn.execute(sql, params).fetchall())
+
+
+def _close_after(checkpoints: threading.Thread | None, conn: sqlite3.Connection) -> None:
+    if checkpoints is not None:
+        checkpoints.join()
+    conn.close()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -264,7 +320,7 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
     """The usual case, no job fails: one transaction without a SAVEPOINT per job (a
     third of the statements). None when a job failed: everything was rolled back, to be
     redone job by job. _Busy when the lock is taken."""
-    _begin(conn, jobs)
+    _begin(conn, jobs)  # _Busy, or another error for _flush to fail the batch with
     try:
         done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")

@@ -204,21 +204,152 @@ async def test_checkpoints_run_off_the_loop(
     try:
         auto = await store._call(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall())
         assert auto == [(0,)]
-        size_before = path.stat().st_size
         await asyncio.gather(*(store.put_binding(binding(f"k{i}")) for i in range(2000)))
 
-        def file_grew() -> bool:  # the checkpoint thread's work: nothing on the loop to await
-            deadline = time.monotonic() + 10
-            while path.stat().st_size <= size_before and time.monotonic() < deadline:
+        def rows_in_the_file() -> int:  # the checkpoint thread's work: nothing to await
+            # a reader that ignores the WAL: what it counts is in the database file itself
+            deadline, count = time.monotonic() + 10, -1
+            while count != 2000 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            return path.stat().st_size > size_before
+                plain = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+                try:
+                    count = plain.execute("SELECT count(*) FROM bindings").fetchone()[0]
+                except sqlite3.Error:
+                    count = -1  # caught in the middle of a checkpoint: look again
+                finally:
+                    plain.close()
+            return count
 
-        assert await asyncio.to_thread(file_grew)  # the rows reached the database file
-        # a fresh reader that ignores the WAL sees them in the file itself
-        plain = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
-        try:
-            assert plain.execute("SELECT count(*) FROM bindings").fetchone() == (2000,)
-        finally:
-            plain.close()
+        assert await asyncio.to_thread(rows_in_the_file) == 2000
     finally:
+        await store.close()
+
+
+class Flaky:
+    """The loop's connection, failing its next few statements that match `what`."""
+
+    def __init__(self, conn: sqlite3.Connection, what: str, error: sqlite3.Error, times: int):
+        self.conn, self.what, self.error, self.times = conn, what, error, times
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if self.times and sql.startswith(self.what):
+            self.times -= 1
+            raise self.error
+        return self.conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return error
+
+
+async def test_a_read_that_meets_a_lock_is_tried_again(store: SQLiteStore) -> None:
+    await store.put_user(User("a", "d", "m", "s"))
+    real = store._conn
+    assert real is not None
+    busy = sqlite_error("database is locked", sqlite3.SQLITE_BUSY)
+    store._conn = Flaky(real, "SELECT", busy, 3)  # type: ignore[assignment]
+    try:
+        user = await store.get_user("a", "d")
+        assert user is not None and user.username == "a"
+        store._busy_timeout = 0.05
+        store._conn.times = 1_000_000  # type: ignore[union-attr]
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.get_user("a", "d")  # a lock that never goes: an error, in time
+    finally:
+        store._conn = real
+
+
+async def test_an_error_at_begin_fails_the_batch_and_the_next_one_works(
+    store: SQLiteStore,
+) -> None:
+    real = store._conn
+    assert real is not None
+    store._conn = Flaky(real, "BEGIN", sqlite_error("disk I/O error", 10), 1)  # type: ignore[assignment]
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.put_user(User("a", "d", "m", "s")),
+                store.put_user(User("b", "d", "m", "s")),
+                return_exceptions=True,
+            ),
+            5,
+        )  # every caller hears of it: none waits for ever
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+        assert not real.in_transaction
+        await store.put_user(User("c", "d", "m", "s"))
+    finally:
+        store._conn = real
+    assert [u.username for u in await store.list_users()] == ["c"]
+
+
+async def test_a_cancelled_close_leaves_nothing_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # close() will wait for this lock
+        write = asyncio.ensure_future(store.put_user(User("a", "d", "m", "s")))
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.close(), 0.05)
+        with pytest.raises(RuntimeError, match="closed"):
+            await write  # failed, not left waiting
+        assert store._conn is None and store._checkpoints is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.open()  # and it opens again
+    await store.put_user(User("b", "d", "m", "s"))
+    assert [u.username for u in await store.list_users()] == ["b"]
+    await store.close()
+
+
+async def test_a_burst_is_split_into_bounded_batches(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    run_batch = sqlite_module._run_batch
+
+    def counting(conn: sqlite3.Connection, jobs: list[Any]) -> Any:
+        batches.append(len(jobs))
+        return run_batch(conn, jobs)
+
+    monkeypatch.setattr(sqlite_module, "_run_batch", counting)
+    n = 2 * sqlite_module.MAX_BATCH + 500
+    await asyncio.gather(*(store.put_binding(binding(f"k{i}")) for i in range(n)))
+    assert batches == [sqlite_module.MAX_BATCH, sqlite_module.MAX_BATCH, 500]
+    assert len(await store.bindings("sip:a@example.com")) == n
+
+
+async def test_a_reader_elsewhere_does_not_starve_our_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long read transaction in another process keeps the WAL from being reset; the
+    checkpoint thread's RESTART then gives up quickly instead of holding the write lock."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 0.02)
+    monkeypatch.setattr(sqlite_module, "WAL_RESTART_PAGES", 4)
+    path = str(tmp_path / "s.db")
+    store = SQLiteStore(path)
+    await store.open()
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.put_binding(binding("first"))
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM bindings").fetchone()  # an old snapshot, held
+        worst = 0.0
+        for i in range(60):  # ~0.6 s of writes, a dozen checkpoint cycles
+            t = time.monotonic()
+            await store.put_binding(binding(f"k{i}-" + "x" * 2000))
+            worst = max(worst, time.monotonic() - t)
+            await asyncio.sleep(0.01)  # a phone's pace, not a burst
+        assert worst < 0.5  # each waits at most ~CHECKPOINT_WAIT, not busy_timeout (5 s)
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
         await store.close()
