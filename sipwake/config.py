@@ -50,7 +50,7 @@ class SipConfig:
     # Nonce HMAC secret. Empty: the server picks a random one per process, which
     # is fine for one node but makes nonces from one cluster node fail on another.
     secret: str = ""
-    tls_cert: str = ""  # PEM paths for tls: listeners
+    tls_cert: str = ""  # PEM paths for tls: and wss: listeners
     tls_key: str = ""
     max_message_size: int = 65536
 
@@ -358,8 +358,11 @@ def _finish(config: Config) -> None:
         raise ConfigError("'sip.max_message_size' must be positive")
     if sip.tls_key and not sip.tls_cert:
         raise ConfigError("'sip.tls_key' is set without 'sip.tls_cert'")
-    if any(parse_listen(s).transport == "tls" for s in sip.listen) and not sip.tls_cert:
-        raise ConfigError("a tls: listener needs 'sip.tls_cert' (and 'sip.tls_key')")
+    secure = {parse_listen(s).transport for s in sip.listen} & {"tls", "wss"}
+    if secure and not sip.tls_cert:
+        raise ConfigError(
+            f"a {sorted(secure)[0]}: listener needs 'sip.tls_cert' (and 'sip.tls_key')"
+        )
     if not config.store.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("'store.url' must be sqlite:///… or postgresql://…")
     config.log.level = config.log.level.upper()

@@ -10,8 +10,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+from wsproto.events import Message as WsMessage
+from wsproto.events import Request as WsRequest
 
+from sipwake.sip import websocket
 from sipwake.sip.message import parse
+from sipwake.sip.peer import Peer
 from tests.agent import Agent, Dialer, next_request, respond
 from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
 from tests.test_serve import self_signed
@@ -128,3 +134,108 @@ async def test_secure_websocket(start_server: ServerFactory, tmp_path: Path) -> 
         answer = parse((await ws.receive(timeout=5)).data.encode())
         assert answer.status == 200 and answer.top_via.params["received"] == "127.0.0.1"
         await ws.close()
+
+
+# ------------------------------------------------------------ hostile or dying peers
+class RawClient:
+    """A WebSocket client at the frame level (wsproto's client side), for what a
+    well-behaved library would refuse to send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    @classmethod
+    async def connect(cls, host: str, port: int, upgrade: bool = True) -> RawClient:
+        client = cls(*await asyncio.open_connection(host, port))
+        if upgrade:
+            client.writer.write(
+                client.ws.send(WsRequest(host=f"{host}:{port}", target="/", subprotocols=["sip"]))
+            )
+            while not any(isinstance(e, AcceptConnection) for e in await client.events()):
+                pass
+        return client
+
+    async def events(self) -> list[Any]:
+        data = await asyncio.wait_for(self.reader.read(65536), 5)
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_a_closing_websocket_is_no_flow_at_once(ws_server: Running) -> None:
+    """From the moment a close starts, nothing is routed to that WebSocket: a call to
+    its user parks and pushes instead of failing on a socket on its way out."""
+    r = ws_server
+    alice = await ws_phone(r)
+    assert (await alice.register(APNS)).status == 200
+    (conn,) = r.server.transport._flows.values()
+    conn.close()  # our Close frame is out; the socket closes later
+    assert r.server.registrar.live_bindings(f"sip:alice@{DOMAIN}") == []  # at once
+    conn.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n")  # and a late send is a no-op, no error
+    await alice.closed.wait()
+    bob = await r.phone("bob")
+    dial = Dialer(bob, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    assert (await dial.provisional(180)).status == 180  # parked, alice's device pushed
+    dial.cancel()
+    assert (await dial.final()).status == 487
+
+
+async def test_a_dead_flows_traffic_never_goes_to_another_websocket(ws_server: Running) -> None:
+    """Behind a proxy every browser comes from the same host, and ports get reused: a
+    request for a closed WebSocket is not sent to whoever now has its address."""
+    r = ws_server
+    host, port = r.addr("ws")
+    other = await RawClient.connect(host, port)
+    try:
+        await wait_for(lambda: bool(r.server.transport._flows))
+        (conn,) = r.server.transport._flows.values()
+        dead = Peer("ws", conn.peer_host, conn.peer_port, "ws-gone")  # same address
+        assert r.server.transport.send_bytes(b"BYE sip:x SIP/2.0\r\n\r\n", dead) is False
+        live = Peer("ws", conn.peer_host, conn.peer_port, conn.flow)
+        assert r.server.transport.send_bytes(b"\r\n", live) is True
+        (text,) = [e for e in await other.events() if isinstance(e, TextMessage)]
+        assert text.data == "\r\n"  # the only thing it got is what was meant for it
+    finally:
+        other.close()
+
+
+async def test_non_ascii_in_the_upgrade_gets_400(ws_server: Running) -> None:
+    reader, writer = await asyncio.open_connection(*ws_server.addr("ws"))
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe.example\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(4096), 5)
+    assert answer.startswith(b"HTTP/1.1 400")
+    writer.close()
+
+
+async def test_an_upgrade_never_finished_is_closed(
+    ws_server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(websocket, "HANDSHAKE_TIMEOUT", 0.1)
+    idle = await RawClient.connect(*ws_server.addr("ws"), upgrade=False)
+    assert await asyncio.wait_for(idle.reader.read(), 5) == b""  # closed by the server
+    slow = await RawClient.connect(*ws_server.addr("ws"), upgrade=False)
+    monkeypatch.setattr(websocket, "HANDSHAKE_TIMEOUT", 60)
+    late = await RawClient.connect(*ws_server.addr("ws"), upgrade=False)
+    await asyncio.wait_for(ws_server.server.transport.close(), 5)  # shutdown closes it
+    assert await asyncio.wait_for(late.reader.read(), 5) == b""
+    slow.close()
+
+
+async def test_a_flood_of_fragments_is_cut_and_crlf_pings_get_pongs(ws_server: Running) -> None:
+    client = await RawClient.connect(*ws_server.addr("ws"))
+    client.writer.write(client.ws.send(WsMessage(data="\r\n\r\n")))  # SIP.js keep-alive
+    (pong,) = [e for e in await client.events() if isinstance(e, TextMessage)]
+    assert pong.data == "\r\n"
+    for _ in range(websocket.MAX_FRAGMENTS + 1):  # empty frames: no bytes, still work
+        client.writer.write(client.ws.send(WsMessage(data="", message_finished=False)))
+    closing = [e for e in await client.events() if isinstance(e, CloseConnection)]
+    assert closing and closing[0].code == 1008
+    client.close()

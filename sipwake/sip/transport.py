@@ -52,6 +52,7 @@ class TransportLayer:
         self._servers: list[asyncio.AbstractServer] = []
         self._flows: dict[str, Flow] = {}
         self._by_addr: dict[tuple[str, str, int], Flow] = {}
+        self._upgrading: set[WsConnection] = set()  # WebSockets not yet flows
         self._client_ssl: ssl.SSLContext | None = None
         self.on_flow_closed: Callable[[str], None] | None = None
         self.parse_errors = 0
@@ -109,7 +110,7 @@ class TransportLayer:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for conn in list(self._flows.values()):
+        for conn in [*self._flows.values(), *self._upgrading]:
             conn.close()
         for dgram in set(self._udp.values()):
             dgram.close()
@@ -191,8 +192,11 @@ class TransportLayer:
                 return False
             dgram.sendto(data, (peer.host, peer.port))
             return True
-        conn = self._flows.get(peer.flow) if peer.flow else None
-        if conn is None:
+        if peer.flow:
+            # that connection or none: another one from the same address (a new client
+            # behind the same proxy or NAT port) must not get this phone's traffic
+            conn = self._flows.get(peer.flow)
+        else:
             conn = self._by_addr.get((peer.transport, peer.host, peer.port))
         if conn is not None:
             conn.send(data)

@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -39,10 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipwake.sip.websocket")
 
 SUBPROTOCOL = "sip"
+HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to finish the HTTP upgrade
+MAX_FRAGMENTS = 256  # frames per SIP message: each costs CPU even when empty
 _ids = itertools.count(1)
 
 # RFC 6455 close codes
-_NORMAL, _PROTOCOL_ERROR, _TOO_BIG = 1000, 1002, 1009
+_NORMAL, _POLICY, _TOO_BIG = 1000, 1008, 1009
 
 
 class WsConnection(asyncio.Protocol):
@@ -56,23 +59,26 @@ class WsConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_host = ""
         self.peer_port = 0
-        self.open = False  # handshake done: a flow the layer may send on
-        self.parts: list[bytes] = []  # fragments of the message being received
-        self.size = 0
+        self.open = False  # upgraded and not closing: a flow the layer may send on
+        self.message = bytearray()  # the SIP message being received, fragment by fragment
+        self.fragments = 0
+        self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer_host, self.peer_port = transport.get_extra_info("peername")[:2]
+        # tracked from the start: shutdown closes it, and it may not idle before upgrading
+        self.layer._upgrading.add(self)
+        self.deadline = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.open:
-            self.open = False
-            self.layer._unregister(self)
+        self._stop_waiting()
+        self._leave()
 
     def send(self, data: bytes) -> None:
         """One SIP message as one WebSocket message: text when it is UTF-8 (RFC 7118 §5.1)."""
-        if not self.open:
+        if not self.open or self.ws.state is not ConnectionState.OPEN:
             return
         try:
             text = data.decode()
@@ -82,9 +88,10 @@ class WsConnection(asyncio.Protocol):
             self._write(self.ws.send(TextMessage(data=text)))
 
     def close(self) -> None:
-        if self.open:
+        if self.ws.state is ConnectionState.OPEN:
             self._close(_NORMAL, "server shutting down")
         else:
+            self._leave()
             self.transport.close()
 
     # ---------------------------------------------------------------- receiving
@@ -99,16 +106,26 @@ class WsConnection(asyncio.Protocol):
                 elif isinstance(event, Ping):
                     self._write(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
-                    self._write(self.ws.send(event.response()))
+                    self._leave()  # no more SIP goes out on it, from now on
+                    with _ignore_local_errors():
+                        self._write(self.ws.send(event.response()))
                     self.transport.close()
                     return
                 if self.transport.is_closing():
                     return
         except RemoteProtocolError as exc:
             log.warning("bad WebSocket data from %s:%d: %s", self.peer_host, self.peer_port, exc)
+            self._leave()
             if exc.event_hint is not None:  # still in the handshake: an HTTP answer
                 with _ignore_local_errors():
                     self._write(self.ws.send(exc.event_hint))
+            self.transport.close()
+        except Exception as exc:  # hostile bytes wsproto did not expect (non-ASCII headers)
+            log.warning("bad WebSocket input from %s:%d: %r", self.peer_host, self.peer_port, exc)
+            self._leave()
+            if self.ws.state is ConnectionState.CONNECTING:
+                with _ignore_local_errors():
+                    self._write(self.ws.send(RejectConnection(status_code=400)))
             self.transport.close()
 
     def _handshake(self, request: Request) -> None:
@@ -120,31 +137,60 @@ class WsConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._write(self.ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)))
+        self._stop_waiting()
         self.open = True
         self.layer._register(self)
 
+    def _too_slow(self) -> None:
+        self.deadline = None
+        if not self.open:
+            log.info("WebSocket from %s:%d not upgraded in %.0f s: closed",
+                     self.peer_host, self.peer_port, HANDSHAKE_TIMEOUT)  # fmt: skip
+            self.transport.abort()
+
+    def _stop_waiting(self) -> None:
+        self.layer._upgrading.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _leave(self) -> None:
+        """Not a flow any more: nothing is routed to it while it closes."""
+        self._stop_waiting()
+        if self.open:
+            self.open = False
+            self.layer._unregister(self)
+
     def _fragment(self, event: TextMessage | BytesMessage) -> None:
-        data = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
-        self.size += len(data)
-        if self.size > self.layer.max_size:
+        data = event.data.encode() if isinstance(event, TextMessage) else event.data
+        self.message += data
+        self.fragments += 1
+        if len(self.message) > self.layer.max_size:
             # 1009: the peer learns why; nothing of it was buffered beyond the limit
             log.warning("oversize WebSocket message (over %d bytes) from %s:%d; closing",
                         self.layer.max_size, self.peer_host, self.peer_port)  # fmt: skip
             self._close(_TOO_BIG, f"SIP message over {self.layer.max_size} bytes")
             return
-        self.parts.append(data)
+        if self.fragments > MAX_FRAGMENTS:
+            log.warning("SIP message in over %d WebSocket frames from %s:%d; closing",
+                        MAX_FRAGMENTS, self.peer_host, self.peer_port)  # fmt: skip
+            self._close(_POLICY, f"SIP message in over {MAX_FRAGMENTS} frames")
+            return
         if not event.message_finished:
             return
-        message = b"".join(self.parts)
-        self.parts.clear()
-        self.size = 0
+        message = bytes(self.message)
+        self.message.clear()
+        self.fragments = 0
         if not message.strip():
-            return  # an empty keep-alive
+            if message == b"\r\n\r\n":
+                self.send(b"\r\n")  # RFC 5626-style ping, as SIP.js sends: pong
+            return
         peer = Peer(self.kind, self.peer_host, self.peer_port, self.flow)
         self.layer._deliver(message, peer, stream=False)
 
     # ------------------------------------------------------------------ writing
     def _close(self, code: int, reason: str) -> None:
+        self._leave()
         with _ignore_local_errors():
             self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
         self.transport.close()
