@@ -50,6 +50,9 @@ class SipConfig:
     # Nonce HMAC secret. Empty: the server picks a random one per process, which
     # is fine for one node but makes nonces from one cluster node fail on another.
     secret: str = ""
+    # The host put in our Via, Record-Route and Contact instead of a listener's bind
+    # address: needed when listening on 0.0.0.0 / [::] or behind a 1:1 NAT.
+    advertise: str = ""
     tls_cert: str = ""  # PEM paths for tls: and wss: listeners
     tls_key: str = ""
     max_message_size: int = 65536
@@ -169,6 +172,14 @@ def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{what} {spec!r}: port must be 0-65535")
     return host, int(port_text)
+
+
+def _check_advertise(text: str) -> None:
+    """A host name, IPv4 or IPv6 address (brackets optional); a port is the listener's."""
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    with_port = host.count(":") == 1  # "host:port"; an IPv6 address has two or more
+    if not host or with_port or any(c in host for c in " \t/;<>@[]"):
+        raise ConfigError(f"'sip.advertise' {text!r}: give a host name or address, no port")
 
 
 def parse_listen(spec: str) -> ListenSpec:
@@ -358,6 +369,8 @@ def _finish(config: Config) -> None:
         raise ConfigError("'sip.max_message_size' must be positive")
     if sip.tls_key and not sip.tls_cert:
         raise ConfigError("'sip.tls_key' is set without 'sip.tls_cert'")
+    if sip.advertise:
+        _check_advertise(sip.advertise)
     secure = {parse_listen(s).transport for s in sip.listen} & {"tls", "wss"}
     if secure and not sip.tls_cert:
         raise ConfigError(

@@ -108,9 +108,15 @@ class Server:
         self.voicemail.install()
 
         tls = self._tls_context()
+        self.transport.advertise = cfg.sip.advertise.strip("[]").lower()
         for spec in cfg.sip.listen:
             listen = parse_listen(spec)
             await self.transport.listen(listen.transport, listen.host, listen.port, tls)
+            if listen.host.strip("[]") in ("0.0.0.0", "::") and not cfg.sip.advertise:
+                log.warning(
+                    "%s listens on every address: Via and Record-Route will say %s, which "
+                    "phones can't reach; set [sip] advertise", spec, listen.host
+                )
         self.http = HttpApi(self)
         await self.http.start(cfg.http.listen)
         self.spawn(self._sweep())

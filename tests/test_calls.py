@@ -433,3 +433,31 @@ async def test_dialogs_without_bye_are_swept(calls: Running) -> None:
     dialogs.add_proxy(ProxyDialog("new", "a", "b", peer, peer))
     assert dialogs.sweep(3600) == 1
     assert list(dialogs.by_call_id) == ["new"]
+
+
+async def test_advertised_host_in_our_headers_and_recognised_as_us(
+    start_server: ServerFactory,
+) -> None:
+    """Listening on a wildcard or behind NAT, [sip] advertise is the host phones reach
+    us at: it is in our Via and Record-Route, and Routes or Request-URIs naming it are
+    ours (popped, not forwarded; a call to user@that-host is a call to our user)."""
+    r = await start_server(sip={**TRUSTED, "advertise": "sip.test.invalid"})
+    await r.add_user("alice")
+    phone = await r.phone("alice")
+    assert (await phone.register()).status == 200
+    _, port = r.addr("udp")
+    caller = await r.phone("bob")
+    dial = Dialer(caller, f"sip:alice@sip.test.invalid:{port}", OFFER)  # our host, not domain
+    dial.start()
+    invite = await next_request(phone, "INVITE")
+    assert invite.top_via.host == "sip.test.invalid" and invite.top_via.port == port
+    assert invite.get_all("Record-Route") == [f"<sip:sip.test.invalid:{port};transport=udp;lr>"]
+    respond(phone, invite, 200, ANSWER, tag="t1")
+    ok = await dial.final()
+    dial.ack(ok)
+    await next_request(phone, "ACK")
+    bye = asyncio.ensure_future(dial.in_dialog("BYE", ok))  # Route: <sip:sip.test.invalid…>
+    got = await next_request(phone, "BYE")
+    assert got.get_all("Route") == []  # recognised as ours and removed
+    respond(phone, got, 200)
+    assert (await bye).status == 200

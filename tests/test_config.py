@@ -280,3 +280,20 @@ def test_parse_listen(spec: str, expected: ListenSpec) -> None:
 def test_parse_listen_rejects(spec: str) -> None:
     with pytest.raises(ConfigError):
         parse_listen(spec)
+
+
+@pytest.mark.parametrize("value", ["sip.example.com", "203.0.113.5", "2001:db8::5", "[2001:db8::5]"])
+def test_advertise_takes_a_host(value: str) -> None:
+    cfg = load_config(None, env={"SIPWAKE_SIP_ADVERTISE": value})
+    assert cfg.sip.advertise == value
+
+
+@pytest.mark.parametrize("value", ["203.0.113.5:5060", "sip.example.com:5060", "a b", "[::1]:5060"])
+def test_advertise_refuses_a_port_or_junk(value: str) -> None:
+    with pytest.raises(ConfigError, match="advertise"):
+        load_config(None, env={"SIPWAKE_SIP_ADVERTISE": value})
+
+
+def test_wss_needs_a_certificate() -> None:
+    with pytest.raises(ConfigError, match="wss: listener needs"):
+        load_config(None, env={"SIPWAKE_SIP_LISTEN": "wss:127.0.0.1:5063"})

@@ -548,11 +548,7 @@ class CallService:
         return host == self.domain or self._is_us(host, port)
 
     def _is_us(self, host: str, port: int | None) -> bool:
-        host = host.strip("[]")
-        return any(
-            sock.host == host and sock.port == (port or 5060)
-            for sock in self.server.transport.listeners
-        )
+        return self.server.transport.is_us(host, port)
 
     def _pop_own_routes(self, req: Message) -> None:
         """Loose routing (RFC 3261 §16.4): Route entries naming us are ours to remove."""

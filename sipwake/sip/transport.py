@@ -56,6 +56,22 @@ class TransportLayer:
         self._client_ssl: ssl.SSLContext | None = None
         self.on_flow_closed: Callable[[str], None] | None = None
         self.parse_errors = 0
+        self.advertise = ""  # [sip] advertise: the host others reach us at, if not bound
+
+    def address(self, transport: str) -> tuple[str, int]:
+        """Where others reach us over `transport`: for our Via, Record-Route, Contact."""
+        listener = next((s for s in self.listeners if s.transport == transport), None)
+        listener = listener or self.listeners[0]
+        return self.advertise or listener.host, listener.port
+
+    def is_us(self, host: str, port: int | None) -> bool:
+        """Whether host:port names this server: a listener's address, or the advertised
+        host on a listener's port (Route headers, Request-URIs with our IP)."""
+        host = host.strip("[]").lower()
+        port = port or 5060
+        return any(
+            s.port == port and (host == s.host or host == self.advertise) for s in self.listeners
+        )
 
     # ---------------------------------------------------------------- listening
     async def listen(

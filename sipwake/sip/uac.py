@@ -24,11 +24,7 @@ class Uac:
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport"
 
     def local_address(self, transport: str) -> tuple[str, int]:
-        for listener in self.transport.listeners:
-            if listener.transport == transport:
-                return listener.host, listener.port
-        first = self.transport.listeners[0]
-        return first.host, first.port
+        return self.transport.address(transport)
 
     def new_request(
         self,

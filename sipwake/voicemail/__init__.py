@@ -43,7 +43,7 @@ class Voicemail:
             cfg.sip.domain,
             server.trusted_peers,
             cfg.voicemail.notifiers,
-            server.transport.listeners,
+            server.transport.is_us,
         )
         self.mailboxes = Mailboxes(
             server.store, server.push, self.tasks, server.registrar.devices_of

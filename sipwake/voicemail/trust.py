@@ -6,8 +6,9 @@ servers) or from a user listed in `[voicemail] notifiers` who authenticates by d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sipwake.sip.peer import Peer, TrustedPeers
-from sipwake.sip.transport import Listener
 from sipwake.sip.uri import URI
 
 
@@ -17,13 +18,13 @@ class Trust:
         domain: str,
         trusted_peers: TrustedPeers,
         notifiers: list[str],
-        listeners: list[Listener],
+        is_us: Callable[[str, int | None], bool],
     ) -> None:
         self.domain = domain.lower()
         self.peers = trusted_peers
         # "vm" or "vm@domain": both name the local user vm
         self.notifiers = frozenset(n.split("@")[0].removeprefix("sip:") for n in notifiers)
-        self.listeners = listeners  # the transport's live list (ports known after start)
+        self.is_us = is_us  # the transport's: our own addresses
 
     def trusted(self, source: Peer | None) -> bool:
         """The request comes from a trusted peer's address."""
@@ -37,9 +38,6 @@ class Trust:
         our own addresses: devices and voicemail servers often use the server's IP)."""
         if not uri.is_sip or not uri.user:
             return None
-        host = uri.host.strip("[]")
-        if host == self.domain or any(
-            sock.host == host and sock.port == (uri.port or 5060) for sock in self.listeners
-        ):
+        if uri.host.strip("[]") == self.domain or self.is_us(uri.host, uri.port):
             return uri.user
         return None
