@@ -27,6 +27,7 @@ from sipwake.sip.websocket import WsConnection
 log = logging.getLogger("sipwake.sip.transport")
 
 MessageHandler = Callable[[Message], None]
+_STREAMS = ("tcp", "tls", "ws", "wss")
 _flow_ids = itertools.count(1)
 
 
@@ -88,26 +89,16 @@ class TransportLayer:
             family = "ipv6" if ":" in bind_host else "ipv4"
             self._udp.setdefault(family, dgram)
             self._udp.setdefault("any", dgram)
-        elif transport in ("tcp", "tls"):
-            if transport == "tls" and ssl_context is None:
-                raise ValueError("tls listener needs a certificate ([sip] tls_cert, tls_key)")
+        elif transport in _STREAMS:
+            secure = transport in ("tls", "wss")
+            if secure and ssl_context is None:
+                raise ValueError(f"{transport} listener needs a certificate ([sip] tls_cert)")
+            protocol = WsConnection if transport in ("ws", "wss") else _StreamConnection
             server = await loop.create_server(
-                lambda: _StreamConnection(self, transport),
+                lambda: protocol(self, transport),
                 bind_host,
                 port,
-                ssl=ssl_context if transport == "tls" else None,
-                reuse_address=True,
-            )
-            self._servers.append(server)
-            bound = server.sockets[0].getsockname()
-        elif transport in ("ws", "wss"):
-            if transport == "wss" and ssl_context is None:
-                raise ValueError("wss listener needs a certificate ([sip] tls_cert, tls_key)")
-            server = await loop.create_server(
-                lambda: WsConnection(self, transport),
-                bind_host,
-                port,
-                ssl=ssl_context if transport == "wss" else None,
+                ssl=ssl_context if secure else None,
                 reuse_address=True,
             )
             self._servers.append(server)

@@ -29,11 +29,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-async def in_one_batch(
-    store: SQLiteStore, calls: list[Callable[[], Awaitable[Any]]], monkeypatch: pytest.MonkeyPatch
-) -> list[Any]:
-    """Run the calls so that they share one batch (they are all queued in one loop turn),
-    and check that they did."""
+def count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the store runs from now on."""
     batches: list[int] = []
     run_batch = sqlite_module._run_batch
 
@@ -42,6 +39,15 @@ async def in_one_batch(
         return run_batch(conn, jobs)
 
     monkeypatch.setattr(sqlite_module, "_run_batch", counting)
+    return batches
+
+
+async def in_one_batch(
+    store: SQLiteStore, calls: list[Callable[[], Awaitable[Any]]], monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """Run the calls so that they share one batch (they are all queued in one loop turn),
+    and check that they did."""
+    batches = count_batches(monkeypatch)
     results = await asyncio.gather(*(call() for call in calls), return_exceptions=True)
     assert batches == [len(calls)]
     return results
@@ -313,14 +319,7 @@ async def test_a_cancelled_close_leaves_nothing_open(tmp_path: Path) -> None:
 async def test_a_burst_is_split_into_bounded_batches(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[int] = []
-    run_batch = sqlite_module._run_batch
-
-    def counting(conn: sqlite3.Connection, jobs: list[Any]) -> Any:
-        batches.append(len(jobs))
-        return run_batch(conn, jobs)
-
-    monkeypatch.setattr(sqlite_module, "_run_batch", counting)
+    batches = count_batches(monkeypatch)
     n = 2 * sqlite_module.MAX_BATCH + 500
     await asyncio.gather(*(store.put_binding(binding(f"k{i}")) for i in range(n)))
     assert batches == [sqlite_module.MAX_BATCH, sqlite_module.MAX_BATCH, 500]
