@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
-from sipwake.sip.transaction import ServerTransaction
+from sipwake.sip.transaction import ServerTransaction, new_tag
 
 log = logging.getLogger("sipwake.router")
 
@@ -42,14 +42,14 @@ class Router:
         request = st.request
         handler = self.handlers.get(request.method.upper())
         if handler is None:
-            resp = make_response(request, 405)
+            resp = make_response(request, 405, to_tag=new_tag())
             resp.add("Allow", self.allow)
             st.respond(resp)
             return
         try:
             mf = request.max_forwards
             if mf is not None and mf <= 0 and request.method != "OPTIONS":
-                st.respond(make_response(request, 483))
+                st.respond(make_response(request, 483, to_tag=new_tag()))
                 return
             result = handler(st)
         except SipParseError as exc:
@@ -79,13 +79,15 @@ class Router:
     @staticmethod
     def _fail(st: ServerTransaction, status: int, reason: str | None) -> None:
         if st.last_response is None or st.last_response.status < 200:
-            st.respond(make_response(st.request, status, reason))
+            st.respond(make_response(st.request, status, reason, to_tag=new_tag()))
 
     def on_cancel(self, invite: ServerTransaction) -> None:
         for handler in self.cancel_handlers:
             if handler(invite):
                 return
-        invite.respond(make_response(invite.request, 487))
+        last = invite.last_response  # the tag of a 180 already sent, else a new one
+        tag = last.to_tag if last is not None and last.to_tag else new_tag()
+        invite.respond(make_response(invite.request, 487, to_tag=tag))
 
     def on_ack(self, ack: Message) -> None:
         for handler in self.ack_handlers:
@@ -100,7 +102,7 @@ class Router:
     # ------------------------------------------------------------------ OPTIONS
     def _options(self, st: ServerTransaction) -> None:
         """Keep-alive pings and capability queries: always 200."""
-        resp = make_response(st.request, 200)
+        resp = make_response(st.request, 200, to_tag=new_tag())
         resp.add("Allow", self.allow)
         resp.add("Accept", "application/sdp, text/plain, message/cpim")
         resp.add("Supported", SUPPORTED)

@@ -29,7 +29,7 @@ from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.peer import TrustedPeers
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
-from sipwake.sip.transport import TransportLayer
+from sipwake.sip.transport import TransportLayer, canonical_host
 from sipwake.sip.uac import Uac
 from sipwake.store import open_store
 from sipwake.store.base import Store
@@ -108,7 +108,7 @@ class Server:
         self.voicemail.install()
 
         tls = self._tls_context()
-        self.transport.advertise = cfg.sip.advertise.strip("[]").lower()
+        self.transport.advertise = canonical_host(cfg.sip.advertise) if cfg.sip.advertise else ""
         for spec in cfg.sip.listen:
             listen = parse_listen(spec)
             await self.transport.listen(listen.transport, listen.host, listen.port, tls)

@@ -44,7 +44,7 @@ from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_tag
-from sipwake.sip.uri import NameAddr
+from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.models import Binding, CallRecord, Device, User
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class CallService:
             _refuse(st, 482)
             return
         ruri = req.request_uri
-        if not ruri.is_sip or not self._is_local(ruri.host, ruri.port):
+        if not ruri.is_sip or not self._is_local(ruri):
             _refuse(st, 404, "Not Found (not our domain)")
             return
         caller = await self._authenticate(st)
@@ -179,7 +179,7 @@ class CallService:
         caller, False when a challenge or refusal was sent."""
         req = st.request
         from_uri = req.from_.uri
-        if not self._is_local(from_uri.host, from_uri.port) or self.trusted.trusts(req.source):
+        if not self._is_local(from_uri) or self.trusted.trusts(req.source):
             return None
         checked = await self.server.registrar.auth.check_sender(req)
         if isinstance(checked, Message):
@@ -543,12 +543,11 @@ class CallService:
             route = f"<sip:{host}:{port};transport={peer.transport};lr>"
             msg.add("Record-Route", route, first=True)
 
-    def _is_local(self, host: str, port: int | None) -> bool:
+    def _is_local(self, uri: URI) -> bool:
         """Our domain, or one of our own addresses (phones dialling the server's IP)."""
-        return host == self.domain or self._is_us(host, port)
-
-    def _is_us(self, host: str, port: int | None) -> bool:
-        return self.server.transport.is_us(host, port)
+        return uri.host == self.domain or self.server.transport.is_us(
+            uri.host, uri.port, uri.secure
+        )
 
     def _pop_own_routes(self, req: Message) -> None:
         """Loose routing (RFC 3261 §16.4): Route entries naming us are ours to remove."""
@@ -560,13 +559,14 @@ class CallService:
                 uri = NameAddr.parse(top[0]).uri
             except SipParseError:
                 return
-            if not self._is_us(uri.host, uri.port):
+            if not self.server.transport.is_us(uri.host, uri.port, uri.secure):
                 return
             req.pop_first("Route")
 
     def _looped(self, req: Message) -> bool:
         """Our own Via further down means this request came back to us (RFC 3261 §16.3)."""
-        return any(self._is_us(v.host, v.port) for v in req.vias[1:])
+        is_us = self.server.transport.is_us
+        return any(is_us(v.host, v.port, v.transport.upper() == "TLS") for v in req.vias[1:])
 
     def _record(self, call: Call) -> CallRecord:
         ended = call.state != RINGING

@@ -37,7 +37,7 @@ class Authenticator:
         user = await self.users.get(creds.username, self.domain)
         if user is None:
             log.info("auth: unknown user %r from %s", creds.username, request.source)
-            return make_response(request, 403, "Forbidden (unknown user)")
+            return make_response(request, 403, "Forbidden (unknown user)", to_tag=new_tag())
         ha1 = user.ha1_sha256 if creds.algorithm == "SHA-256" else user.ha1_md5
         result = self.digest.verify(creds, request.method, ha1)
         if result is AuthResult.OK:
@@ -47,7 +47,7 @@ class Authenticator:
         log.info("auth: %s for %r from %s", result.name, creds.username, request.source)
         if result is AuthResult.REPLAY:
             return self.challenge(request, proxy)
-        return make_response(request, 403, "Forbidden (bad credentials)")
+        return make_response(request, 403, "Forbidden (bad credentials)", to_tag=new_tag())
 
     async def check_sender(self, request: Message) -> User | Message:
         """A local user's request to someone else (INVITE, MESSAGE): the user, or the
@@ -60,7 +60,7 @@ class Authenticator:
         return checked
 
     def challenge(self, request: Message, proxy: bool, stale: bool = False) -> Message:
-        resp = make_response(request, 407 if proxy else 401, to_tag=None)
+        resp = make_response(request, 407 if proxy else 401, to_tag=new_tag())
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         for value in self.digest.challenges(stale=stale):
             resp.add(name, value)

@@ -11,6 +11,7 @@ refused without being buffered.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import socket
@@ -65,11 +66,12 @@ class TransportLayer:
         listener = listener or self.listeners[0]
         return self.advertise or listener.host, listener.port
 
-    def is_us(self, host: str, port: int | None) -> bool:
+    def is_us(self, host: str, port: int | None, secure: bool = False) -> bool:
         """Whether host:port names this server: a listener's address, or the advertised
-        host on a listener's port (Route headers, Request-URIs with our IP)."""
-        host = host.strip("[]").lower()
-        port = port or 5060
+        host on a listener's port (Route headers, Request-URIs with our IP). Without a
+        port, 5060, or 5061 for sips:/TLS (RFC 3261 §19.1.2)."""
+        host = canonical_host(host)
+        port = port or (5061 if secure else 5060)
         return any(
             s.port == port and (host == s.host or host == self.advertise) for s in self.listeners
         )
@@ -105,7 +107,7 @@ class TransportLayer:
             bound = server.sockets[0].getsockname()
         else:
             raise ValueError(f"unsupported SIP transport {transport!r}")
-        listener = Listener(transport, bind_host, bound[1])
+        listener = Listener(transport, canonical_host(bind_host), bound[1])
         self.listeners.append(listener)
         log.info("SIP listening on %s:%s:%d", transport, bind_host, bound[1])
         return listener
@@ -388,6 +390,16 @@ class _StreamConnection(asyncio.Protocol):
 
 
 Flow = _StreamConnection | WsConnection  # a connection a request can go back over
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per host, for comparing: "[::FFFF:127.0.0.1]" and "::ffff:7f00:1"
+    are the same address; names are case-insensitive."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower()
 
 
 def _content_length(head: bytes) -> int | None:

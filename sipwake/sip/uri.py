@@ -156,6 +156,11 @@ class URI:
         return self.scheme in _SCHEMES
 
     @property
+    def secure(self) -> bool:
+        """Reached over TLS: a sips: URI or transport=tls (default port 5061)."""
+        return self.scheme == "sips" or (self.params.get("transport") or "").lower() == "tls"
+
+    @property
     def hostport(self) -> str:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 

@@ -18,7 +18,7 @@ class Trust:
         domain: str,
         trusted_peers: TrustedPeers,
         notifiers: list[str],
-        is_us: Callable[[str, int | None], bool],
+        is_us: Callable[[str, int | None, bool], bool],
     ) -> None:
         self.domain = domain.lower()
         self.peers = trusted_peers
@@ -38,6 +38,6 @@ class Trust:
         our own addresses: devices and voicemail servers often use the server's IP)."""
         if not uri.is_sip or not uri.user:
             return None
-        if uri.host.strip("[]") == self.domain or self.is_us(uri.host, uri.port):
+        if uri.host.strip("[]") == self.domain or self.is_us(uri.host, uri.port, uri.secure):
             return uri.user
         return None
