@@ -49,7 +49,7 @@ class Router:
         try:
             mf = request.max_forwards
             if mf is not None and mf <= 0 and request.method != "OPTIONS":
-                st.respond(make_response(request, 483, to_tag=new_tag()))
+                st.reply(483)
                 return
             result = handler(st)
         except SipParseError as exc:
@@ -79,7 +79,7 @@ class Router:
     @staticmethod
     def _fail(st: ServerTransaction, status: int, reason: str | None) -> None:
         if st.last_response is None or st.last_response.status < 200:
-            st.respond(make_response(st.request, status, reason, to_tag=new_tag()))
+            st.reply(status, reason)
 
     def on_cancel(self, invite: ServerTransaction) -> None:
         for handler in self.cancel_handlers:

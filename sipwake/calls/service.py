@@ -115,11 +115,11 @@ class CallService:
             self.dialogs.request(st)  # re-INVITE (e.g. an ICE restart)
             return
         if self._looped(req):
-            _refuse(st, 482)
+            st.reply(482)
             return
         ruri = req.request_uri
         if not ruri.is_sip or not self._is_local(ruri):
-            _refuse(st, 404, "Not Found (not our domain)")
+            st.reply(404, "Not Found (not our domain)")
             return
         caller = await self._authenticate(st)
         if caller is False or caller is True:
@@ -128,14 +128,14 @@ class CallService:
             await self._pickup(st, ruri.user[len(PICKUP_PREFIX) :], caller)
             return
         if await self.server.registrar.auth.users.get(ruri.user, self.domain) is None:
-            _refuse(st, 404)
+            st.reply(404)
             return
         aor = f"sip:{ruri.user}@{self.domain}"
         if len(self.calls) >= self.max_total:
             st.respond(_retry_later(req, 503))
             return
         if len(self.ringing_by_aor.get(aor, ())) >= self.max_per_user:
-            _refuse(st, 486)
+            st.reply(486)
             return
 
         live = self.server.registrar.live_bindings(aor)
@@ -145,7 +145,7 @@ class CallService:
             if d.enabled and d.device_id not in reached
         ]  # fmt: skip
         if not live and not sleeping:
-            _refuse(st, 480)
+            st.reply(480)
             return
         if st.last_response is not None and st.last_response.status >= 200:
             return  # the caller gave up (CANCEL) while we looked things up
@@ -444,13 +444,13 @@ class CallService:
         call = self.calls.get(park_id)
         if call is None:
             gone = park_id in self.ended
-            _refuse(st, 481, "Call Gone" if gone else None)
+            st.reply(481, "Call Gone" if gone else None)
             return
         if call.aor != user.aor:
-            _refuse(st, 403, "Forbidden (not your call)")
+            st.reply(403, "Forbidden (not your call)")
             return
         if req.body:
-            _refuse(st, 488, "Not Acceptable Here (pickup carries no offer)")
+            st.reply(488, "Not Acceptable Here (pickup carries no offer)")
             return
         device_tag = new_tag()
         ok = make_response(req, 200, to_tag=device_tag)
@@ -609,11 +609,6 @@ def _better(new: Message, old: Message) -> bool:
     """RFC 3261 §16.7.6-ish: 6xx > auth challenges > other 4xx > 5xx."""
     rank = {6: 0, 4: 2, 5: 3, 3: 1}
     return rank.get(new.status // 100, 9) < rank.get(old.status // 100, 9)
-
-
-def _refuse(st: ServerTransaction, status: int, reason: str | None = None) -> None:
-    """A final answer of our own, as a UAS gives it: with a To tag (RFC 3261 §8.2.6.2)."""
-    st.respond(make_response(st.request, status, reason, to_tag=new_tag()))
 
 
 def _retry_later(req: Message, status: int) -> Message:

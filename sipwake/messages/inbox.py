@@ -84,17 +84,17 @@ class Inbox:
         req = st.request
         ruri = req.request_uri
         if not ruri.is_sip or ruri.host != self.domain or not ruri.user:
-            _answer(st, 404, "Not Found (not our domain)")
+            st.reply(404, "Not Found (not our domain)")
             return
         sender = await self._sender(st)
         if sender is None:
             return  # challenged or refused
         user = await self.server.registrar.auth.users.get(ruri.user, self.domain)
         if user is None:
-            _answer(st, 404)
+            st.reply(404)
             return
         if len(req.body) > self.cfg.max_body:
-            _answer(st, 413, f"Request Entity Too Large (body over {self.cfg.max_body})")
+            st.reply(413, f"Request Entity Too Large (body over {self.cfg.max_body})")
             return
         encoding = (req.get("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":
@@ -103,7 +103,7 @@ class Inbox:
             st.respond(resp)
             return
         if not req.body:
-            _answer(st, 400, "Bad Request (empty MESSAGE)")
+            st.reply(400, "Bad Request (empty MESSAGE)")
             return
         wait = self.limiter.take(sender.uri)
         if wait > 0:
@@ -125,10 +125,10 @@ class Inbox:
                     ok = await self.courier.forward_once(
                         live, from_uri, from_name, content_type, req.body
                     )
-            _answer(st, 200 if ok else 480)
+            st.reply(200 if ok else 480)
             return
         if not await self._room(aor):
-            _answer(st, 480, "Temporarily Unavailable (inbox full)")
+            st.reply(480, "Temporarily Unavailable (inbox full)")
             return
 
         message = InboxMessage(
@@ -149,7 +149,7 @@ class Inbox:
             log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
             for binding in live if not stored.delivered_at else ():
                 self.courier.kick(binding)
-            _answer(st, 200 if stored.delivered_at else 202)
+            st.reply(200 if stored.delivered_at else 202)
             return
         if aor in self._counts:
             self._counts[aor] += 1
@@ -163,7 +163,7 @@ class Inbox:
                 async with asyncio.timeout(self.cfg.forward_timeout):
                     await self.courier.delivered(stored.id)
                     delivered = True
-        _answer(st, 200 if delivered else 202)
+        st.reply(200 if delivered else 202)
         log.debug("MESSAGE %d to %s from %s: %s", stored.id, aor, from_uri,
                   "delivered" if delivered else "stored")
         if not delivered and not stored.silent:
@@ -178,7 +178,7 @@ class Inbox:
         if self.trusted.trusts(req.source):
             return Sender(shown, addr.display, trusted=True)
         if not uri.is_sip or uri.host != self.domain:
-            _answer(st, 403, "Forbidden (not a trusted peer)")
+            st.reply(403, "Forbidden (not a trusted peer)")
             return None
         checked = await self.server.registrar.auth.check_sender(req)
         if isinstance(checked, Message):
@@ -264,7 +264,3 @@ def _dedup_key(req: Message, sender: Sender, from_uri: str, content: Content) ->
 
 async def _watch(task: asyncio.Task[None]) -> None:
     await task  # cancelled with the server's tasks: cancels `task` with it
-
-
-def _answer(st: ServerTransaction, status: int, reason: str | None = None) -> None:
-    st.respond(make_response(st.request, status, reason, to_tag=new_tag()))

@@ -346,6 +346,10 @@ class ServerTransaction(_Transaction):
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.request.method} {self.state} {self.key[0]!r}>"
 
+    def reply(self, status: int, reason: str | None = None) -> None:
+        """A final answer of our own, as a UAS gives it: with a To tag (§8.2.6.2)."""
+        self.respond(make_response(self.request, status, reason, to_tag=new_tag()))
+
     def respond(self, resp: Message) -> None:
         """Send a response for this request (the TU adds To tags etc. itself)."""
         status = resp.status
