@@ -61,7 +61,6 @@ MAX_BATCH = 1_000  # jobs per transaction: bounds how long one flush holds the l
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
-    write: bool  # False for reads: a batch of reads needs no write lock
 
 
 # (future, error, value) of one finished job
@@ -166,13 +165,13 @@ class SQLiteStore(q.SQLStore):
 
     # the queue
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` in the next batch; returns once that batch is committed."""
         loop = self._loop
         if self._conn is None or self._closing or loop is None:
             raise RuntimeError("SQLiteStore is not open")
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.append(_Job(fn, future, write))
+        self._jobs.append(_Job(fn, future))
         if self._flush_at is None:
             self._flush_at = loop.call_soon(self._flush)  # after this turn's callbacks
         return await future
@@ -278,10 +277,10 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def _begin(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+def _begin(conn: sqlite3.Connection) -> None:
     # IMMEDIATE takes the write lock up front, so a write can't hit SQLITE_BUSY midway
     try:
-        conn.execute("BEGIN IMMEDIATE" if any(job.write for job in jobs) else "BEGIN")
+        conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if _is_busy(exc):
             raise _Busy(str(exc)) from exc
@@ -320,7 +319,7 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
     """The usual case, no job fails: one transaction without a SAVEPOINT per job (a
     third of the statements). None when a job failed: everything was rolled back, to be
     redone job by job. _Busy when the lock is taken."""
-    _begin(conn, jobs)  # _Busy, or another error for _flush to fail the batch with
+    _begin(conn)  # _Busy, or another error for _flush to fail the batch with
     try:
         done: list[_Outcome] = [(job.future, None, job.fn(conn)) for job in jobs]
         conn.execute("COMMIT")
@@ -338,7 +337,7 @@ def _fast_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome] | 
 def _try_batch(
     conn: sqlite3.Connection, jobs: list[_Job]
 ) -> tuple[list[_Outcome], tuple[int, Exception] | None]:
-    _begin(conn, jobs)
+    _begin(conn)
     done: list[_Outcome] = []
     for index, job in enumerate(jobs):
         conn.execute("SAVEPOINT job")
