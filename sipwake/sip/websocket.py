@@ -73,7 +73,6 @@ class WsConnection(asyncio.Protocol):
         self.deadline = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_waiting()
         self._leave()
 
     def send(self, data: bytes) -> None:
