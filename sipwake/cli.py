@@ -17,13 +17,17 @@ from sipwake.store import open_store
 from sipwake.store.models import User
 
 
-def run(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when it is installed (about 1.5x the SIP throughput)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:
+    """Run on uvloop when it is installed (about 1.5x the SIP throughput), unless the
+    default asyncio loop is asked for; both are supported and tested."""
+    if loop == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 async def serve(config: Config) -> int:
@@ -78,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the server")
     p_serve.add_argument("--config", help="TOML file (defaults are embedded)")
+    p_serve.add_argument(
+        "--loop", choices=["auto", "asyncio"], default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )  # fmt: skip
     p_user = sub.add_parser("user", help="provision SIP users")
     p_user.add_argument("action", choices=["add", "del", "list"])
     p_user.add_argument("username", nargs="?", default="")
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
-        return run(serve(config))
+        return run(serve(config), args.loop)
     if args.action in ("add", "del") and not args.username:
         parser.error("USER is required")
     return run(user_command(config, args))

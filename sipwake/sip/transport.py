@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response, parse, parse_error_partial
@@ -318,8 +319,8 @@ class _StreamConnection(asyncio.Protocol):
         self.peer_port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         self.peer_host, self.peer_port = _peer_host(transport.get_extra_info("peername"))
         self.layer._register(self)
 
