@@ -76,6 +76,13 @@ class _TcpClient(asyncio.Protocol):
         self.agent.closed.set()
 
 
+def _insecure_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test server's cert is self-signed
+    return ctx
+
+
 @dataclass
 class Agent:
     """One SIP endpoint (a phone). `requests` collects requests sent to it."""
@@ -92,7 +99,7 @@ class Agent:
     async def start(self) -> Agent:
         loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Queue[Message]] = {}
-        if self.transport == "ws":
+        if self.transport in ("ws", "wss"):
             await self._start_ws()
             return self
         if self.transport == "udp":
@@ -101,11 +108,7 @@ class Agent:
             )
             self._send = lambda data: t.sendto(data, self.server)
         else:
-            ctx = None
-            if self.transport == "tls":
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE  # the test server's cert is self-signed
+            ctx = _insecure_tls() if self.transport == "tls" else None
             t, _ = await loop.create_connection(
                 lambda: _TcpClient(self), *self.server, ssl=ctx
             )
@@ -120,7 +123,11 @@ class Agent:
     async def _start_ws(self) -> None:
         self._session = aiohttp.ClientSession()
         host, port = self.server
-        self._ws = await self._session.ws_connect(f"ws://{host}:{port}/", protocols=("sip",))
+        self._ws = await self._session.ws_connect(
+            f"{self.transport}://{host}:{port}/",
+            protocols=("sip",),
+            ssl=_insecure_tls() if self.transport == "wss" else True,
+        )
         # RFC 7118 §5.2: a browser can't know its address; Via and Contact name .invalid
         self.local = (f"{secrets.token_hex(6)}.invalid", 9)
         self.call_id = f"{secrets.token_hex(6)}@test"
@@ -140,7 +147,7 @@ class Agent:
         self.closed.set()
 
     def close(self) -> None:
-        if self.transport == "ws":
+        if self.transport in ("ws", "wss"):
             self._reader.cancel()
             self._closing = asyncio.ensure_future(self._close_ws())  # the fixture's stop awaits
             return
@@ -291,6 +298,39 @@ class Dialer:
         self.cseq = a.cseq
         a._pending[self.branch] = self.responses
         a.send_raw(self.data)
+
+    async def start_authenticated(self, timeout: float = 10.0) -> None:
+        """INVITE; when challenged (407), ACK the challenge and INVITE again with
+        Proxy-Authorization, as a phone does."""
+        self.start()
+        async with asyncio.timeout(timeout):
+            first = await self.responses.get()
+            while first.status == 100:
+                first = await self.responses.get()
+        if first.status != 407:
+            rest = [first]
+            while not self.responses.empty():
+                rest.append(self.responses.get_nowait())
+            for resp in rest:  # not challenged: leave the answers for final()/provisional()
+                self.responses.put_nowait(resp)
+            return
+        a = self.agent
+        via = self.data.split(b"\r\n")[1].decode()  # our own top Via: the ACK's branch
+        a.send_raw((
+            f"ACK {self.target} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\n"
+            f"From: {first.get('From')}\r\nTo: {first.get('To')}\r\n"
+            f"Call-ID: {first.call_id}\r\nCSeq: {self.cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode())  # fmt: skip
+        challenge = first.get("Proxy-Authenticate")
+        assert challenge is not None
+        del a._pending[self.branch]
+        self.headers = {
+            **self.headers,
+            "Proxy-Authorization": digest_header(
+                challenge, "INVITE", self.target, a.auth_user or a.user, a.password
+            ),
+        }
+        self.start()
 
     async def final(self, timeout: float = 10.0) -> Message:
         async with asyncio.timeout(timeout):

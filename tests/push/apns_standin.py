@@ -103,6 +103,7 @@ class APNsStandIn:
         self.pings = 0
         self.ping_event = asyncio.Event()
         self.request_event = asyncio.Event()  # set when any request starts arriving
+        self._handled = asyncio.Event()  # set when a request has been checked and recorded
         self._jwt_cache: dict[str, dict[str, Any]] = {}
         self._conns: set[_ServerConnection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -178,7 +179,20 @@ class APNsStandIn:
             self.requests.append(request)
         if token_jwt and status != 403:
             self.jwts.add(token_jwt)
+        self._handled.set()
         return status, reason, reply
+
+    async def wait_request(
+        self, match: Callable[[Request], bool], count: int = 1, timeout: float = 10
+    ) -> list[Request]:
+        """The recorded requests that `match`, once there are at least `count`."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [r for r in self.requests if match(r)]
+                if len(found) >= count:
+                    return found
+                self._handled.clear()
+                await self._handled.wait()
 
     def _refuse(self, status: int, reason: str, programmed: bool = False) -> tuple[int, str, None]:
         if not programmed:
