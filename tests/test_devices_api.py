@@ -382,7 +382,7 @@ async def test_sink_shows_pushes_to_own_devices(api: Api, running: Running) -> N
     push = running.server.push
     assert push.sink is not None
     await api.put("pixel", ANDROID)
-    await api.put("bobs", ANDROID, user="bob")
+    await api.put("bobs", {**ANDROID, "push_token": "bobs-own:token"}, user="bob")
     store = running.server.store
     note = MessageNotification(message_id="m1", from_uri=f"sip:carol@{DOMAIN}",
                                from_number="carol", from_name="Carol", body="hi there",

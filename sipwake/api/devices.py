@@ -28,6 +28,7 @@ from aiohttp import web
 
 from sipwake.api.auth import require_user
 from sipwake.api.jsonapi import api_error, invalid, read_json_object
+from sipwake.push.tokens import apns_token_problem, fcm_token_problem
 from sipwake.store.models import Device
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 MAX_BODY = 16 * 1024  # an FCM token is at most 4 KiB; the rest is small
 DEVICE_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 PROVIDERS = {"ios": "apns", "android": "fcm"}
-APNS_TOKEN = re.compile(r"[0-9A-Fa-f]{16,400}")  # what the APNs encoder accepts
-FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{1,4096}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +140,9 @@ def _check_tokens(d: DeviceInput) -> None:
     if d.platform == "ios":
         for name in ("push_token", "voip_token"):
             token = getattr(d, name)
-            if token and not APNS_TOKEN.fullmatch(token):
-                raise invalid(name, "APNs tokens are 16-400 hexadecimal digits")
+            if token and (problem := apns_token_problem(token)):
+                raise invalid(name, problem)
+            setattr(d, name, token.lower())  # hex: one spelling, so one token is one device
         if not (d.push_token or d.voip_token):
             raise invalid("push_token", "iOS devices need push_token, voip_token or both")
         if not d.call_mode:
@@ -154,8 +154,8 @@ def _check_tokens(d: DeviceInput) -> None:
             raise invalid("voip_token", "Android devices have no VoIP token")
         if not d.push_token:
             raise invalid("push_token", "Android devices need push_token")
-        if not FCM_TOKEN.fullmatch(d.push_token):
-            raise invalid("push_token", "not an FCM registration token")
+        if problem := fcm_token_problem(d.push_token):
+            raise invalid("push_token", problem)
         d.call_mode = d.call_mode or "alert"
 
 
@@ -277,8 +277,7 @@ class DeviceApi:
                                         f"device {other.device_id} already has this instance",
                                         "instance", device_id=other.device_id)
             device = apply_input(old, device_id, user.aor, body, time.time())
-            await store.put_device(device)
-            self.server.registrar.device_saved(device)
+            await self.server.registrar.save_device(device)
         if old is None:
             return web.json_response(device_json(device), status=201,
                                      headers={"Location": f"/v1/devices/{device_id}"})

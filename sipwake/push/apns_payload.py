@@ -12,7 +12,6 @@ Which token and push type (DESIGN.md, RFC 8599 contract details):
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from sipwake.push.notification import (
     VoicemailNotification,
 )
 from sipwake.push.provider import InvalidDeviceToken, SkipPush
+from sipwake.push.tokens import apns_token_problem
 from sipwake.push.truncate import fit
 from sipwake.store.models import Device
 
@@ -32,10 +32,6 @@ ALERT_LIMIT = 4096
 VOIP_LIMIT = 5120
 
 CALL_CATEGORY = "INCOMING_CALL"  # the app registers Answer/Decline actions for it
-
-# Device tokens are hex; anything else must never reach the request path.
-_TOKEN_RE = re.compile(r"[0-9a-fA-F]{16,400}")
-
 
 @dataclass(slots=True)
 class ApnsRequest:
@@ -128,8 +124,8 @@ def build(device: Device, n: Notification, default_topic: str) -> ApnsRequest:
             raise SkipPush("no alert token (device has only a VoIP token)")
         token, push_type, topic = device.push_token, "alert", bundle
         payload = {"aps": _alert(n, device.privacy, device.ringtone or "default"), **fields}
-    if not _TOKEN_RE.fullmatch(token):
-        raise InvalidDeviceToken("malformed device token")
+    if problem := apns_token_problem(token):  # never let anything else into the path
+        raise InvalidDeviceToken(problem)
     request = ApnsRequest(
         token=token.lower(),
         push_type=push_type,

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from sipwake.push.tokens import apns_token_problem, fcm_token_problem
+
 PROVIDERS = ("apns", "fcm")
 PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_\-:.]+$")
 _TEAM_ID = re.compile(r"^[A-Z0-9]{10}$")
 _APNS_SERVICES = {"voip", "apns", "remote", "remote&voip", "voip&remote"}
 
@@ -60,8 +61,8 @@ def parse_push_params(params: dict[str, str | None]) -> PushParams | None:
     if not prid:
         raise PushParamError("pn-prid missing")
     if provider == "fcm":
-        if not _TOKEN_CHARS.match(prid) or len(prid) > 4096:
-            raise PushParamError("bad FCM pn-prid")
+        if problem := fcm_token_problem(prid):
+            raise PushParamError(f"pn-prid: {problem}")
         return PushParams("fcm", prid, "", param, "", False, param, prid)
     return _parse_apns(prid, param)
 
@@ -92,16 +93,13 @@ def _parse_apns(prid: str, param: str) -> PushParams:
         voip = prid
     else:
         alert = prid
-    for token in (alert, voip):
-        if token and not _is_hex_token(token):
-            raise PushParamError("APNs tokens are hexadecimal")
+    alert, voip = alert.lower(), voip.lower()  # hex: one spelling, so one token is one device
     if not (alert or voip):
         raise PushParamError("no APNs token in pn-prid")
+    for token in (alert, voip):
+        if token and (problem := apns_token_problem(token)):
+            raise PushParamError(f"pn-prid: {problem}")
     return PushParams("apns", alert, voip, bundle, team, sandbox, param, prid)
-
-
-def _is_hex_token(token: str) -> bool:
-    return 8 <= len(token) <= 200 and all(c in "0123456789abcdefABCDEF" for c in token)
 
 
 def strip_push_params(params: dict[str, str | None]) -> dict[str, str | None]:

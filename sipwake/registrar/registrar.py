@@ -126,14 +126,14 @@ class Registrar:
         else:
             self._by_aor.pop(aor, None)
 
-    # ------------------------------------------- devices written by the HTTP API
+    # ------------------------------------------------------------ device cache
     def device_saved(self, device: Device) -> None:
-        """The HTTP API stored `device`: refresh the cache."""
+        """`device` was stored: refresh the cache."""
         self.devices[device.device_id] = device
         self._device_changed(device.aor)
 
     def device_deleted(self, device_id: str) -> None:
-        """The HTTP API deleted a device: forget it, so a REGISTER recreates it."""
+        """A device was deleted: forget it, so a REGISTER recreates it."""
         gone = self.devices.pop(device_id, None)
         self._device_changed(gone.aor if gone is not None else None)
         for derived in [k for k, v in self._joined.items() if v == device_id]:
@@ -310,11 +310,36 @@ class Registrar:
         else:
             self.devices[device_id] = old
             return old  # unchanged: no write on a plain refresh
-        await self.store.put_device(device)
-        self.devices[device_id] = device
-        self._device_changed(aor)
+        await self.save_device(device)
         log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
         return device
+
+    async def save_device(self, device: Device) -> None:
+        """Store a new or changed device (from a REGISTER or the HTTP API). A token it
+        holds moves here from any other device, of this user or another: one token is
+        one device, so one event never pushes it twice. A device left without a token
+        is deleted."""
+        tokens = {t for t in (device.push_token, device.voip_token) if t}
+        for token in tokens:
+            for other in await self.store.devices_with_token(token):
+                if other.device_id != device.device_id:
+                    await self._lose_tokens(other, tokens, device)
+        await self.store.put_device(device)
+        self.device_saved(device)
+
+    async def _lose_tokens(self, device: Device, tokens: set[str], taker: Device) -> None:
+        left = replace(device)
+        left.push_token = "" if device.push_token in tokens else device.push_token
+        left.voip_token = "" if device.voip_token in tokens else device.voip_token
+        log.info("push token of device %s (%s) moved to device %s (%s)",
+                 device.device_id, device.aor, taker.device_id, taker.aor)  # fmt: skip
+        if left.push_token or left.voip_token:
+            left.updated_at = taker.updated_at
+            await self.store.put_device(left)
+            self.device_saved(left)
+        else:
+            await self.store.delete_device(device.device_id)
+            self.device_deleted(device.device_id)
 
     def _keep(self, binding: Binding) -> None:
         by_key = self.bindings.setdefault(binding.aor, {})

@@ -58,6 +58,9 @@ class Store(Protocol):
 
     async def delete_device(self, device_id: str) -> bool: ...
 
+    async def devices_with_token(self, token: str) -> list[Device]:
+        """Devices of any user holding `token` as their push or VoIP token."""
+
     async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
         """Disable a device unless its token was uploaded after `token_at` (APNs 410 rule).
 

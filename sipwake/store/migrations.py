@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at {float} NOT NULL
 )"""
 
+_KEEP_NEWEST = """
+UPDATE devices SET {token} = '' WHERE {token} <> '' AND EXISTS (
+    SELECT 1 FROM devices newer
+    WHERE substr(newer.{token}, 1, 64) = substr(devices.{token}, 1, 64)
+      AND newer.{token} = devices.{token}
+      AND (newer.token_updated_at > devices.token_updated_at
+           OR (newer.token_updated_at = devices.token_updated_at
+               AND newer.device_id > devices.device_id)))"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -231,6 +241,20 @@ MIGRATIONS: tuple[Migration, ...] = (
                 last_at {float} NOT NULL,
                 updated_at {float} NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "one push token, one device",
+        (
+            # Tokens are looked up when a device presents one (it moves there). FCM
+            # tokens may be long: the index holds a prefix, the query checks the whole.
+            "CREATE INDEX devices_push_token ON devices (substr(push_token, 1, 64))",
+            "CREATE INDEX devices_voip_token ON devices (substr(voip_token, 1, 64))",
+            # Devices that shared a token before: the newest upload keeps it.
+            _KEEP_NEWEST.format(token="push_token"),
+            _KEEP_NEWEST.format(token="voip_token"),
+            "DELETE FROM devices WHERE push_token = '' AND voip_token = ''",
         ),
     ),
 )

@@ -138,6 +138,13 @@ class Queries:
     get_device: str = _select("devices", DEVICE_COLUMNS, "WHERE device_id = ?")
     devices: str = _select("devices", DEVICE_COLUMNS, "WHERE aor = ? ORDER BY device_id")
     delete_device: str = "DELETE FROM devices WHERE device_id = ?"
+    # the prefixes match the token indexes (migration 4); the whole token decides
+    devices_with_token: str = _select(
+        "devices",
+        DEVICE_COLUMNS,
+        "WHERE (substr(push_token, 1, 64) = ? AND push_token = ?)"
+        " OR (substr(voip_token, 1, 64) = ? AND voip_token = ?) ORDER BY device_id",
+    )
     # APNs 410 rule: a token uploaded after the provider's timestamp is kept
     disable_device: str = (
         "UPDATE devices SET enabled = ?, disabled_reason = ?, updated_at = ?"
@@ -320,6 +327,11 @@ class SQLStore:
 
     async def delete_device(self, device_id: str) -> bool:
         return await self._execute(self._q.delete_device, (device_id,)) > 0
+
+    async def devices_with_token(self, token: str) -> list[Device]:
+        prefix = token[:64]
+        rows = await self._fetch(self._q.devices_with_token, (prefix, token, prefix, token))
+        return [device_from_row(r) for r in rows]
 
     async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
         params = (False, reason, time.time(), device_id, token_at)

@@ -199,6 +199,43 @@ async def test_disable_device_when_token_is_not_newer(store: Store) -> None:
     assert await store.disable_device("missing", "Unregistered", 1e12) is False
 
 
+async def test_devices_with_token_finds_either_token_of_any_user(store: Store) -> None:
+    long_fcm = "f" * 100 + "1"  # the index holds a 64-character prefix: the rest decides
+    await store.put_device(device("dev-1"))
+    await store.put_device(device("dev-2", aor="sip:bob@example.com", push_token="", voip_token="b2" * 32))
+    await store.put_device(device("dev-3", provider="fcm", push_token=long_fcm, voip_token=""))
+    await store.put_device(device("dev-4", provider="fcm", push_token="f" * 100 + "2", voip_token=""))
+    assert [d.device_id for d in await store.devices_with_token("b2" * 32)] == ["dev-1", "dev-2"]
+    assert [d.device_id for d in await store.devices_with_token("a1" * 32)] == ["dev-1"]
+    assert [d.device_id for d in await store.devices_with_token(long_fcm)] == ["dev-3"]
+    assert await store.devices_with_token("c3" * 32) == []
+
+
+async def test_migration_5_leaves_each_token_to_its_newest_device(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Databases from before "one token, one device": the newest upload keeps a token
+    that several devices held; a device left with none is deleted."""
+    full = migrations.MIGRATIONS
+    monkeypatch.setattr(migrations, "MIGRATIONS", tuple(m for m in full if m.version != 5))
+    old = await backend.open()
+    await old.put_device(device("old", token_updated_at=100.0))  # both tokens taken later
+    await old.put_device(device("alert", token_updated_at=200.0, voip_token=""))
+    await old.put_device(device("voip", aor="sip:bob@example.com", token_updated_at=300.0,
+                                push_token="", voip_token="b2" * 32))
+    await old.put_device(device("keeps", token_updated_at=50.0, push_token="c3" * 32))
+    await old.close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", full)
+    new = await backend.open()
+    left = {d.device_id: (d.push_token, d.voip_token) for a in (AOR, "sip:bob@example.com")
+            for d in await new.devices(a)}
+    assert left == {
+        "alert": ("a1" * 32, ""),
+        "voip": ("", "b2" * 32),
+        "keeps": ("c3" * 32, ""),  # its VoIP token went to the newer "voip"
+    }
+
+
 async def test_push_attempts_newest_first_and_limited(store: Store) -> None:
     for i in range(5):
         await store.add_push_attempt(attempt(100.0 + i, attempt=i + 1))
