@@ -127,7 +127,8 @@ async def test_parked_call_push_then_register_gets_invite(calls: Running) -> Non
     assert push["headers"]["apns-topic"] == "com.example.dialer.voip"
     fields = call_fields(push)
     assert fields["caller_number"] == "bob" and fields["caller_name"] == "Bob B"
-    assert fields["pickup_uri"] == f"sip:pickup-{fields['call_id']}@{DOMAIN}"
+    (device,) = await calls.server.store.devices(f"sip:alice@{DOMAIN}")
+    assert fields["pickup_uri"] == f"sip:pickup-{fields['call_id']}.{device.device_id}@{DOMAIN}"
     assert fields["caller_uri"] == f"sip:bob@{DOMAIN}"
     # the app wakes and registers: the parked INVITE comes to it, without push params
     await wake(calls, phone)
@@ -295,6 +296,33 @@ def pickup_ack_with_answer(phone: Agent, dial: Dialer, ok: Message) -> None:
         f"Content-Length: {len(ANSWER)}",
     ]
     phone.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode() + ANSWER)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["device-uri", "bare-uri"])
+async def test_a_phone_that_picked_up_gets_no_ghost_call_when_it_registers(
+    calls: Running, named: bool
+) -> None:
+    """pjsua2 picks up without a +sip.instance in its Contact; it once got INVITE +
+    CANCEL for that same call when it registered again (a ghost CallKit call)."""
+    phone = await sleeping_ios(calls)
+    caller = await calls.phone("bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    dial.start()
+    await dial.provisional(180)
+    fields = call_fields((await wait_push(calls, "call"))[0])
+    uri = fields["pickup_uri"] if named else f"sip:pickup-{fields['call_id']}@{DOMAIN}"
+    host, port = phone.local
+    pickup = Dialer(phone, uri, headers={"Contact": f"<sip:alice@{host}:{port}>"})
+    await pickup.start_authenticated()
+    ok = await pickup.final()
+    assert ok.status == 200 and ok.body == OFFER
+    pickup_ack_with_answer(phone, pickup, ok)
+    assert (await dial.final()).status == 200
+    assert not calls.server.calls.late_by_device
+    await wake(calls, phone)
+    # anything sent on the REGISTER would have come before this answer
+    assert (await phone.request("OPTIONS", f"sip:{DOMAIN}")).status == 200
+    assert phone.requests.empty()
 
 
 async def test_pickup_refusals(calls: Running) -> None:

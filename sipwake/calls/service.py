@@ -125,7 +125,9 @@ class CallService:
         if caller is False or caller is True:
             return
         if ruri.user.startswith(PICKUP_PREFIX):
-            await self._pickup(st, ruri.user[len(PICKUP_PREFIX) :], caller)
+            # pickup-<park id>.<device id>: each pushed device has a pickup URI of its own
+            park_id, _, device_id = ruri.user[len(PICKUP_PREFIX) :].partition(".")
+            await self._pickup(st, park_id, device_id, caller)
             return
         if await self.server.registrar.auth.users.get(ruri.user, self.domain) is None:
             st.reply(404)
@@ -387,29 +389,33 @@ class CallService:
 
     # ----------------------------------------------------------------- pushes
     def _push_call(self, call: Call, devices: list[Device]) -> None:
-        note = CallNotification(
-            call_id=call.id,
-            caller_uri=call.caller.uri,
-            caller_number=call.caller.number,
-            caller_name=call.caller.name,
-            pickup_uri=f"sip:{PICKUP_PREFIX}{call.id}@{self.domain}",
-            expires_at=math.ceil(call.deadline),
-        )
+        repeat: list[tuple[Device, Notification]] = []
         for d in devices:
+            note = CallNotification(
+                call_id=call.id,
+                caller_uri=call.caller.uri,
+                caller_number=call.caller.number,
+                caller_name=call.caller.name,
+                # the device is named in its pickup URI: we know who picked up
+                pickup_uri=f"sip:{PICKUP_PREFIX}{call.id}.{d.device_id}@{self.domain}",
+                expires_at=math.ceil(call.deadline),
+            )
             call.pushed[d.device_id] = d
             if d.platform == "ios" and d.call_mode == "voip" and d.voip_token:
                 call.voip_pushed.add(d.device_id)
-        self._push(devices, note)
-        # iOS alert mode plays its ringtone once (~15 s): repeat while parked
-        repeat = [d for d in devices if d.platform == "ios" and d.call_mode == "alert"]
+            self._push([d], note)
+            # iOS alert mode plays its ringtone once (~15 s): repeat while parked
+            if d.platform == "ios" and d.call_mode == "alert":
+                repeat.append((d, note))
         if repeat and self.alert_repeat > 0:
-            self._schedule_repeat(call, repeat, note)
+            self._schedule_repeat(call, repeat)
 
-    def _schedule_repeat(self, call: Call, devices: list[Device], note: CallNotification) -> None:
+    def _schedule_repeat(self, call: Call, pushes: list[tuple[Device, Notification]]) -> None:
         def again() -> None:
             if call.state == RINGING:
-                self._push(devices, note)
-                self._schedule_repeat(call, devices, note)
+                for device, note in pushes:
+                    self._push([device], note)
+                self._schedule_repeat(call, pushes)
 
         loop = asyncio.get_running_loop()
         call.timers.append(loop.call_later(self.alert_repeat, again))
@@ -430,7 +436,9 @@ class CallService:
             self.server.spawn(self.server.push.send(device, note))
 
     # ---------------------------------------------------------------- pickup
-    async def _pickup(self, st: ServerTransaction, park_id: str, user: User | None) -> None:
+    async def _pickup(
+        self, st: ServerTransaction, park_id: str, device_id: str, user: User | None
+    ) -> None:
         """Explicit pickup: the woken app INVITEs the pickup URI without SDP; it gets
         the caller's offer in our 200, its answer comes in the ACK and goes to the
         caller in our 200. Then the two dialogs are bridged."""
@@ -459,9 +467,8 @@ class CallService:
         if content_type:
             ok.add("Content-Type", content_type)
         ok.body = call.invite.body
-        contact = req.get("Contact") or ""
-        by = next((d for d in call.pushed.values() if d.instance and d.instance in contact), None)
-        self._settle_answered(call, by.device_id if by else f"pickup:{req.source}")
+        by = self._picked_up_by(call, device_id, req)
+        self._settle_answered(call, by or f"pickup:{req.source}")
         ack_future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.pending_pickups[req.call_id] = ack_future
         st.respond(ok)
@@ -504,6 +511,27 @@ class CallService:
         answer.body = ack.body
         self.dialogs.add_bridge(bridge)
         call.st.respond(answer)
+
+    def _picked_up_by(self, call: Call, device_id: str, req: Message) -> str:
+        """Which pushed device picked up: so it is not sent the call again (INVITE +
+        CANCEL for CallKit) when it registers. Named in its pickup URI; else its
+        +sip.instance in the Contact, or the connection it registered on; else the
+        one device that got a VoIP push. "" when it can't be told."""
+        if device_id in call.pushed:
+            return device_id
+        contact = req.get("Contact") or ""
+        for d in call.pushed.values():
+            if d.instance and d.instance in contact:
+                return d.device_id
+        source = req.source
+        for b in self.server.registrar.live_bindings(call.aor):
+            if b.device_id in call.pushed and source is not None and (
+                (b.flow and b.flow == source.flow) or b.received == str(source)
+            ):
+                return b.device_id
+        if len(call.voip_pushed) == 1:
+            return next(iter(call.voip_pushed))
+        return ""
 
     # ------------------------------------------------------- in-dialog traffic
     def on_in_dialog(self, st: ServerTransaction) -> None:
