@@ -90,7 +90,7 @@ class Server:
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
         )
-        self.registrar = Registrar(settings, self.store, auth)
+        self.registrar = Registrar(settings, self.store, auth, is_us=self.transport.is_us)
         await self.registrar.load()
         self.registrar.flow_alive = self.transport.flow_alive
         self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))

@@ -325,6 +325,21 @@ async def test_a_phone_that_picked_up_gets_no_ghost_call_when_it_registers(
     assert phone.requests.empty()
 
 
+async def test_credentials_never_reach_the_callee(start_server: ServerFactory) -> None:
+    r = await start_server(calls={"park_timeout": 5})  # no trusted peers: bob authenticates
+    await r.add_user("alice")
+    await r.add_user("bob")
+    alice = await r.phone("alice")
+    assert (await alice.register()).status == 200
+    dial = Dialer(await r.phone("bob"), f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    invite = await next_request(alice, "INVITE")
+    assert "Proxy-Authorization" in dial.headers  # it was sent to us
+    assert invite.get("Proxy-Authorization") is None and invite.get("Authorization") is None
+    respond(alice, invite, 486, tag="busy")
+    assert (await dial.final()).status == 486
+
+
 async def test_pickup_refusals(calls: Running) -> None:
     await sleeping_ios(calls)
     caller = await calls.phone("bob")

@@ -340,3 +340,23 @@ async def test_expiry_sweep_takes_turns_and_sees_refreshes(running: Running) -> 
     registrar.bindings[refreshed.aor] = {"k": refreshed}
     assert await sweep == 2499
     assert len(registrar.bindings) == 2501 and refreshed.aor in registrar.bindings
+
+
+async def test_register_at_our_address_and_every_answer_tagged(running: Running) -> None:
+    """pjsua2 registers at sip:<server IP>; a registrar, as a UAS, tags the To of every
+    answer (RFC 3261 §8.2.6.2)."""
+    await running.add_user("alice")
+    phone = await running.phone("alice")
+    host, port = running.addr("udp")
+    resp = await phone.request(
+        "REGISTER", f"sip:{host}:{port}",
+        {"Contact": phone.contact(), "Expires": "600"},
+    )  # fmt: skip
+    assert resp.status == 200 and resp.to_tag
+    assert len(running.server.registrar.live_bindings(f"sip:alice@{DOMAIN}")) == 1
+    resp = await phone.register(expires=5)
+    assert resp.status == 423 and resp.to_tag
+    resp = await phone.request("REGISTER", "sip:elsewhere.example", {"Contact": phone.contact()})
+    assert resp.status == 404 and resp.to_tag
+    resp = await phone.request("REGISTER", f"sip:{host}:{port + 1}", {"Contact": phone.contact()})
+    assert resp.status == 404  # another port is not us

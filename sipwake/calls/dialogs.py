@@ -109,8 +109,7 @@ class Dialogs:
             return False
         if isinstance(d, ProxyDialog):
             peer = d.callee if ack.from_tag == d.caller_tag else d.caller
-            fwd = ack.copy()
-            _decrement(fwd)
+            fwd = forward_copy(ack)
             fwd.add("Via", self.uac.via(peer, new_branch()), first=True)
             self.uac.transport.send(fwd, peer)
         return True
@@ -118,8 +117,7 @@ class Dialogs:
     def _proxy(self, d: ProxyDialog, st: ServerTransaction) -> None:
         req = st.request
         peer = d.callee if req.from_tag == d.caller_tag else d.caller
-        fwd = req.copy()
-        _decrement(fwd)
+        fwd = forward_copy(req)
 
         def on_response(resp: Message) -> None:
             resp.pop_first("Via")
@@ -187,6 +185,12 @@ class Dialogs:
         return f"<sip:sipwake@{host}:{port};transport={transport}>"
 
 
-def _decrement(msg: Message) -> None:
-    mf = msg.max_forwards
-    msg.set("Max-Forwards", str((70 if mf is None else mf) - 1))
+def forward_copy(req: Message) -> Message:
+    """A request as a proxy forwards it: Max-Forwards one less, and without the
+    credentials, which were for us (they never leave the server)."""
+    fwd = req.copy()
+    mf = req.max_forwards
+    fwd.set("Max-Forwards", str((70 if mf is None else mf) - 1))
+    fwd.remove("Proxy-Authorization")
+    fwd.remove("Authorization")
+    return fwd

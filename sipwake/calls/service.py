@@ -31,7 +31,7 @@ from sipwake.calls.call import (
     Call,
     CallerId,
 )
-from sipwake.calls.dialogs import Bridge, Dialogs, Leg, ProxyDialog
+from sipwake.calls.dialogs import Bridge, Dialogs, Leg, ProxyDialog, forward_copy
 from sipwake.ids import random_urlsafe
 from sipwake.push.notification import (
     CallCancelledNotification,
@@ -195,20 +195,23 @@ class CallService:
         key = binding.device_id or binding.key
         if key in call.branches:
             return False
+        msg, peer = self._to_binding(call, binding)
+        branch = Branch(key, peer)
+        call.branches[key] = branch
+        branch.tx = self.server.uac.start(
+            msg, peer, lambda resp: self._on_branch_response(call, branch, resp)
+        )
+        return True
+
+    def _to_binding(self, call: Call, binding: Binding) -> tuple[Message, Peer]:
+        """The caller's INVITE as forwarded to one binding (RFC 3261 §16.6)."""
         target = reach(binding)
-        msg = call.invite.copy()
+        msg = forward_copy(call.invite)
         msg.uri = target.request_uri
-        mf = call.invite.max_forwards
-        msg.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         for route in reversed(target.route):
             msg.add("Route", route, first=True)
         self._record_route(msg, call.invite.source, target.peer)
-        branch = Branch(key, target.peer)
-        call.branches[key] = branch
-        branch.tx = self.server.uac.start(
-            msg, target.peer, lambda resp: self._on_branch_response(call, branch, resp)
-        )
-        return True
+        return msg, target.peer
 
     def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
         resp.pop_first("Via")
@@ -377,11 +380,8 @@ class CallService:
     def _late_cancel(self, call: Call, binding: Binding, device: Device) -> None:
         """CallKit shows every VoIP push as a call: give the late device the INVITE and
         at once a CANCEL with the reason, so it can end that call cleanly."""
-        target = reach(binding)
-        msg = call.invite.copy()
-        msg.uri = target.request_uri
-        self._record_route(msg, call.invite.source, target.peer)
-        tx = self.server.uac.start(msg, target.peer, lambda resp: None)
+        msg, peer = self._to_binding(call, binding)
+        tx = self.server.uac.start(msg, peer, lambda resp: None)
         reason = REASON_ANSWERED if call.outcome == "answered" else (
             REASON_DECLINED if call.outcome == "declined" else REASON_MISSED
         )  # fmt: skip

@@ -27,6 +27,7 @@ from sipwake.registrar.pn import (
 from sipwake.registrar.writer import BindingWriter
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import new_tag
 from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.base import Store
 from sipwake.store.models import Binding, Device, User
@@ -65,11 +66,13 @@ class Registrar:
         store: Store,
         auth: Authenticator,
         clock: Callable[[], float] = time.time,
+        is_us: Callable[[str, int | None, bool], bool] = lambda host, port, secure: False,
     ) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
         self.clock = clock
+        self.is_us = is_us  # host, port, secure: one of our own listening addresses
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.writer = BindingWriter(store)
         # TCP/TLS connection id → its bindings: a dropped connection costs its own
@@ -158,24 +161,24 @@ class Registrar:
     ) -> Message:
         s = self.settings
         ruri = request.request_uri
-        if not ruri.is_sip or ruri.host != s.domain:
-            return make_response(request, 404, "Not Found (not our domain)")
+        if not self._ours(ruri):
+            return _answer(request, 404, "Not Found (not our domain)")
         to_uri = request.to.uri
-        if not to_uri.is_sip or to_uri.host != s.domain or not to_uri.user:
-            return make_response(request, 404, "Not Found (not our domain)")
+        if not self._ours(to_uri) or not to_uri.user:
+            return _answer(request, 404, "Not Found (not our domain)")
         checked = await self.auth.check(request)
         if isinstance(checked, Message):
             return checked
         user: User = checked
         if user.username != to_uri.user:
-            return make_response(request, 403, "Forbidden (cannot register another user)")
+            return _answer(request, 403, "Forbidden (cannot register another user)")
         aor = user.aor
         contacts = request.contacts
         header_expires = request.int_header("Expires")
 
         if any(c.star for c in contacts):
             if len(contacts) != 1 or header_expires != 0:
-                return make_response(request, 400, "Bad Request (Contact: * needs Expires: 0)")
+                return _answer(request, 400, "Bad Request (Contact: * needs Expires: 0)")
             self._remove_all(aor, request)
             return self._ok(request, aor)
 
@@ -183,25 +186,25 @@ class Registrar:
         for contact in contacts:
             expires = _contact_expires(contact, header_expires, s.default_expires)
             if 0 < expires < s.min_expires:
-                resp = make_response(request, 423)
+                resp = _answer(request, 423)
                 resp.add("Min-Expires", str(s.min_expires))
                 return resp
             try:
                 push = parse_push_params(contact.uri.params)
             except UnsupportedProvider as exc:
-                resp = make_response(request, 555)
+                resp = _answer(request, 555)
                 resp.add("Feature-Caps", FEATURE_CAPS)
                 log.info("REGISTER %s: unsupported pn-provider %r", aor, str(exc))
                 return resp
             except PushParamError as exc:
-                return make_response(request, 400, f"Bad Request ({exc})")
+                return _answer(request, 400, f"Bad Request ({exc})")
             binding = self._binding(request, aor, contact, min(expires, s.max_expires), push)
             changes.append((binding, push))
 
         for binding, _ in changes:
             old = self.bindings.get(aor, {}).get(binding.key)
             if old is not None and old.call_id == binding.call_id and old.cseq >= binding.cseq:
-                return make_response(request, 500, "Server Internal Error (CSeq out of order)")
+                return _answer(request, 500, "Server Internal Error (CSeq out of order)")
 
         for binding, push in changes:
             device = await self._save_device(aor, binding, push) if push else None
@@ -220,6 +223,12 @@ class Registrar:
         ):
             resp.add("Require", "outbound")
         return resp
+
+    def _ours(self, uri: URI) -> bool:
+        """Our domain, or one of our own addresses (pjsua2 registers at sip:<our IP>)."""
+        return uri.is_sip and (
+            uri.host == self.settings.domain or self.is_us(uri.host, uri.port, uri.secure)
+        )
 
     def _binding(
         self,
@@ -372,7 +381,7 @@ class Registrar:
                 self._remove(aor, key)
 
     def _ok(self, request: Message, aor: str) -> Message:
-        resp = make_response(request, 200, to_tag=None)
+        resp = _answer(request, 200)
         now = self.clock()
         for b in self.bindings.get(aor, {}).values():
             left = int(b.expires_at - now)
@@ -445,6 +454,11 @@ def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> 
         ):
             return d
     return None
+
+
+def _answer(request: Message, status: int, reason: str | None = None) -> Message:
+    """A registrar's answer: as a UAS it tags the To (RFC 3261 §8.2.6.2)."""
+    return make_response(request, status, reason, to_tag=new_tag())
 
 
 def _contact_expires(contact: NameAddr, header: int | None, default: int) -> int:
