@@ -4,9 +4,11 @@ de-duplication, limits, pushes."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import secrets
 import time
+import zlib
 from typing import Any
 
 from sipwake.sip.message import Message
@@ -336,7 +338,12 @@ async def test_body_size_encoding_and_empty(start_server: ServerFactory) -> None
     assert (await send(alice, "bob", b"x" * 1001)).status == 413
     assert (await send(alice, "bob", b"x" * 1000)).status == 202
     resp = await send(alice, "bob", b"\x1f\x8b", TEXT, **{"Content-Encoding": "gzip"})
-    assert resp.status == 415 and resp.get("Accept-Encoding") == "identity"
+    assert resp.status == 400 and "not valid gzip" in resp.reason  # cut short
+    resp = await send(alice, "bob", b"x", TEXT, **{"Content-Encoding": "br"})
+    assert resp.status == 415 and resp.get("Accept-Encoding") == "gzip, deflate, identity"
+    bomb = gzip.compress(b"x" * 1001)  # small on the wire, over max_body once decoded
+    assert len(bomb) < 100
+    assert (await send(alice, "bob", bomb, TEXT, **{"Content-Encoding": "gzip"})).status == 413
     assert (await send(alice, "bob", b"")).status == 400
     assert len(await stored(r)) == 1
 
@@ -454,3 +461,80 @@ async def test_a_burst_makes_at_most_one_push_per_second(start_server: ServerFac
     # the newest push carries the newest message (the burst's last to be stored)
     last = (await stored(r))[-1]
     assert fields["message_id"] == str(last.id)
+
+
+async def test_compressed_bodies_are_read_kept_and_delivered_as_sent(
+    start_server: ServerFactory,
+) -> None:
+    """linphone sends its delivery reports with Content-Encoding: deflate; a 415 lost
+    them (linphone never retries). Read them, keep and deliver them as they came."""
+    r, alice = await setup(start_server)
+    await sleeping_device(r)
+    report = cpim(b"<imdn><message-id>m1</message-id></imdn>", "dlr-1",
+                  inner="message/imdn+xml")
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    bodies = [
+        (gzip.compress(cpim("gzipped hello", "gz-1")), "gzip"),
+        (zlib.compress(report), "deflate"),
+        (raw.compress(b"raw deflate, as some clients send") + raw.flush(), "deflate"),
+    ]
+    types = ["message/cpim", "message/cpim", TEXT]
+    for (body, encoding), ctype in zip(bodies, types, strict=True):
+        resp = await send(alice, "bob", body, ctype, **{"Content-Encoding": encoding})
+        assert resp.status == 202
+    # the IMDN id was read through the encoding: a resend is the same message
+    again = await send(alice, "bob", bodies[0][0], types[0], **{"Content-Encoding": "gzip"})
+    assert again.status == 202
+    kept = await stored(r)
+    assert [(m.body, m.content_encoding) for m in kept] == bodies
+    assert kept[0].imdn_id == "gz-1" and kept[1].silent  # a delivery report: never pushed
+    await r.server.inbox.pushes.idle(BOB)
+    previews = [p["payload"]["preview"] for p in sink_pushes(r)]
+    assert "raw deflate, as some clients send" in previews
+    assert all("imdn" not in p for p in previews)
+
+    handset = await register(r, "bob", instance_id())
+    got = await handset.wait_for(3)
+    assert [(m.body, m.get("Content-Encoding")) for m in got] == bodies
+    handset.stop()
+    # the HTTP inbox gives the content itself
+    assert r.server.http is not None
+    import aiohttp
+
+    from tests.test_devices_api import basic
+
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{r.server.http.port}/v1/messages"
+        async with http.get(url, headers=basic("bob")) as resp:
+            listed = (await resp.json())["messages"]
+    assert listed[2]["body"] == "raw deflate, as some clients send"
+    assert listed[0]["body"] == cpim("gzipped hello", "gz-1").decode()
+
+
+async def test_a_big_message_is_not_sent_over_udp(start_server: ServerFactory) -> None:
+    """An 8.4 KB MESSAGE went to a UDP phone as one datagram: pjsua kept 4,000 bytes and
+    the inbox marked it delivered. RFC 3428 §9: over 1,300 bytes it waits for a stream
+    binding (or the HTTP inbox); the push still goes, and the small ones still flow."""
+    r, alice = await setup(start_server)
+    inst = instance_id()
+    await sleeping_device(r)
+    udp = await register(r, "bob", inst)
+    big = ("8.4 KB of text " * 600).encode()[:8400]
+    started = asyncio.get_running_loop().time()
+    assert (await send(alice, "bob", big)).status == 202  # not delivered: pushed
+    assert asyncio.get_running_loop().time() - started < 0.4  # nothing to wait for
+    assert (await send(alice, "bob", b"small one")).status == 200
+    assert [m.body for m in udp.got] == [b"small one"]
+    await r.server.inbox.pushes.idle(BOB)
+    assert [p["payload"]["preview"][:15] for p in sink_pushes(r)] == ["8.4 KB of text "]
+    # a refresh over UDP still doesn't send it; over TCP the same device gets it
+    assert (await udp.agent.register(header_params=f';+sip.instance="<{inst}>"')).status == 200
+    await r.server.inbox.courier.idle()
+    assert [m.body for m in udp.got] == [b"small one"]
+    tcp = await r.phone("bob", transport="tcp")
+    handset = Handset(tcp)
+    assert (await tcp.register(header_params=f';+sip.instance="<{inst}>"')).status == 200
+    (got,) = await handset.wait_for(1)
+    assert got.body == big
+    handset.stop()
+    udp.stop()

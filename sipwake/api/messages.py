@@ -14,6 +14,7 @@ so nobody learns whether they exist).
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from sipwake.api.auth import require_user
 from sipwake.api.jsonapi import invalid, read_json_object
 from sipwake.messages.content import number_of
+from sipwake.messages.encoding import decode
 from sipwake.store.models import InboxMessage
 
 if TYPE_CHECKING:
@@ -31,11 +33,12 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 MAX_ACK_IDS = 1000
 MAX_ACK_BODY = 64 * 1024
+MAX_DECODED = 16 * 1024 * 1024  # [messages] max_body bounded it when it was stored
 
 
 def message_json(m: InboxMessage) -> dict[str, Any]:
-    """One message for the app. The body is byte-exact: `body` when it is UTF-8 text,
-    else `body_base64`."""
+    """One message for the app. The body is byte-exact (its SIP Content-Encoding, if
+    any, undone): `body` when it is UTF-8 text, else `body_base64`."""
     out: dict[str, Any] = {
         "id": m.id,
         "from_uri": m.from_uri,
@@ -47,10 +50,14 @@ def message_json(m: InboxMessage) -> dict[str, Any]:
         "delivered": m.delivered_at > 0,
         "acked": m.acked_at > 0,
     }
+    body = m.body
+    if m.content_encoding:  # a SIP transfer detail (gzip, deflate): the app gets the content
+        with contextlib.suppress(ValueError):  # checked when it came: can't fail
+            body = decode(m.content_encoding, body, MAX_DECODED)
     try:
-        out["body"] = m.body.decode("utf-8")
+        out["body"] = body.decode("utf-8")
     except UnicodeDecodeError:
-        out["body_base64"] = base64.b64encode(m.body).decode("ascii")
+        out["body_base64"] = base64.b64encode(body).decode("ascii")
     return out
 
 

@@ -88,7 +88,8 @@ def _message_schema() -> Json:
                             "description": "the body, when it is not UTF-8"}
     return {
         "type": "object",
-        "description": "One message; the body is byte-exact, as `body` or `body_base64`.",
+        "description": "One message; the body is byte-exact, as `body` or `body_base64` "
+                       "(a SIP Content-Encoding such as gzip undone).",
         "properties": props,
         "required": required,
         "oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}],

@@ -33,6 +33,7 @@ from typing import Any
 from sipwake.registrar.registrar import reach
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message
+from sipwake.sip.peer import Peer
 from sipwake.sip.uac import Uac
 from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.base import Store
@@ -43,6 +44,7 @@ log = logging.getLogger("sipwake.messages")
 BATCH = 100  # messages read from the store at a time
 WINDOW = 4  # transactions in flight per device ("one at a time or a small window")
 UNAVAILABLE = frozenset({408, 480, 486})  # + any 5xx: stop, keep the rest for later
+UDP_MAX = 1300  # bytes: a bigger MESSAGE is not sent over UDP (RFC 3428 §9)
 
 
 def device_key(binding: Binding) -> str:
@@ -63,9 +65,10 @@ def build_request(
     content_type: str,
     body: bytes,
     sent_at: float,
-) -> tuple[Message, Any]:
+    content_encoding: str = "",
+) -> tuple[Message, Peer]:
     """The MESSAGE for one binding (and its next hop): the sender in From, the body
-    and its type as received, Date when it arrived."""
+    with its type and encoding as received, Date when it arrived."""
     where = reach(binding)
     try:
         sender = str(NameAddr(URI.parse(from_uri), from_name))
@@ -73,11 +76,26 @@ def build_request(
         sender = "<sip:unknown@unknown.invalid>"
     headers = [("Route", r) for r in where.route]
     headers.append(("Content-Type", content_type))
+    if content_encoding:
+        headers.append(("Content-Encoding", content_encoding))
     headers.append(("Date", email.utils.formatdate(sent_at, usegmt=True)))
     msg = uac.new_request(
         "MESSAGE", where.request_uri, sender, f"<{binding.aor}>", body=body, headers=headers
     )
     return msg, where.peer
+
+
+def stored_request(uac: Uac, binding: Binding, message: InboxMessage) -> tuple[Message, Peer]:
+    return build_request(
+        uac, binding, message.from_uri, message.from_name, message.content_type,
+        message.body, message.received_at, message.content_encoding,
+    )  # fmt: skip
+
+
+def fits(msg: Message, peer: Peer) -> bool:
+    """RFC 3428 §9: a MESSAGE over 1,300 bytes is not sent over UDP (no congestion
+    control, and fragments get lost); it waits for a stream binding or the HTTP inbox."""
+    return peer.transport != "udp" or len(msg.to_bytes()) <= UDP_MAX
 
 
 @dataclass(eq=False, slots=True)
@@ -155,6 +173,10 @@ class Courier:
         """Until no lane runs (every send answered, every 2xx marked in the store)."""
         while self.lanes:
             await next(iter(self.lanes.values())).idle.wait()
+
+    def can_take(self, binding: Binding, message: InboxMessage) -> bool:
+        """Whether `message` can be sent to `binding` at all (not too big for UDP)."""
+        return fits(*stored_request(self.uac, binding, message))
 
     def expect(self, message_id: int) -> None:
         """Somebody (the sender) will wait for `message_id`'s first delivery."""
@@ -235,10 +257,13 @@ class Courier:
                     await settle_one()
                 if not ok:
                     break
-                msg, peer = build_request(
-                    self.uac, lane.binding, message.from_uri, message.from_name,
-                    message.content_type, message.body, message.received_at,
-                )  # fmt: skip
+                msg, peer = stored_request(self.uac, lane.binding, message)
+                if not fits(msg, peer):
+                    # not done: it stays for a stream binding or the HTTP inbox; the
+                    # device's cursor stops before it, the later ones still go
+                    log.info("message %d to %s (%s): %d bytes, too big for UDP",
+                             message.id, lane.aor, lane.device, len(msg.to_bytes()))  # fmt: skip
+                    continue
                 self.uac.start(msg, peer, sent(message))
                 in_flight += 1
             while in_flight:  # their 2xx count even when we stop: marked, not resent
@@ -256,7 +281,7 @@ class Courier:
 
     async def forward_once(
         self, bindings: list[Binding], from_uri: str, from_name: str, content_type: str,
-        body: bytes,
+        body: bytes, content_encoding: str = "",
     ) -> bool:
         """Send a message that is not stored (a typing indication) to every binding;
         True when one answers 2xx, False when all fail. The caller bounds the wait."""
@@ -278,7 +303,13 @@ class Courier:
 
         for b in bindings:
             msg, peer = build_request(
-                self.uac, b, from_uri, from_name, content_type, body, self.clock()
-            )
+                self.uac, b, from_uri, from_name, content_type, body, self.clock(),
+                content_encoding,
+            )  # fmt: skip
+            if not fits(msg, peer):
+                left -= 1
+                continue
             self.uac.start(msg, peer, on_response)
+        if left == 0:
+            return False
         return await first

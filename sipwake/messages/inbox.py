@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from sipwake.messages.content import Content, parse_content
 from sipwake.messages.delivery import Courier
+from sipwake.messages.encoding import (
+    ACCEPT_ENCODING,
+    BadEncoding,
+    DecodedTooLarge,
+    UnsupportedEncoding,
+    content_encoding,
+    decode,
+)
 from sipwake.messages.limits import RateLimiter
 from sipwake.messages.notify import PushCoalescer
 from sipwake.sip.message import Message, make_response
@@ -93,16 +101,25 @@ class Inbox:
         if user is None:
             st.reply(404)
             return
+        too_large = f"Request Entity Too Large (body over {self.cfg.max_body})"
         if len(req.body) > self.cfg.max_body:
-            st.reply(413, f"Request Entity Too Large (body over {self.cfg.max_body})")
+            st.reply(413, too_large)
             return
-        encoding = (req.get("Content-Encoding") or "identity").strip().lower()
-        if encoding != "identity":
+        try:
+            encoding = content_encoding(req.get("Content-Encoding"))
+            readable = decode(encoding, req.body, self.cfg.max_body)
+        except UnsupportedEncoding:
             resp = make_response(req, 415, to_tag=new_tag())
-            resp.add("Accept-Encoding", "identity")
+            resp.add("Accept-Encoding", ACCEPT_ENCODING)
             st.respond(resp)
             return
-        if not req.body:
+        except DecodedTooLarge:
+            st.reply(413, too_large)
+            return
+        except BadEncoding as exc:
+            st.reply(400, f"Bad Request ({exc})")
+            return
+        if not readable:
             st.reply(400, "Bad Request (empty MESSAGE)")
             return
         wait = self.limiter.take(sender.uri)
@@ -114,7 +131,7 @@ class Inbox:
             return
 
         content_type = req.get("Content-Type") or "text/plain"
-        content = parse_content(content_type, req.body)
+        content = parse_content(content_type, readable)
         from_uri, from_name = sender.resolve(content)
         aor = user.aor
         live = self.server.registrar.live_bindings(aor)
@@ -123,7 +140,7 @@ class Inbox:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.forward_timeout):
                     ok = await self.courier.forward_once(
-                        live, from_uri, from_name, content_type, req.body
+                        live, from_uri, from_name, content_type, req.body, encoding
                     )
             st.reply(200 if ok else 480)
             return
@@ -139,6 +156,7 @@ class Inbox:
             from_name=from_name,
             content_type=content_type,
             body=req.body,
+            content_encoding=encoding,
             imdn_id=content.imdn_id,
             silent=content.silent,
             received_at=time.time(),
@@ -155,10 +173,13 @@ class Inbox:
             self._counts[aor] += 1
 
         delivered = False
-        if live:
+        # a binding the message can't go to (too big for UDP) is not waited for
+        waiting = any(self.courier.can_take(b, stored) for b in live)
+        if waiting:
             self.courier.expect(stored.id)
-            for binding in live:
-                self.courier.kick(binding)
+        for binding in live:
+            self.courier.kick(binding)
+        if waiting:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.forward_timeout):
                     await self.courier.delivered(stored.id)

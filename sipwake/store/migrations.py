@@ -257,6 +257,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DELETE FROM devices WHERE push_token = '' AND voip_token = ''",
         ),
     ),
+    Migration(
+        6,
+        "inbox: Content-Encoding kept with the body",
+        ("ALTER TABLE inbox ADD COLUMN content_encoding TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 

@@ -110,6 +110,7 @@ class InboxMessage:
     from_name: str
     content_type: str  # the SIP Content-Type as received ("message/cpim", "text/plain;...")
     body: bytes  # as received: delivered byte-identical
+    content_encoding: str = ""  # "gzip" | "deflate" | "": the body is kept encoded
     imdn_id: str = ""  # RFC 5438 Message-ID from the CPIM envelope
     silent: bool = False  # a delivery report (IMDN): delivered, never pushed, not unread
     received_at: float = 0.0

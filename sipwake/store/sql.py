@@ -88,7 +88,8 @@ INBOX_COLUMNS = _columns(InboxMessage)  # `id` first: assigned by the database
 # PostgreSQL column types, for the casts in Queries.add_message_locked
 _INBOX_PG_TYPES = {
     "aor": "text", "dedup_key": "text", "from_uri": "text", "from_name": "text",
-    "content_type": "text", "body": "bytea", "imdn_id": "text", "silent": "boolean",
+    "content_type": "text", "body": "bytea", "content_encoding": "text", "imdn_id": "text",
+    "silent": "boolean",
     "received_at": "double precision", "delivered_at": "double precision",
     "acked_at": "double precision",
 }  # fmt: skip
