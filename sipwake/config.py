@@ -108,6 +108,13 @@ class CallsConfig:
     alert_repeat: float = 15.0
     max_parked_per_user: int = 10
     max_parked_total: int = 10000
+    # Calls that push (token buckets, per minute): from one source to one user, and to
+    # one user from everyone. Over it: 480 and no push. 0: no limit.
+    source_rate: float = 3.0
+    source_burst: int = 5
+    callee_rate: float = 20.0
+    callee_burst: int = 30
+    log_retention_days: int = 90  # call log rows older than this are purged; 0: kept
 
 
 @dataclass
@@ -126,6 +133,16 @@ class VoicemailConfig:
 
 
 @dataclass
+class AuthConfig:
+    # Failed SIP digest / HTTP Basic checks per source address: more than max_failures
+    # within failure_window seconds → refused for block_time seconds. 0: no throttle.
+    max_failures: int = 20
+    failure_window: float = 60.0
+    block_time: float = 60.0
+    token_ttl: int = 86400  # seconds an HTTP bearer token (POST /v1/tokens) is valid
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -140,6 +157,7 @@ class Config:
     calls: CallsConfig = field(default_factory=CallsConfig)
     messages: MessagesConfig = field(default_factory=MessagesConfig)
     voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -53,4 +53,9 @@ class Metrics:
             "sipwake_register_to_invite_seconds",
             "REGISTER received until the waiting INVITE was sent to the new binding",
             self.registry,
+        )
+        self.auth_failures = Counter(
+            "sipwake_auth_failures",
+            "Failed SIP digest and HTTP Basic/Digest checks (wrong password, unknown user)",
+            registry=self.registry,
         )

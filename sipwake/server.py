@@ -16,15 +16,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from sipwake.api.http import HttpApi
+from sipwake.auth import Admission, AuthThrottle, UserDirectory
 from sipwake.calls.service import CallService
 from sipwake.config import Config, parse_listen
 from sipwake.messages.inbox import Inbox
 from sipwake.metrics import Metrics
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
-from sipwake.registrar.auth import Authenticator
 from sipwake.registrar.registrar import Registrar, RegistrarSettings
-from sipwake.registrar.users import UserDirectory
 from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.peer import TrustedPeers
@@ -86,11 +85,18 @@ class Server:
         digest = DigestAuth(
             self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
         )
-        auth = Authenticator(digest, UserDirectory(self.store), cfg.sip.domain)
+        self.users = UserDirectory(self.store)
+        throttle = AuthThrottle(
+            cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.block_time
+        )
+        self.admission = Admission(
+            digest, self.users, cfg.sip.domain, self.trusted_peers, throttle,
+            self.transport.is_us, self.metrics.auth_failures,
+        )  # fmt: skip
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
         )
-        self.registrar = Registrar(settings, self.store, auth, is_us=self.transport.is_us)
+        self.registrar = Registrar(settings, self.store, self.admission)
         await self.registrar.load()
         self.registrar.flow_alive = self.transport.flow_alive
         self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))

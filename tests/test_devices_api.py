@@ -87,7 +87,7 @@ async def test_auth_failures_are_401_with_challenges(api: Api, running: Running)
     alice = await running.server.store.get_user("alice", DOMAIN)
     assert alice is not None
     expired = issue_token(running.server.secret, alice, ttl=-10)
-    forged = issue_token(b"another secret", alice)
+    forged = issue_token(b"another secret", alice, 3600)
     cases = [
         {},
         basic("alice", "wrong"),
@@ -137,11 +137,13 @@ async def test_http_digest(api: Api) -> None:
     assert await devices(md5, 1) == 200
     assert await devices(sha, 2) == 200
     assert await devices(md5, 2) == 401  # nonce-count replayed
-    assert await devices(md5, 3, password="nope") == 401
-    assert await devices(md5, 4, uri="/v1/tokens") == 401  # credentials for another URI
-    assert await devices(md5, 5) == 200
-    auth = digest_header(sha, "POST", "/v1/tokens", "alice", "secret", nc=6)
+    assert await devices(md5, 3, uri="/v1/tokens") == 401  # credentials for another URI
+    assert await devices(md5, 4) == 200
+    auth = digest_header(sha, "POST", "/v1/tokens", "alice", "secret", nc=5)
     assert (await api.call("POST", "/v1/tokens", {"Authorization": auth}))[0] == 200
+    # a wrong password spends the nonce: even the right one needs a new challenge now
+    assert await devices(md5, 6, password="nope") == 401
+    assert await devices(md5, 7) == 401
 
 
 # ------------------------------------------------------------------ devices

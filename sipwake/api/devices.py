@@ -244,16 +244,16 @@ class DeviceApi:
         return device
 
     async def list(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server)
+        user = await require_user(request, self.server, scope="devices")
         devices = await self.server.store.devices(user.aor)
         return web.json_response({"devices": [device_json(d) for d in devices]})
 
     async def get(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server)
+        user = await require_user(request, self.server, scope="devices")
         return web.json_response(device_json(await self._own(request, user.aor)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server)
+        user = await require_user(request, self.server, scope="devices")
         device_id = _device_id(request)
         async with self._locked(device_id):
             device = await self._own(request, user.aor)
@@ -262,7 +262,7 @@ class DeviceApi:
         return web.Response(status=204)
 
     async def put(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server)
+        user = await require_user(request, self.server, scope="devices")
         device_id = _device_id(request)
         body = parse_device(await read_json_object(request, MAX_BODY))
         store = self.server.store

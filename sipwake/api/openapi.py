@@ -13,9 +13,10 @@ from aiohttp import web
 
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
-from sipwake.api.auth import TOKEN_TTL
+from sipwake.api.auth import SCOPES
 from sipwake.api.dev import MAX_LIMIT
 from sipwake.api.devices import DEVICE_ID, FIELDS, MAX_BODY, REQUIRED, Field
+from sipwake.config import AuthConfig
 from sipwake.voicemail.summary import MAX_COUNT
 
 if TYPE_CHECKING:
@@ -191,9 +192,24 @@ def spec() -> Json:
             }},
             "/v1/tokens": {"post": {
                 "summary": "Bearer token for the SIP user (send SIP credentials, not a token)",
+                "description": "Valid `[auth] token_ttl` seconds (24 h by default), until "
+                               "the password changes, or until revoked. Scope `devices` "
+                               "can only manage push devices.",
                 "security": [{"digestAuth": []}, {"basicAuth": []}],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False,
+                               "properties": {"scope": {"type": "string",
+                                                        "enum": list(SCOPES)}}}}}},
                 "responses": {"200": _json(_ref("Token"), "a new token"),
-                              "401": UNAUTHORIZED},
+                              "401": UNAUTHORIZED,
+                              "403": _error("too many failed attempts from this address "
+                                            "(Retry-After)"),
+                              "422": _error("unknown field or scope")},
+            }},
+            "/v1/tokens/current": {"delete": {
+                "summary": "Revoke the bearer token sent with this request",
+                "security": [{"bearerAuth": []}],
+                "responses": {"204": {"description": "revoked"}, "401": UNAUTHORIZED},
             }},
             "/v1/devices": {"get": {
                 "summary": "The caller's devices",
@@ -385,11 +401,13 @@ def spec() -> Json:
                 },
                 "Token": {
                     "type": "object",
-                    "required": ["token", "token_type", "expires_in", "expires_at"],
+                    "required": ["token", "token_type", "scope", "expires_in", "expires_at"],
                     "properties": {
                         "token": {"type": "string"},
                         "token_type": {"type": "string", "enum": ["Bearer"]},
-                        "expires_in": {"type": "integer", "examples": [TOKEN_TTL]},
+                        "scope": {"type": "string", "enum": list(SCOPES)},
+                        "expires_in": {"type": "integer",
+                                       "examples": [AuthConfig().token_ttl]},
                         "expires_at": {"type": "integer", "description": "unix seconds"},
                     },
                 },

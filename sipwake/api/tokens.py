@@ -1,5 +1,10 @@
-"""`POST /v1/tokens`: trade SIP credentials (Basic or Digest) for a bearer token,
-so an app need not keep sending its SIP password to the HTTP API."""
+"""Bearer tokens, so an app need not keep sending its SIP password to the HTTP API.
+
+    POST   /v1/tokens           SIP credentials (Basic or Digest) → a token;
+                                body {"scope": "devices"} for one that can only
+                                manage push devices (default "all")
+    DELETE /v1/tokens/current   the token in the Authorization header is revoked
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,42 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sipwake.api.auth import TOKEN_TTL, issue_token, require_user
+from sipwake.api.auth import SCOPES, issue_token, require_user, revoke_bearer
+from sipwake.api.jsonapi import invalid, read_json_object
 
 if TYPE_CHECKING:
     from sipwake.server import Server
+
+MAX_BODY = 1024
 
 
 def add_routes(app: web.Application, server: Server) -> None:
     async def create(request: web.Request) -> web.Response:
         user = await require_user(request, server, bearer=False)
+        scope = "all"
+        if request.can_read_body:
+            body = await read_json_object(request, MAX_BODY)
+            for name in body:
+                if name != "scope":
+                    raise invalid(name, "unknown field (accepted: scope)")
+            scope = body.get("scope", "all")
+            if scope not in SCOPES:
+                raise invalid("scope", f"must be one of {', '.join(SCOPES)}")
+        ttl = server.config.auth.token_ttl
         now = time.time()
-        token = issue_token(server.secret, user, TOKEN_TTL, now)
-        body = {
+        token = issue_token(server.secret, user, ttl, now, scope)
+        doc = {
             "token": token,
             "token_type": "Bearer",
-            "expires_in": TOKEN_TTL,
-            "expires_at": int(now + TOKEN_TTL),
+            "scope": scope,
+            "expires_in": ttl,
+            "expires_at": int(now + ttl),
         }
-        return web.json_response(body, headers={"Cache-Control": "no-store"})
+        return web.json_response(doc, headers={"Cache-Control": "no-store"})
+
+    async def revoke(request: web.Request) -> web.Response:
+        await revoke_bearer(request, server)
+        return web.Response(status=204)
 
     app.router.add_post("/v1/tokens", create)
+    app.router.add_delete("/v1/tokens/current", revoke)

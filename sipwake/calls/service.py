@@ -44,7 +44,7 @@ from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_tag
-from sipwake.sip.uri import URI, NameAddr
+from sipwake.sip.uri import NameAddr
 from sipwake.store.models import Binding, CallRecord, Device, User
 
 if TYPE_CHECKING:
@@ -68,7 +68,6 @@ class CallService:
         self.alert_repeat = float(cfg.calls.alert_repeat)
         self.max_per_user = cfg.calls.max_parked_per_user
         self.max_total = cfg.calls.max_parked_total
-        self.trusted = server.trusted_peers
         self.calls: dict[str, Call] = {}  # park id → ringing call
         self.by_st: dict[ServerTransaction, Call] = {}
         self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
@@ -118,18 +117,23 @@ class CallService:
             st.reply(482)
             return
         ruri = req.request_uri
-        if not ruri.is_sip or not self._is_local(ruri):
+        if not self.server.admission.is_local(ruri):
             st.reply(404, "Not Found (not our domain)")
             return
-        caller = await self._authenticate(st)
-        if caller is False or caller is True:
+        caller = await self.server.admission.admit(req)
+        if isinstance(caller, Message):
+            st.respond(caller)  # 407, or 403: a stranger, or From is not who authenticated
             return
+        if not caller.trusted:
+            # believed from trusted peers only: a local caller is who authenticated
+            req.remove("P-Asserted-Identity")
+            req.remove("P-Preferred-Identity")
         if ruri.user.startswith(PICKUP_PREFIX):
             # pickup-<park id>.<device id>: each pushed device has a pickup URI of its own
             park_id, _, device_id = ruri.user[len(PICKUP_PREFIX) :].partition(".")
-            await self._pickup(st, park_id, device_id, caller)
+            await self._pickup(st, park_id, device_id, caller.user)
             return
-        if await self.server.registrar.auth.users.get(ruri.user, self.domain) is None:
+        if await self.server.users.get(ruri.user, self.domain) is None:
             st.reply(404)
             return
         aor = f"sip:{ruri.user}@{self.domain}"
@@ -157,7 +161,7 @@ class CallService:
             id=random_urlsafe(12),
             aor=aor,
             st=st,
-            caller=_caller_id(req),
+            caller=_caller_id(req, caller.user),
             started_at=now,
             deadline=now + self.park_timeout,
             to_tag=new_tag(),
@@ -175,19 +179,6 @@ class CallService:
         if sleeping:
             self._push_call(call, sleeping)
         log.info("call %s to %s: %d live, %d pushed", call.id, aor, len(live), len(sleeping))
-
-    async def _authenticate(self, st: ServerTransaction) -> User | bool | None:
-        """The local caller (challenged with 407), None for a trusted or foreign
-        caller, False when a challenge or refusal was sent."""
-        req = st.request
-        from_uri = req.from_.uri
-        if not self._is_local(from_uri) or self.trusted.trusts(req.source):
-            return None
-        checked = await self.server.registrar.auth.check_sender(req)
-        if isinstance(checked, Message):
-            st.respond(checked)
-            return False
-        return checked
 
     # ----------------------------------------------------------------- forking
     def _fork(self, call: Call, binding: Binding) -> bool:
@@ -444,7 +435,7 @@ class CallService:
         caller in our 200. Then the two dialogs are bridged."""
         req = st.request
         if user is None:  # a pickup is always made as the callee, never trusted
-            checked = await self.server.registrar.auth.check(req, proxy=True)
+            checked = await self.server.admission.authenticate(req, proxy=True)
             if isinstance(checked, Message):
                 st.respond(checked)
                 return
@@ -571,12 +562,6 @@ class CallService:
             route = f"<sip:{host}:{port};transport={peer.transport};lr>"
             msg.add("Record-Route", route, first=True)
 
-    def _is_local(self, uri: URI) -> bool:
-        """Our domain, or one of our own addresses (phones dialling the server's IP)."""
-        return uri.host == self.domain or self.server.transport.is_us(
-            uri.host, uri.port, uri.secure
-        )
-
     def _pop_own_routes(self, req: Message) -> None:
         """Loose routing (RFC 3261 §16.4): Route entries naming us are ours to remove."""
         while True:
@@ -621,10 +606,14 @@ def _unindex(index: dict[str, dict[str, Call]], key: str, call_id: str) -> None:
             del index[key]
 
 
-def _caller_id(req: Message) -> CallerId:
-    """Who is calling, as shown on the push (P-Asserted-Identity preferred)."""
-    pai = req.get_all("P-Asserted-Identity")
+def _caller_id(req: Message, user: User | None) -> CallerId:
+    """Who is calling, as shown on the push and in the call log: a local caller is the
+    user who authenticated (the name is From's); a trusted peer's caller is its
+    P-Asserted-Identity, else its From."""
     source = req.from_
+    if user is not None:
+        return CallerId(user.aor, user.username, source.display)
+    pai = req.get_all("P-Asserted-Identity")
     if pai:
         with contextlib.suppress(SipParseError):
             source = NameAddr.parse(pai[0])

@@ -68,7 +68,6 @@ class Inbox:
         self.server = server
         self.cfg = server.config.messages
         self.domain = server.config.sip.domain
-        self.trusted = server.trusted_peers
         self.limiter = RateLimiter(self.cfg.sender_rate, self.cfg.sender_burst)
         self.courier = Courier(server.store, server.uac, self._task,
                                on_delivered=self.messages_delivered)
@@ -97,7 +96,7 @@ class Inbox:
         sender = await self._sender(st)
         if sender is None:
             return  # challenged or refused
-        user = await self.server.registrar.auth.users.get(ruri.user, self.domain)
+        user = await self.server.users.get(ruri.user, self.domain)
         if user is None:
             st.reply(404)
             return
@@ -193,19 +192,15 @@ class Inbox:
     async def _sender(self, st: ServerTransaction) -> Sender | None:
         """Who sent it; None when a challenge or a refusal was sent instead."""
         req = st.request
+        caller = await self.server.admission.admit(req)
+        if isinstance(caller, Message):
+            st.respond(caller)
+            return None
         addr = req.from_
+        if caller.user is not None:
+            return Sender(caller.user.aor, addr.display, trusted=False)
         uri = addr.uri
-        shown = uri.aor() if uri.is_sip else str(uri)
-        if self.trusted.trusts(req.source):
-            return Sender(shown, addr.display, trusted=True)
-        if not uri.is_sip or uri.host != self.domain:
-            st.reply(403, "Forbidden (not a trusted peer)")
-            return None
-        checked = await self.server.registrar.auth.check_sender(req)
-        if isinstance(checked, Message):
-            st.respond(checked)
-            return None
-        return Sender(checked.aor, addr.display, trusted=False)
+        return Sender(uri.aor() if uri.is_sip else str(uri), addr.display, trusted=True)
 
     async def _room(self, aor: str) -> bool:
         """Whether `aor` may store one more message; at the cap, the oldest delivered

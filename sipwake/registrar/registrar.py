@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sipwake.registrar.auth import Authenticator
+from sipwake.auth.admission import Admission
 from sipwake.registrar.pn import (
     PushParamError,
     PushParams,
@@ -64,15 +64,13 @@ class Registrar:
         self,
         settings: RegistrarSettings,
         store: Store,
-        auth: Authenticator,
+        auth: Admission,
         clock: Callable[[], float] = time.time,
-        is_us: Callable[[str, int | None, bool], bool] = lambda host, port, secure: False,
     ) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
         self.clock = clock
-        self.is_us = is_us  # host, port, secure: one of our own listening addresses
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.writer = BindingWriter(store)
         # TCP/TLS connection id → its bindings: a dropped connection costs its own
@@ -161,12 +159,13 @@ class Registrar:
     ) -> Message:
         s = self.settings
         ruri = request.request_uri
-        if not self._ours(ruri):
+        # our domain, or one of our addresses (pjsua2 registers at sip:<our IP>)
+        if not self.auth.is_local(ruri):
             return _answer(request, 404, "Not Found (not our domain)")
         to_uri = request.to.uri
-        if not self._ours(to_uri) or not to_uri.user:
+        if not self.auth.is_local(to_uri) or not to_uri.user:
             return _answer(request, 404, "Not Found (not our domain)")
-        checked = await self.auth.check(request)
+        checked = await self.auth.authenticate(request)
         if isinstance(checked, Message):
             return checked
         user: User = checked
@@ -223,12 +222,6 @@ class Registrar:
         ):
             resp.add("Require", "outbound")
         return resp
-
-    def _ours(self, uri: URI) -> bool:
-        """Our domain, or one of our own addresses (pjsua2 registers at sip:<our IP>)."""
-        return uri.is_sip and (
-            uri.host == self.settings.domain or self.is_us(uri.host, uri.port, uri.secure)
-        )
 
     def _binding(
         self,

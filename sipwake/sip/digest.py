@@ -41,6 +41,7 @@ _RAND_LEN = 8
 _MAC_LEN = 16
 _NONCE_RAW_LEN = _TS.size + _RAND_LEN + _MAC_LEN  # 32 bytes
 _NONCE_LEN = 43  # base64url of 32 bytes, padding stripped
+_SPENT = 1 << 32  # above any 8-hex-digit nonce-count: nothing is accepted on it again
 
 
 class AuthResult(enum.Enum):
@@ -325,12 +326,18 @@ class DigestAuth:
         ts = self._nonce_time(creds.nonce)
         if ts is None:
             return AuthResult.FAIL
+        seen = self._seen.get(creds.nonce)
+        if seen is not None and seen[1] == _SPENT:
+            return AuthResult.REPLAY  # not even checked: a spent nonce proves nothing
 
         expected = compute_response(
             creds.algorithm, ha1.lower(), method, creds.uri, creds.nonce, nc_text, creds.cnonce
         )
         response = creds.response.lower().encode("utf-8", "surrogatepass")
         if not hmac.compare_digest(expected.encode("ascii"), response):
+            # A wrong answer spends the nonce: every guess costs a new challenge.
+            if abs(self.clock() - ts) <= self.nonce_ttl:
+                self._remember(creds.nonce, ts, _SPENT)
             return AuthResult.FAIL
 
         # Only a correct response reaches here: RFC 2617 says stale=true only when
@@ -357,10 +364,14 @@ class DigestAuth:
         if entry is None:
             if ts <= self._evicted_upto:
                 return AuthResult.STALE  # its history may have been evicted
-            if len(seen) >= self.max_nonces:
-                evicted_ts = seen.popitem(last=False)[1][0]
-                self._evicted_upto = max(self._evicted_upto, evicted_ts)
         elif nc <= entry[1]:
             return AuthResult.REPLAY
-        seen[nonce] = (ts, nc)
+        self._remember(nonce, ts, nc)
         return AuthResult.OK
+
+    def _remember(self, nonce: str, ts: int, nc: int) -> None:
+        seen = self._seen
+        if nonce not in seen and len(seen) >= self.max_nonces:
+            evicted_ts = seen.popitem(last=False)[1][0]
+            self._evicted_upto = max(self._evicted_upto, evicted_ts)
+        seen[nonce] = (ts, nc)

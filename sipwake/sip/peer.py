@@ -46,10 +46,13 @@ class TrustedPeers:
         self.networks = [ipaddress.ip_network(p, strict=False) for p in specs]
 
     def trusts(self, source: Peer | None) -> bool:
-        if source is None or not self.networks:
+        return source is not None and self.trusts_host(source.host)
+
+    def trusts_host(self, host: str) -> bool:
+        if not self.networks:
             return False
         try:
-            address = ipaddress.ip_address(source.host)
+            address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return False
         return any(address in net for net in self.networks)

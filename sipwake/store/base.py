@@ -81,6 +81,21 @@ class Store(Protocol):
     ) -> list[CallRecord]:
         """Newest first."""
 
+    # API tokens revoked before their expiry
+    async def revoke_token(self, token_id: str, expires_at: float) -> None: ...
+
+    async def token_revoked(self, token_id: str) -> bool: ...
+
+    async def purge_revoked_tokens(self, now: float) -> int:
+        """Forget revocations of tokens expired by `now`; returns how many went."""
+
+    # retention
+    async def purge_calls(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` call-log rows started before `before`; how many went."""
+
+    async def purge_push_attempts(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` push-log rows from before `before`; how many went."""
+
     # voicemail
     async def put_mailbox(self, mailbox: Mailbox) -> None:
         """Insert or replace a user's voicemail state by aor."""

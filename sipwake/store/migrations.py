@@ -262,6 +262,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "inbox: Content-Encoding kept with the body",
         ("ALTER TABLE inbox ADD COLUMN content_encoding TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        7,
+        "revoked API bearer tokens (until they would have expired)",
+        (
+            """
+            CREATE TABLE revoked_tokens (
+                token_id TEXT NOT NULL PRIMARY KEY,
+                expires_at {float} NOT NULL
+            )""",
+            "CREATE INDEX revoked_tokens_expires_at ON revoked_tokens (expires_at)",
+            # retention purges of the call log and the push log go by time
+            "CREATE INDEX call_log_started_at ON call_log (started_at)",
+            "CREATE INDEX push_attempts_at ON push_attempts (at)",
+        ),
+    ),
 )
 
 

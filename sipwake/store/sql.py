@@ -166,6 +166,22 @@ class Queries:
     )
 
     put_mailbox: str = _upsert("mailboxes", MAILBOX_COLUMNS, ("aor",))
+
+    revoke_token: str = (
+        "INSERT INTO revoked_tokens (token_id, expires_at) VALUES (?, ?)"
+        " ON CONFLICT (token_id) DO NOTHING"
+    )
+    token_revoked: str = "SELECT 1 FROM revoked_tokens WHERE token_id = ?"
+    # retention: oldest rows first, a bounded number per statement
+    purge_revoked_tokens: str = "DELETE FROM revoked_tokens WHERE expires_at < ?"
+    purge_calls: str = (
+        "DELETE FROM call_log WHERE call_id IN (SELECT call_id FROM call_log"
+        " WHERE started_at < ? ORDER BY started_at LIMIT ?)"
+    )
+    purge_push_attempts: str = (
+        "DELETE FROM push_attempts WHERE id IN (SELECT id FROM push_attempts"
+        " WHERE at < ? ORDER BY at LIMIT ?)"
+    )
     get_mailbox: str = _select("mailboxes", MAILBOX_COLUMNS, "WHERE aor = ?")
 
     # inbox (the columns after `id`, which the database assigns)
@@ -376,6 +392,23 @@ class SQLStore:
         mailbox = Mailbox(*rows[0])
         mailbox.waiting = bool(mailbox.waiting)  # SQLite hands booleans back as 0/1
         return mailbox
+
+    # API tokens and retention
+
+    async def revoke_token(self, token_id: str, expires_at: float) -> None:
+        await self._execute(self._q.revoke_token, (token_id, expires_at))
+
+    async def token_revoked(self, token_id: str) -> bool:
+        return bool(await self._fetch(self._q.token_revoked, (token_id,)))
+
+    async def purge_revoked_tokens(self, now: float) -> int:
+        return await self._execute(self._q.purge_revoked_tokens, (now,))
+
+    async def purge_calls(self, before: float, limit: int = 1000) -> int:
+        return await self._execute(self._q.purge_calls, (before, limit))
+
+    async def purge_push_attempts(self, before: float, limit: int = 1000) -> int:
+        return await self._execute(self._q.purge_push_attempts, (before, limit))
 
     # inbox
 

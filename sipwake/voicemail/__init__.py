@@ -50,7 +50,7 @@ class Voicemail:
         )
         self.subscriptions = Subscriptions(
             store=server.store,
-            auth=server.registrar.auth,
+            auth=server.admission,
             uac=server.uac,
             trust=self.trust,
             mailboxes=self.mailboxes,
@@ -59,7 +59,7 @@ class Voicemail:
             max_expires=cfg.sip.max_expires,
         )
         self.forwarder = Forwarder(server.registrar, server.uac, self.subscriptions, self.tasks)
-        self.notify_in = NotifyIn(server.store, server.registrar.auth, self.trust, self.mailboxes)
+        self.notify_in = NotifyIn(server.store, server.admission, self.trust, self.mailboxes)
         self.mailboxes.on_change = self._changed
         self.server = server
 

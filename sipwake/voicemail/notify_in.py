@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from sipwake.registrar.auth import Authenticator
+from sipwake.auth import Admission
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.store.base import Store
@@ -30,7 +30,7 @@ class NotifyIn:
     def __init__(
         self,
         store: Store,
-        auth: Authenticator,
+        auth: Admission,
         trust: Trust,
         mailboxes: Mailboxes,
     ) -> None:
@@ -83,10 +83,11 @@ class NotifyIn:
         if not self.trust.notifiers:
             log.warning("message-summary NOTIFY from untrusted %s refused", request.source)
             return make_response(request, 403, "Forbidden (untrusted voicemail source)")
-        checked = await self.auth.check(request, proxy=True)
-        if isinstance(checked, Message):
-            return checked  # 407 challenge, or 403 for bad credentials
-        if not self.trust.is_notifier(checked.username):
-            log.warning("message-summary NOTIFY from %s: not a notifier", checked.username)
+        caller = await self.auth.admit(request)
+        if isinstance(caller, Message):
+            return caller  # 407 challenge, or 403
+        if caller.user is None or not self.trust.is_notifier(caller.user.username):
+            who = caller.user.username if caller.user else request.source
+            log.warning("message-summary NOTIFY from %s: not a notifier", who)
             return make_response(request, 403, "Forbidden (not a voicemail notifier)")
         return None

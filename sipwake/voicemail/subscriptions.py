@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from sipwake.registrar.auth import Authenticator
+from sipwake.auth import Admission
 from sipwake.registrar.registrar import reach
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
@@ -102,7 +102,7 @@ class Subscriptions:
         self,
         *,
         store: Store,
-        auth: Authenticator,
+        auth: Admission,
         uac: Uac,
         trust: Trust,
         mailboxes: Mailboxes,
@@ -224,16 +224,16 @@ class Subscriptions:
         """The user subscribing: digest-authenticated, or named in From by a trusted
         peer. None when a challenge or refusal was sent instead."""
         request = st.request
-        if self.trust.trusted(request.source):
-            user = self.trust.local_user(request.from_.uri)
-            if user is None:
-                st.respond(make_response(request, 403, "Forbidden (From is not a local user)"))
-            return user
-        checked = await self.auth.check(request, proxy=True)
-        if isinstance(checked, Message):
-            st.respond(checked)
+        caller = await self.auth.admit(request)
+        if isinstance(caller, Message):
+            st.respond(caller)
             return None
-        return checked.username
+        if caller.user is not None:
+            return caller.user.username
+        user = self.trust.local_user(request.from_.uri)
+        if user is None:
+            st.respond(make_response(request, 403, "Forbidden (From is not a local user)"))
+        return user
 
     def _contact_of(self, st: ServerTransaction) -> tuple[str, str] | None:
         """(Contact URI, +sip.instance) of the subscriber; 400 when missing."""
