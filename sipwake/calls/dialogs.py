@@ -8,11 +8,13 @@ in-dialog requests are re-issued on the other leg. Bodies are never changed.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sipwake.registrar.pn import strip_push_params
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_branch
@@ -123,6 +125,7 @@ class Dialogs:
             resp.pop_first("Via")
             if resp.status == 100:
                 return
+            scrub_contacts(resp)
             st.respond(resp)
             if req.method == "BYE" and resp.status >= 200:
                 self.remove(req.call_id)
@@ -185,6 +188,20 @@ class Dialogs:
         return f"<sip:sipwake@{host}:{port};transport={transport}>"
 
 
+def scrub_contacts(msg: Message) -> None:
+    """No pn-* in a Contact we pass on: a phone that puts its push parameters in every
+    Contact (pjsua2's contactUriParams) must not hand its token to whoever it talks to."""
+    values = msg.get_all("Contact")
+    if not any("pn-" in v.lower() for v in values):
+        return
+    contacts = [copy.copy(c) for c in msg.contacts]
+    msg.remove("Contact")
+    for c in contacts:
+        c.uri = copy.copy(c.uri)
+        c.uri.params = strip_push_params(c.uri.params)
+        msg.add("Contact", str(c))
+
+
 def forward_copy(req: Message) -> Message:
     """A request as a proxy forwards it: Max-Forwards one less, and without the
     credentials, which were for us (they never leave the server)."""
@@ -193,4 +210,5 @@ def forward_copy(req: Message) -> Message:
     fwd.set("Max-Forwards", str((70 if mf is None else mf) - 1))
     fwd.remove("Proxy-Authorization")
     fwd.remove("Authorization")
+    scrub_contacts(fwd)
     return fwd

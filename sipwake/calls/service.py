@@ -31,7 +31,14 @@ from sipwake.calls.call import (
     Call,
     CallerId,
 )
-from sipwake.calls.dialogs import Bridge, Dialogs, Leg, ProxyDialog, forward_copy
+from sipwake.calls.dialogs import (
+    Bridge,
+    Dialogs,
+    Leg,
+    ProxyDialog,
+    forward_copy,
+    scrub_contacts,
+)
 from sipwake.ids import random_urlsafe
 from sipwake.push.notification import (
     CallCancelledNotification,
@@ -206,6 +213,7 @@ class CallService:
 
     def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
         resp.pop_first("Via")
+        scrub_contacts(resp)
         status = resp.status
         if status < 200:
             if status > 100 and call.state == RINGING:
@@ -545,6 +553,7 @@ class CallService:
         if not isinstance(d, ProxyDialog):
             return False
         resp.pop_first("Via")
+        scrub_contacts(resp)
         self.server.transport.send(resp, d.caller)
         return True
 
