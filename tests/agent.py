@@ -183,7 +183,8 @@ class Agent:
             "Via": f"SIP/2.0/{proto} {host}:{port};branch={branch};rport",
             "Max-Forwards": "70",
             "From": f"<sip:{self.user}@{self.domain}>;tag={self.tag}",
-            "To": f"<sip:{self.user}@{self.domain}>",
+            # a REGISTER's To is the AOR registered; any other request's, its target
+            "To": f"<sip:{self.user}@{self.domain}>" if method == "REGISTER" else f"<{uri}>",
             "Call-ID": self.call_id,
             "CSeq": f"{self.cseq} {method}",
         }
