@@ -110,6 +110,10 @@ listen = "127.0.0.1:{http_port}"
 api_token = "{API_TOKEN}"
 [store]
 url = "sqlite:///{db}"
+[calls]
+# SIPp is one trunk calling each user many times a minute: no per-source push limit
+source_rate = 0
+callee_rate = 0
 [push.apns]
 team_id = "{TEAM}"
 key_id = "{KID}"

@@ -93,6 +93,7 @@ class Agent:
     server: tuple[str, int]
     transport: str = "udp"
     auth_user: str = ""  # digest username when it differs from the AOR's user
+    local_host: str = "127.0.0.1"  # another loopback address is another source
     requests: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -104,13 +105,13 @@ class Agent:
             return self
         if self.transport == "udp":
             t, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpClient(self), local_addr=("127.0.0.1", 0)
+                lambda: _UdpClient(self), local_addr=(self.local_host, 0)
             )
             self._send = lambda data: t.sendto(data, self.server)
         else:
             ctx = _insecure_tls() if self.transport == "tls" else None
             t, _ = await loop.create_connection(
-                lambda: _TcpClient(self), *self.server, ssl=ctx
+                lambda: _TcpClient(self), *self.server, ssl=ctx, local_addr=(self.local_host, 0)
             )
             self._send = t.write
         self._t = t

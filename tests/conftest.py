@@ -59,8 +59,12 @@ class Running:
         await self.server.store.put_user(user)
         return user
 
-    async def phone(self, user: str, password: str = "secret", transport: str = "udp") -> Agent:
-        agent = await Agent(user, password, DOMAIN, self.addr(transport), transport).start()
+    async def phone(
+        self, user: str, password: str = "secret", transport: str = "udp",
+        host: str = "127.0.0.1",
+    ) -> Agent:
+        agent = Agent(user, password, DOMAIN, self.addr(transport), transport, local_host=host)
+        await agent.start()
         self.agents.append(agent)
         return agent
 

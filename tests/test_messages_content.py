@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sipwake.messages.content import GENERIC, number_of, parse_content, split_media_type
-from sipwake.messages.limits import RateLimiter
+from sipwake.ratelimit import RateLimiter
 
 RCS = (
     b'From: "Alice Liddell" <sip:+4930123@ims.example.com>\r\n'

@@ -44,6 +44,7 @@ class Call:
     started_at: float
     deadline: float  # unix seconds: the park gives up then
     to_tag: str  # our tag on the 180 we send, and on the 200 of a pickup
+    source: str = ""  # who is calling, for the push limits: the caller's AOR, or its address
     state: str = RINGING
     outcome: str = ""
     answered_by: str = ""

@@ -46,6 +46,7 @@ from sipwake.push.notification import (
     MissedCallNotification,
     Notification,
 )
+from sipwake.ratelimit import RateLimiter
 from sipwake.registrar.registrar import reach
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
@@ -64,6 +65,8 @@ DIALOG_MAX_AGE = 12 * 3600  # a call longer than this without BYE is a lost BYE
 DIALOG_SWEEP = 300.0
 TIMER_C = 180.0  # RFC 3261 §16.6: a ringing branch may ring this long (> 3 min)
 IN_DIALOG_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "REFER")
+QUICK_CANCEL = 5.0  # seconds: a CANCEL this soon after a pushing INVITE costs another push
+LIMIT_LOG_EVERY = 60.0  # seconds between log lines about one source over its push limit
 
 
 class CallService:
@@ -75,6 +78,10 @@ class CallService:
         self.alert_repeat = float(cfg.calls.alert_repeat)
         self.max_per_user = cfg.calls.max_parked_per_user
         self.max_total = cfg.calls.max_parked_total
+        # calls that push, per minute: from one source to one user, and to one user
+        self.source_pushes = RateLimiter(cfg.calls.source_rate / 60, cfg.calls.source_burst)
+        self.callee_pushes = RateLimiter(cfg.calls.callee_rate / 60, cfg.calls.callee_burst)
+        self._limited_logged: dict[str, float] = {}
         self.calls: dict[str, Call] = {}  # park id → ringing call
         self.by_st: dict[ServerTransaction, Call] = {}
         self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
@@ -160,6 +167,15 @@ class CallService:
         if not live and not sleeping:
             st.reply(480)
             return
+        source = caller.user.aor if caller.user is not None else _address(req)
+        if sleeping and not self._may_push(source, aor):
+            sleeping = []  # live phones still ring; nobody is woken
+            if not live:
+                resp = make_response(req, 480, "Temporarily Unavailable (too many calls)",
+                                     to_tag=new_tag())  # fmt: skip
+                resp.add("Retry-After", "60")
+                st.respond(resp)
+                return
         if st.last_response is not None and st.last_response.status >= 200:
             return  # the caller gave up (CANCEL) while we looked things up
 
@@ -172,6 +188,7 @@ class CallService:
             started_at=now,
             deadline=now + self.park_timeout,
             to_tag=new_tag(),
+            source=source,
         )
         self.calls[call.id] = call
         self.ringing_by_aor.setdefault(aor, {})[call.id] = call
@@ -346,10 +363,27 @@ class CallService:
         if call.state == RINGING:
             self._end(call, 480, REASON_MISSED, "timeout", missed=True)
 
+    def _may_push(self, source: str, aor: str) -> bool:
+        """Whether this call may wake `aor`'s devices: no source rings a phone more than
+        a few times a minute, and no phone is rung more than its limit by everyone."""
+        if self.source_pushes.take(f"{source}|{aor}") == 0 and self.callee_pushes.take(aor) == 0:
+            return True
+        now = time.monotonic()
+        key = f"{source}|{aor}"
+        if now - self._limited_logged.get(key, -LIMIT_LOG_EVERY) >= LIMIT_LOG_EVERY:
+            if len(self._limited_logged) > 10_000:
+                self._limited_logged.clear()
+            self._limited_logged[key] = now  # one line a minute per source and callee
+            log.warning("calls from %s to %s over the push limit: not pushed", source, aor)
+        return False
+
     def on_cancel(self, invite: ServerTransaction) -> bool:
         call = self.by_st.get(invite)
         if call is None:
             return False
+        if call.pushed and time.time() - call.started_at < QUICK_CANCEL:
+            # INVITE + CANCEL at once rings a phone for nothing: it costs the source twice
+            self.source_pushes.take(f"{call.source}|{call.aor}")
         self._end(call, 487, REASON_MISSED, "cancelled", missed=True)
         return True
 
@@ -629,6 +663,10 @@ def _caller_id(req: Message, user: User | None) -> CallerId:
     uri = source.uri
     number = uri.user if uri.is_sip else uri.opaque.split(";")[0]
     return CallerId(str(uri.aor()) if uri.is_sip else str(uri), number, source.display)
+
+
+def _address(req: Message) -> str:
+    return req.source.host if req.source is not None else "?"
 
 
 def _better(new: Message, old: Message) -> bool:

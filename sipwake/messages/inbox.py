@@ -34,8 +34,8 @@ from sipwake.messages.encoding import (
     content_encoding,
     decode,
 )
-from sipwake.messages.limits import RateLimiter
 from sipwake.messages.notify import PushCoalescer
+from sipwake.ratelimit import RateLimiter
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.store.models import Binding, Device, InboxMessage

@@ -1,7 +1,8 @@
-"""Per-sender rate limit: a token bucket per sender URI.
+"""Rate limits: a token bucket per key (a MESSAGE sender, a caller and callee).
 
-A sender may send `burst` messages at once, then `rate` per second. The answer to
-one over the limit is 503 with Retry-After (RFC 3261 has no 429 for SIP).
+A key may take `burst` tokens at once, then `rate` per second. What happens to one
+over the limit is the caller's choice (a MESSAGE gets 503 with Retry-After; RFC 3261
+has no 429 for SIP).
 """
 
 from __future__ import annotations
