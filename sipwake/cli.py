@@ -1,4 +1,8 @@
-"""`sipwake serve` and `sipwake user …`."""
+"""`sipwake serve` and `sipwake user …`.
+
+A store that can't be opened is reported as one line on stderr, "sipwake: …", with
+exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.sip.digest import ha1
-from sipwake.store import open_store
+from sipwake.store import StoreOpenError, open_store
 from sipwake.store.models import User
 
 
@@ -36,6 +40,9 @@ async def serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
+    except StoreOpenError as exc:
+        print(f"sipwake: {exc}", file=sys.stderr)
+        return 2
     except (ConfigError, OSError, ValueError) as exc:  # bad key file, port in use, ...
         print(f"sipwake: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -47,7 +54,11 @@ async def serve(config: Config) -> int:
 
 
 async def user_command(config: Config, args: argparse.Namespace) -> int:
-    store = await open_store(config.store.url)
+    try:
+        store = await open_store(config.store.url)
+    except (StoreOpenError, ValueError) as exc:  # ValueError: a malformed URL
+        print(f"sipwake: {exc}", file=sys.stderr)
+        return 2
     domain = args.domain or config.sip.domain
     try:
         if args.action == "add":

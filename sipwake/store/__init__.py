@@ -12,6 +12,10 @@ URLs (`[store] url`):
 
 `schema` puts sipwake's tables in that PostgreSQL schema (created if missing);
 other query parameters go to asyncpg (e.g. `sslmode`).
+
+A store that cannot be opened (no such folder or database, a read-only file, no
+server listening, ...) raises StoreOpenError, whose message says in one line what
+is wrong and what to do; the command line prints it instead of a traceback.
 """
 
 from __future__ import annotations
@@ -22,14 +26,52 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from sipwake.store.base import Store
 from sipwake.store.models import Binding, Device, PushAttempt, User
 
-__all__ = ["Binding", "Device", "PushAttempt", "Store", "User", "create_store", "open_store"]
+__all__ = [
+    "Binding",
+    "Device",
+    "PushAttempt",
+    "Store",
+    "StoreOpenError",
+    "User",
+    "create_store",
+    "display_url",
+    "open_store",
+]
+
+
+class StoreOpenError(Exception):
+    """The store could not be opened. `reason` is worded for the operator: what is
+    wrong and how to fix it; `url` (password hidden) is filled in by open_store."""
+
+    def __init__(self, reason: str, url: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.url = url
+
+    def __str__(self) -> str:
+        return f"cannot open store {self.url}: {self.reason}" if self.url else self.reason
 
 
 async def open_store(url: str) -> Store:
-    """The store for `url`, opened: connected and migrated."""
+    """The store for `url`, opened: connected and migrated. Raises ValueError for a
+    bad URL, StoreOpenError when the database can't be opened or created."""
     store = create_store(url)
-    await store.open()
+    try:
+        await store.open()
+    except StoreOpenError as exc:
+        exc.url = display_url(url)
+        raise
     return store
+
+
+def display_url(url: str) -> str:
+    """`url` with any password replaced by ***, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 def create_store(url: str) -> Store:

@@ -19,10 +19,11 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from sipwake.store import migrations
+from sipwake.store import StoreOpenError, migrations
 from sipwake.store import sql as q
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,17 @@ class PostgresStore(q.SQLStore):
         if self._pool is not None:
             raise RuntimeError("PostgresStore is already open")
         settings = {"search_path": f'"{self.schema}"'} if self.schema else None
-        pool = await asyncpg.create_pool(
-            self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreOpenError(_why_not(self.dsn, exc)) from exc
         try:
             await self._migrate(pool)
+        except asyncpg.PostgresError as exc:
+            await pool.close()
+            raise StoreOpenError(_why_not(self.dsn, exc)) from exc
         except BaseException:
             await pool.close()
             raise
@@ -156,6 +163,26 @@ class PostgresStore(q.SQLStore):
             _settle(batch, exc)
         else:
             _settle(batch, None)
+
+
+def _why_not(dsn: str, exc: Exception) -> str:
+    """Why PostgreSQL at `dsn` could not be opened, and what to do, in one line."""
+    parts = urlsplit(dsn)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    database = parts.path.lstrip("/") or parts.username or "?"
+    fix = "or set [store] url"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"database {database!r} does not exist on {where} (createdb {database}, {fix})"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # or InvalidPassword
+        return f"{exc} (check the user and password, or the server's pg_hba.conf, {fix})"
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return f"{exc} (sipwake creates its tables at start: grant the user CREATE, {fix})"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from a PostgreSQL server at {where} ({fix})"
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc) or type(exc).__name__
+        return f"no PostgreSQL server at {where}: {why} (start it, {fix})"
+    return f"{exc} ({fix})"
 
 
 def _settle(batch: list[_Write], exc: Exception | None) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sipwake.store import migrations
+from sipwake.store import StoreOpenError, migrations
 from sipwake.store import sql as q
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,10 @@ class SQLiteStore(q.SQLStore):
         if self._conn is not None:
             raise RuntimeError("SQLiteStore is already open")
         # connecting may wait for another process migrating the file: not on the loop
-        self._conn = await asyncio.to_thread(self._connect)
+        try:
+            self._conn = await asyncio.to_thread(self._connect)
+        except sqlite3.Error as exc:
+            raise StoreOpenError(_why_not(self.path, exc)) from exc
         self._loop = asyncio.get_running_loop()
         self._closing = False
         if self.path != ":memory:":
@@ -141,6 +145,7 @@ class SQLiteStore(q.SQLStore):
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
             _migrate(conn)
+            _check_writable(conn)
             conn.execute("PRAGMA busy_timeout = 0")  # the loop never waits for a lock
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
@@ -353,6 +358,44 @@ def _try_batch(
         conn.execute("RELEASE job")
     conn.execute("COMMIT")
     return done, None
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """SQLite opens a file it may not write read-only, without a word, and the first
+    write fails later (the first REGISTER). Write the header's user_version as it is,
+    and roll back: SQLITE_READONLY now, at open, when the file is read-only."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        conn.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _why_not(path: str, exc: sqlite3.Error) -> str:
+    """Why the database at `path` could not be opened, and what to do, in one line."""
+    folder = os.path.dirname(path) or "."
+    fix = "or set [store] url"
+    if path == ":memory:":
+        return str(exc)
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist (create it, {fix})"
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a database file (give a file name, {fix})"
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_READONLY") or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        return f"{path} is read-only (make it writable for this user, {fix})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"folder {folder} is not writable (SQLite creates the database and its "
+            f"-wal and -shm files there: make it writable for this user, {fix})"
+        )
+    if name == "SQLITE_NOTADB":
+        return f"{path} is not an SQLite database ({fix})"
+    return f"{path}: {exc}"
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

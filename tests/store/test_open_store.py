@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sipwake.store import User, create_store, open_store
+from sipwake.store import StoreOpenError, User, create_store, display_url, open_store
 from sipwake.store.postgres import PostgresStore
 from sipwake.store.sqlite import SQLiteStore
+from tests.readonly import read_only
 
 if TYPE_CHECKING:
     from tests.store.conftest import PgAdmin
@@ -81,3 +82,85 @@ async def test_postgres_schema_is_created_when_missing(pg_admin: PgAdmin) -> Non
         t["table_name"] for t in tables
     }
     assert await pg_admin.conn.fetchval(f'SELECT count(*) FROM "{pg_admin.schema}".users') == 1
+
+
+# --- stores that can't be opened say why, in one line -----------------------------------
+
+
+async def open_error(url: str) -> str:
+    with pytest.raises(StoreOpenError) as exc:
+        await open_store(url)
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+async def test_sqlite_missing_folder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
+    assert await open_error(url) == (
+        f"cannot open store {url}: folder {tmp_path}/no/such/dir does not exist "
+        "(create it, or set [store] url)"
+    )
+
+
+async def test_sqlite_folder_given_as_the_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}"
+    assert await open_error(url) == (
+        f"cannot open store {url}: {tmp_path} is a folder, not a database file "
+        "(give a file name, or set [store] url)"
+    )
+
+
+async def test_sqlite_file_that_is_no_database(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("shopping list\n" * 200)
+    url = f"sqlite:///{tmp_path}/notes.txt"
+    assert await open_error(url) == (
+        f"cannot open store {url}: {tmp_path}/notes.txt is not an SQLite database "
+        "(or set [store] url)"
+    )
+
+
+async def test_sqlite_read_only_file_fails_at_open_not_at_the_first_write(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = await open_store(url)
+    await store.put_user(User("a", "d", "m", "s"))
+    await store.close()
+    with read_only(tmp_path / "s.db"):
+        assert await open_error(url) == (
+            f"cannot open store {url}: {tmp_path}/s.db is read-only "
+            "(make it writable for this user, or set [store] url)"
+        )
+
+
+async def test_sqlite_folder_not_writable(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/s.db"
+    with read_only(folder):
+        message = await open_error(url)
+    assert message.startswith(f"cannot open store {url}: folder {folder} is not writable")
+
+
+async def test_postgres_missing_database(pg_admin: PgAdmin) -> None:
+    url = pg_admin.url.rsplit("/", 1)[0] + "/sipwake_does_not_exist"
+    message = await open_error(url)
+    assert message.startswith(f"cannot open store {url}: database 'sipwake_does_not_exist' ")
+    assert message.endswith("(createdb sipwake_does_not_exist, or set [store] url)")
+
+
+async def test_postgres_nobody_listening_and_password_hidden() -> None:
+    message = await open_error("postgresql://sip:hunter2@127.0.0.1:1/sipwake")
+    assert message.startswith(
+        "cannot open store postgresql://sip:***@127.0.0.1:1/sipwake: "
+        "no PostgreSQL server at 127.0.0.1:1: "
+    )
+    assert message.endswith("(start it, or set [store] url)") and "hunter2" not in message
+
+
+def test_display_url_hides_passwords() -> None:
+    assert display_url("postgresql://u:p%40ss@h:5/db?schema=x") == "postgresql://u:***@h:5/db?schema=x"
+    assert display_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert display_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert display_url("sqlite://:memory:") == "sqlite://:memory:"

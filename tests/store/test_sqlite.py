@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sipwake.store import Binding, User
+from sipwake.store import Binding, StoreOpenError, User
 from sipwake.store import sqlite as sqlite_module
 from sipwake.store.sqlite import BUSY_RETRY, SQLiteStore
 
@@ -151,8 +151,9 @@ async def test_closed_store_refuses_calls(store: SQLiteStore) -> None:
 
 async def test_open_fails_cleanly_on_bad_path(tmp_path: Path) -> None:
     s = SQLiteStore(str(tmp_path / "missing-dir" / "s.db"))
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreOpenError, match="missing-dir does not exist") as exc:
         await s.open()
+    assert isinstance(exc.value.__cause__, sqlite3.OperationalError)
     with pytest.raises(RuntimeError):
         await s.get_user("a", "d")
 
