@@ -1,7 +1,7 @@
 """`sipwake serve` and `sipwake user …`.
 
-A store that can't be opened is reported as one line on stderr, "sipwake: …", with
-exit status 2.
+A mistake an operator can fix (a bad configuration, a store that can't be opened, an
+invalid user name) is reported as one line on stderr, "sipwake: …", with exit status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import string
 import sys
 import time
 from collections.abc import Coroutine
@@ -19,6 +20,44 @@ from sipwake.config import Config, ConfigError, load_config
 from sipwake.sip.digest import ha1
 from sipwake.store import StoreOpenError, open_store
 from sipwake.store.models import User
+
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
+_USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()" + "&=+$,;?/")
+_HEX = frozenset(string.hexdigits)
+
+
+def check_username(name: str) -> str | None:
+    """Why `name` can't be the user part of a SIP address, or None when it can."""
+    if not name:
+        return "a user name must not be empty"
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if c in _USER_CHARS:
+            i += 1
+        elif c == "%" and len(name) >= i + 3 and set(name[i + 1 : i + 3]) <= _HEX:
+            i += 3
+        else:
+            break
+    else:
+        return None
+    if c == "@":
+        return (
+            f"user name {name!r} contains '@': give the user part only "
+            "(the domain is [sip] domain, or --domain)"
+        )
+    if c == "%":
+        what = "a '%' that does not start a %XX escape"
+    elif c.isspace():
+        what = "a space"
+    elif not c.isprintable():
+        what = "a control character"
+    else:
+        what = repr(c)
+    return (
+        f"user name {name!r} contains {what}: a SIP user part may hold ASCII letters and "
+        "digits, -_.!~*'()&=+$,;?/ and %XX escapes (RFC 3261)"
+    )
 
 
 def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:
@@ -53,31 +92,48 @@ async def serve(config: Config) -> int:
     return 0
 
 
+def _user(username: str, domain: str, realm: str, password: str, created_at: float) -> User:
+    return User(
+        username=username,
+        domain=domain,
+        ha1_md5=ha1(username, realm, password, "MD5"),
+        ha1_sha256=ha1(username, realm, password, "SHA-256"),
+        created_at=created_at,
+    )
+
+
 async def user_command(config: Config, args: argparse.Namespace) -> int:
+    domain = args.domain or config.sip.domain
+    if args.action in ("add", "passwd"):
+        # checked before the store is opened: a bad command leaves nothing behind
+        if args.action == "add" and (why := check_username(args.username)):
+            print(f"sipwake: {why}", file=sys.stderr)
+            return 2
+        if not args.password:
+            print("sipwake: --password is required", file=sys.stderr)
+            return 2
     try:
         store = await open_store(config.store.url)
     except (StoreOpenError, ValueError) as exc:  # ValueError: a malformed URL
         print(f"sipwake: {exc}", file=sys.stderr)
         return 2
-    domain = args.domain or config.sip.domain
     try:
+        realm = config.sip.realm
         if args.action == "add":
-            if not args.password:
-                print("--password is required", file=sys.stderr)
-                return 2
-            realm = config.sip.realm
-            user = User(
-                username=args.username,
-                domain=domain,
-                ha1_md5=ha1(args.username, realm, args.password, "MD5"),
-                ha1_sha256=ha1(args.username, realm, args.password, "SHA-256"),
-                created_at=time.time(),
-            )
+            user = _user(args.username, domain, realm, args.password, time.time())
             await store.put_user(user)
             print(f"user {user.aor} saved")
+        elif args.action == "passwd":
+            old = await store.get_user(args.username, domain)
+            if old is None:
+                print(f"sipwake: no user {args.username}@{domain}", file=sys.stderr)
+                return 1
+            await store.put_user(_user(old.username, domain, realm, args.password, old.created_at))
+            print(f"password of {old.aor} changed")
         elif args.action == "del":
+            # not checked as a name: a malformed user stored by an older version can go
             if not await store.delete_user(args.username, domain):
-                print(f"no user {args.username}@{domain}", file=sys.stderr)
+                print(f"sipwake: no user {args.username}@{domain}", file=sys.stderr)
                 return 1
             print(f"user {args.username}@{domain} deleted")
         else:
@@ -98,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         help="event loop (auto: uvloop when installed)",
     )  # fmt: skip
     p_user = sub.add_parser("user", help="provision SIP users")
-    p_user.add_argument("action", choices=["add", "del", "list"])
+    p_user.add_argument("action", choices=["add", "passwd", "del", "list"])
     p_user.add_argument("username", nargs="?", default="")
     p_user.add_argument("--password", help="stored only as digest HA1 hashes")
     p_user.add_argument("--domain", help="defaults to [sip] domain")
     p_user.add_argument("--config")
     args = parser.parse_args(argv)
+    if args.command == "user" and args.action != "list" and not args.username:
+        parser.error("USER is required")
 
     try:
         config = load_config(args.config)
@@ -116,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return run(serve(config), args.loop)
-    if args.action in ("add", "del") and not args.username:
-        parser.error("USER is required")
     return run(user_command(config, args))
 
 

@@ -1,16 +1,18 @@
-"""The command line as a newcomer meets it: a store that can't be opened is one
-line on stderr and exit 2, never a traceback."""
+"""The command line as a newcomer meets it: mistakes are one line on stderr and exit 2,
+never a traceback; users are valid SIP user parts."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from sipwake.cli import main
+from sipwake.cli import check_username, main
+from sipwake.sip.digest import ha1
 from tests.conftest import DOMAIN, PG_DSN
 from tests.readonly import read_only
 from tests.served import run_sipwake
@@ -96,3 +98,86 @@ def test_malformed_store_url_is_one_line(
     config = write_config(tmp_path, "sqlite:///x.db?mode=ro")
     assert main(["user", "list", "--config", str(config)]) == 2
     assert one_line(capsys.readouterr().err).endswith("takes no query or fragment")
+
+
+# --- user names ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a b", "contains a space"),
+        ("x@y", "contains '@': give the user part only"),
+        ("bob\x00", "contains a control character"),
+        ("tab\there", "contains a space"),
+        ("100%", "contains a '%' that does not start a %XX escape"),
+        ("a%zz", "contains a '%' that does not start a %XX escape"),
+        ("zoë", "contains 'ë'"),
+        ("<bob>", "contains '<'"),
+        ('"bob"', """contains '"'"""),
+        ("a:b", "contains ':'"),
+    ],
+)
+def test_user_add_refuses_what_is_no_sip_user_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, why: str
+) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/users.db")
+    assert main(["user", "add", name, "--password", "pw", "--config", str(config)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"sipwake: user name {name!r} {why}"), line
+    assert not (tmp_path / "users.db").exists()  # refused before the store was opened
+
+
+def test_user_add_takes_every_rfc3261_user_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/users.db")
+    names = ["alice", "+4930123456", "o'neil.(home)", "a%20b", "x&y=z+$,;?/-_.!~*"]
+    for name in names:
+        assert main(["user", "add", name, "--password", "pw", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["user", "list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out.split()
+    assert sorted(listed) == sorted(f"sip:{n}@{DOMAIN}" for n in names)
+
+
+def test_check_username() -> None:
+    assert check_username("") == "a user name must not be empty"
+    assert check_username("alice") is None
+    assert check_username("%41%4a") is None
+
+
+def test_a_malformed_user_stored_earlier_can_be_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/users.db")
+    assert main(["user", "list", "--config", str(config)]) == 0  # creates the store
+    with sqlite3.connect(tmp_path / "users.db") as db:
+        db.execute(
+            "INSERT INTO users (username, domain, ha1_md5, ha1_sha256, created_at) "
+            "VALUES ('a b', ?, 'm', 's', 0)",
+            (DOMAIN,),
+        )
+    db.close()
+    assert main(["user", "del", "a b", "--config", str(config)]) == 0
+    assert f"user a b@{DOMAIN} deleted" in capsys.readouterr().out
+
+
+def test_user_passwd(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/users.db")
+    assert main(["user", "add", "alice", "--password", "one", "--config", str(config)]) == 0
+    with sqlite3.connect(tmp_path / "users.db") as db:
+        before = db.execute("SELECT created_at FROM users").fetchone()[0]
+    db.close()
+    assert main(["user", "passwd", "alice", "--password", "two", "--config", str(config)]) == 0
+    assert f"password of sip:alice@{DOMAIN} changed" in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "users.db") as db:
+        rows = db.execute("SELECT ha1_md5, ha1_sha256, created_at FROM users").fetchall()
+    db.close()
+    assert rows == [
+        (ha1("alice", DOMAIN, "two", "MD5"), ha1("alice", DOMAIN, "two", "SHA-256"), before)
+    ]
+    assert main(["user", "passwd", "bob", "--password", "x", "--config", str(config)]) == 1
+    assert one_line(capsys.readouterr().err) == f"sipwake: no user bob@{DOMAIN}"
+    assert main(["user", "passwd", "alice", "--config", str(config)]) == 2
+    assert one_line(capsys.readouterr().err) == "sipwake: --password is required"
