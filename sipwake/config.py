@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import tomllib
 import typing
@@ -105,7 +106,7 @@ class PushConfig:
 @dataclass
 class CallsConfig:
     park_timeout: float = 30.0
-    alert_repeat: float = 15.0
+    alert_repeat: float = 15.0  # 0: the alert is sent once
     max_parked_per_user: int = 10
     max_parked_total: int = 10000
     # Calls that push (token buckets, per minute): from one source to one user, and to
@@ -287,6 +288,8 @@ def _check(name: str, value: Any, tp: Any) -> Any:
         raise AssertionError(f"unsupported field type {tp!r} for {name}")
     if not ok:
         raise ConfigError(f"{name!r} must be {_type_name(tp)}, got {type(value).__name__}")
+    if tp is float and not math.isfinite(value):  # TOML has inf and nan
+        raise ConfigError(f"{name!r} must be a finite number, got {value}")
     return value
 
 
@@ -332,9 +335,12 @@ def _from_env(var: str, text: str, tp: Any) -> Any:
         raise ConfigError(f"{var}={text!r}: expected true/false/1/0/yes/no")
     if tp is int or tp is float:
         try:
-            return tp(raw)
+            number = tp(raw)
         except ValueError:
             raise ConfigError(f"{var}={text!r}: expected {_type_name(tp)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{var}={text!r}: expected a finite number")
+        return number
     if tp is str:
         return text  # as given: a secret or token may legitimately carry spaces
     # A list: a TOML array literal, or comma-separated words.
@@ -345,6 +351,51 @@ def _from_env(var: str, text: str, tp: Any) -> Any:
             raise ConfigError(f"{var}: invalid TOML array: {exc}") from None
         return _check(var, value, tp)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# Numeric keys' lower bounds: key → (bound, whether the bound itself is allowed).
+# A 0 that the code reads as "off" is allowed and documented; one that would
+# stop the feature working (no time to ring, no room to park) is not.
+_LOWEST: dict[str, tuple[float, bool]] = {
+    "sip.t1": (0, False),
+    "sip.t2": (0, False),
+    "sip.t4": (0, False),
+    "sip.nonce_ttl": (0, False),
+    "sip.min_expires": (0, False),
+    "sip.max_message_size": (0, False),
+    "calls.park_timeout": (0, False),
+    "calls.alert_repeat": (0, True),  # 0: the alert is sent once
+    "calls.max_parked_per_user": (1, True),
+    "calls.max_parked_total": (1, True),
+    "messages.max_body": (0, False),
+    "messages.retention_days": (0, True),  # 0: no purge by age
+    "messages.inbox_cap": (0, True),  # 0: no cap
+    "messages.sender_rate": (0, True),  # 0: no limit
+    "messages.sender_burst": (1, True),
+    "messages.forward_timeout": (0, False),
+}
+
+
+def _check_ranges(config: Config) -> None:
+    for key, (bound, inclusive) in _LOWEST.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < bound or (value == bound and not inclusive):
+            need = f"at least {bound:g}" if inclusive else f"greater than {bound:g}"
+            raise ConfigError(f"{key!r} must be {need}, got {value:g}")
+    sip = config.sip
+    if sip.default_expires < sip.min_expires:
+        raise ConfigError(
+            f"'sip.default_expires' ({sip.default_expires}) must be at least "
+            f"'sip.min_expires' ({sip.min_expires})"
+        )
+    if sip.max_expires < sip.default_expires:
+        raise ConfigError(
+            f"'sip.max_expires' ({sip.max_expires}) must be at least "
+            f"'sip.default_expires' ({sip.default_expires})"
+        )
+    if sip.t2 < sip.t1:  # T2 caps the retransmit interval that starts at T1
+        raise ConfigError(f"'sip.t2' ({sip.t2:g}) must be at least 'sip.t1' ({sip.t1:g})")
 
 
 def _finish(config: Config) -> None:
@@ -376,15 +427,7 @@ def _finish(config: Config) -> None:
     if not algorithms:
         raise ConfigError("'sip.digest_algorithms' must not be empty")
     sip.digest_algorithms = algorithms
-    if not 0 < sip.min_expires <= sip.default_expires <= sip.max_expires:
-        raise ConfigError(
-            "expected 0 < 'sip.min_expires' <= 'sip.default_expires' <= 'sip.max_expires'"
-        )
-    for name in ("t1", "t2", "t4", "nonce_ttl"):
-        if getattr(sip, name) <= 0:
-            raise ConfigError(f"'sip.{name}' must be positive")
-    if sip.max_message_size <= 0:
-        raise ConfigError("'sip.max_message_size' must be positive")
+    _check_ranges(config)
     if sip.tls_key and not sip.tls_cert:
         raise ConfigError("'sip.tls_key' is set without 'sip.tls_cert'")
     if sip.advertise:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,64 @@ def test_advertise_refuses_a_port_or_junk(value: str) -> None:
 def test_wss_needs_a_certificate() -> None:
     with pytest.raises(ConfigError, match="wss: listener needs"):
         load_config(None, env={"SIPWAKE_SIP_LISTEN": "wss:127.0.0.1:5063"})
+
+
+# --- numeric ranges -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[calls]\npark_timeout = -5\n", "'calls.park_timeout' must be greater than 0, got -5"),
+        ("[calls]\npark_timeout = 0\n", "'calls.park_timeout' must be greater than 0, got 0"),
+        ("[calls]\nalert_repeat = -1\n", "'calls.alert_repeat' must be at least 0, got -1"),
+        ("[calls]\nmax_parked_per_user = 0\n", "'calls.max_parked_per_user' must be at least 1"),
+        ("[calls]\nmax_parked_total = -3\n", "'calls.max_parked_total' must be at least 1"),
+        ("[sip]\nt2 = -4\n", "'sip.t2' must be greater than 0"),
+        ("[sip]\nt4 = 0\n", "'sip.t4' must be greater than 0"),
+        ("[sip]\nt1 = 5\nt2 = 4\n", "'sip.t2' (4) must be at least 'sip.t1' (5)"),
+        ("[sip]\nnonce_ttl = 0\n", "'sip.nonce_ttl' must be greater than 0"),
+        ("[sip]\nmin_expires = 0\n", "'sip.min_expires' must be greater than 0"),
+        ("[sip]\nmin_expires = 7200\n", "'sip.default_expires' (3600) must be at least 'sip.min_expires' (7200)"),
+        ("[sip]\nmax_expires = 600\n", "'sip.max_expires' (600) must be at least 'sip.default_expires' (3600)"),
+        ("[sip]\nmax_message_size = 0\n", "'sip.max_message_size' must be greater than 0"),
+        ("[messages]\nmax_body = 0\n", "'messages.max_body' must be greater than 0"),
+        ("[messages]\nretention_days = -1\n", "'messages.retention_days' must be at least 0"),
+        ("[messages]\ninbox_cap = -1\n", "'messages.inbox_cap' must be at least 0"),
+        ("[messages]\nsender_rate = -0.5\n", "'messages.sender_rate' must be at least 0, got -0.5"),
+        ("[messages]\nsender_burst = 0\n", "'messages.sender_burst' must be at least 1"),
+        ("[messages]\nforward_timeout = 0\n", "'messages.forward_timeout' must be greater than 0"),
+        ("[calls]\npark_timeout = inf\n", "'calls.park_timeout' must be a finite number, got inf"),
+        ("[sip]\nt1 = nan\n", "'sip.t1' must be a finite number, got nan"),
+    ],
+)
+def test_numeric_ranges_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text), env={})
+    assert str(exc.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("SIPWAKE_CALLS_PARK_TIMEOUT", "-30", "'calls.park_timeout' must be greater than 0"),
+        ("SIPWAKE_CALLS_PARK_TIMEOUT", "nan", "SIPWAKE_CALLS_PARK_TIMEOUT='nan': expected a finite"),
+        ("SIPWAKE_SIP_T1", "-inf", "SIPWAKE_SIP_T1='-inf': expected a finite number"),
+    ],
+)
+def test_numeric_ranges_from_the_environment(var: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, env={var: value})
+
+
+def test_zero_is_allowed_where_it_means_off(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(
+            tmp_path,
+            "[calls]\nalert_repeat = 0\n"
+            "[messages]\nretention_days = 0\ninbox_cap = 0\nsender_rate = 0\n",
+        ),
+        env={},
+    )
+    assert cfg.calls.alert_repeat == 0 and cfg.messages.sender_rate == 0
+    assert cfg.messages.retention_days == 0 and cfg.messages.inbox_cap == 0
