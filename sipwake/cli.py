@@ -21,6 +21,8 @@ from sipwake.sip.digest import ha1
 from sipwake.store import StoreOpenError, open_store
 from sipwake.store.models import User
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
 _USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()" + "&=+$,;?/")
 _HEX = frozenset(string.hexdigits)
@@ -163,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "user" and args.action != "list" and not args.username:
         parser.error("USER is required")
 
+    # before the configuration is read, so its warnings (an unknown SIPWAKE_*
+    # variable) come out in the log's format; the level is the configuration's
+    logging.basicConfig(format=LOG_FORMAT)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"sipwake: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.getLogger().setLevel(config.log.level)
     if args.command == "serve":
         return run(serve(config), args.loop)
     return run(user_command(config, args))

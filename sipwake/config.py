@@ -3,19 +3,22 @@
 The dataclasses below are the schema: their defaults are the embedded
 configuration `sipwake serve` runs on without a file, and their type hints are
 what file values and environment values are checked and converted against.
-Unknown keys are errors so a typo never silently falls back to a default.
+Unknown keys are errors so a typo never silently falls back to a default; an
+unknown `SIPWAKE_*` variable is a warning (the environment holds other programs'
+variables too), and both name the closest valid key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import math
 import os
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -234,6 +237,13 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
     return config
 
 
+def _did_you_mean(name: str, known: Iterable[str], spell: str = "{}") -> str:
+    """ " (did you mean X?)" for the known name most like `name` (X written as `spell`
+    says), or "" when none is close."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {spell.format(match[0])}?)" if match else ""
+
+
 def _fields(section: object) -> dict[str, Any]:
     """Field name → resolved type of a schema dataclass."""
     hints = typing.get_type_hints(type(section))
@@ -245,9 +255,12 @@ def _apply_table(section: object, table: Mapping[str, Any], prefix: str) -> None
     for key, value in table.items():
         name = f"{prefix}{key}"
         if key not in fields:
+            like = [f"{prefix}{k}" for k in fields]
             if isinstance(value, dict):
-                raise ConfigError(f"unknown section [{name}]")
-            raise ConfigError(f"unknown key {name!r}")
+                hint = _did_you_mean(name, like, "[{}]")
+                raise ConfigError(f"unknown section [{name}]{hint}")
+            hint = _did_you_mean(name, like, "'{}'")
+            raise ConfigError(f"unknown key {name!r}{hint}")
         target = fields[key]
         if dataclasses.is_dataclass(target):
             if not isinstance(value, dict):
@@ -314,7 +327,9 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> None:
             continue
         entry = known.get(var[len(ENV_PREFIX) :])
         if entry is None:
-            log.warning("ignoring unknown environment variable %s", var)
+            # compared without the common prefix, which would make every name look alike
+            hint = _did_you_mean(var[len(ENV_PREFIX) :], known, ENV_PREFIX + "{}")
+            log.warning("ignoring unknown environment variable %s%s", var, hint)
             continue
         section, name, tp = entry
         setattr(section, name, _from_env(var, text, tp))

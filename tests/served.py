@@ -33,9 +33,13 @@ def sipwake_command() -> str:
     return found
 
 
-async def run_sipwake(*args: str, cwd: Path, timeout: float = 30) -> tuple[int, str]:
+async def run_sipwake(
+    *args: str, cwd: Path, timeout: float = 30, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run the console script to its end: (exit status, stdout and stderr together).
+    `env` adds variables to the environment (which is cleared of SIPWAKE_* first)."""
     proc = await asyncio.create_subprocess_exec(
-        sipwake_command(), *args, cwd=cwd, env=_env(),
+        sipwake_command(), *args, cwd=cwd, env=_env() | (env or {}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     async with asyncio.timeout(timeout):

@@ -1,5 +1,6 @@
 """The command line as a newcomer meets it: mistakes are one line on stderr and exit 2,
-never a traceback; users are valid SIP user parts."""
+never a traceback; users are valid SIP user parts; warnings are log lines that say
+what to do."""
 
 from __future__ import annotations
 
@@ -181,3 +182,21 @@ def test_user_passwd(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert one_line(capsys.readouterr().err) == f"sipwake: no user bob@{DOMAIN}"
     assert main(["user", "passwd", "alice", "--config", str(config)]) == 2
     assert one_line(capsys.readouterr().err) == "sipwake: --password is required"
+
+
+# --- a misspelled SIPWAKE_* variable ---------------------------------------------------
+
+
+async def test_misspelled_environment_variable_is_logged_with_the_closest_key(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, "sqlite:///s.db")
+    code, out = await run_sipwake(
+        "user", "list", "--config", str(config), cwd=tmp_path,
+        env={"SIPWAKE_SIP_DOMIAN": "typo.example"},
+    )  # fmt: skip
+    assert code == 0, out
+    assert (
+        " WARNING sipwake.config: ignoring unknown environment variable SIPWAKE_SIP_DOMIAN "
+        "(did you mean SIPWAKE_SIP_DOMAIN?)"
+    ) in out

@@ -359,3 +359,43 @@ def test_zero_is_allowed_where_it_means_off(tmp_path: Path) -> None:
     )
     assert cfg.calls.alert_repeat == 0 and cfg.messages.sender_rate == 0
     assert cfg.messages.retention_days == 0 and cfg.messages.inbox_cap == 0
+
+
+# --- typos name the closest key --------------------------------------------------------
+
+
+def test_misspelled_env_variable_names_the_closest_key(caplog: pytest.LogCaptureFixture) -> None:
+    env = {
+        "SIPWAKE_SIP_DOMIAN": "x",
+        "SIPWAKE_PUSH_APNS_TEAMID": "y",
+        "SIPWAKE_CALL_PARK_TIMEOUT": "5",
+        "SIPWAKE_HOME": "/x",  # like nothing we know: no guess
+        "SIP_DOMIAN": "z",  # not ours: not a word
+    }
+    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
+        cfg = load_config(None, env=env)
+    assert cfg.sip.domain == "localhost"
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring unknown environment variable SIPWAKE_SIP_DOMIAN"
+        " (did you mean SIPWAKE_SIP_DOMAIN?)",
+        "ignoring unknown environment variable SIPWAKE_PUSH_APNS_TEAMID"
+        " (did you mean SIPWAKE_PUSH_APNS_TEAM_ID?)",
+        "ignoring unknown environment variable SIPWAKE_CALL_PARK_TIMEOUT"
+        " (did you mean SIPWAKE_CALLS_PARK_TIMEOUT?)",
+        "ignoring unknown environment variable SIPWAKE_HOME",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sip]\ndomian = "x"\n', "unknown key 'sip.domian' (did you mean 'sip.domain'?)"),
+        ('[push.gcm]\nproject_id = "x"\n', "unknown section [push.gcm] (did you mean [push.fcm]?)"),
+        ('[sipp]\ndomain = "x"\n', "unknown section [sipp] (did you mean [sip]?)"),
+        ('[sip]\nflavour = "x"\n', "unknown key 'sip.flavour'"),
+    ],
+)
+def test_unknown_file_key_names_the_closest(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text), env={})
+    assert str(exc.value) == message
