@@ -6,6 +6,11 @@ what file values and environment values are checked and converted against.
 Unknown keys are errors so a typo never silently falls back to a default; an
 unknown `SIPWAKE_*` variable is a warning (the environment holds other programs'
 variables too), and both name the closest valid key.
+
+A relative SQLite path (`sqlite:///relative.db`) in a config file is relative to
+that file's folder, so every command given `--config FILE` finds the same
+database wherever it runs; from the embedded default or an environment variable it
+is relative to the working directory.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 log = logging.getLogger("sipwake.config")
 
@@ -232,9 +238,22 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         _apply_table(config, data, "")
+        if "url" in data.get("store", {}):  # the file's own URL, not the default
+            folder = os.path.dirname(os.path.abspath(path))
+            config.store.url = _relative_to(config.store.url, folder)
     _apply_env(config, env)
     _finish(config)
     return config
+
+
+def _relative_to(url: str, folder: str) -> str:
+    """A relative `sqlite:///x.db` made absolute against `folder`; other URLs as given."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not rest.startswith("/") or rest.startswith("//"):
+        return url
+    if rest == "/":
+        return url  # malformed: left for the store to refuse
+    return f"sqlite:///{quote(folder)}/{rest[1:]}"
 
 
 def _did_you_mean(name: str, known: Iterable[str], spell: str = "{}") -> str:

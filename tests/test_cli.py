@@ -1,6 +1,6 @@
 """The command line as a newcomer meets it: mistakes are one line on stderr and exit 2,
-never a traceback; users are valid SIP user parts; warnings are log lines that say
-what to do."""
+never a traceback; users are valid SIP user parts; a config file's relative SQLite
+path is the file's; warnings are log lines that say what to do."""
 
 from __future__ import annotations
 
@@ -200,3 +200,22 @@ async def test_misspelled_environment_variable_is_logged_with_the_closest_key(
         " WARNING sipwake.config: ignoring unknown environment variable SIPWAKE_SIP_DOMIAN "
         "(did you mean SIPWAKE_SIP_DOMAIN?)"
     ) in out
+
+
+# --- where the store is ----------------------------------------------------------------
+
+
+async def test_relative_sqlite_path_in_a_config_file_is_the_files(tmp_path: Path) -> None:
+    """`sipwake user add --config /etc/sipwake.toml` run from another folder used to
+    write a new, empty database there; the server, started elsewhere, never saw it."""
+    config = write_config(tmp_path / "etc", "sqlite:///sipwake.db")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, out = await run_sipwake(
+        "user", "add", "alice", "--password", "pw", "--config", str(config), cwd=elsewhere
+    )
+    assert code == 0, out
+    assert (tmp_path / "etc" / "sipwake.db").exists()
+    assert not (elsewhere / "sipwake.db").exists()
+    code, out = await run_sipwake("user", "list", "--config", "etc/sipwake.toml", cwd=tmp_path)
+    assert (code, out.strip().splitlines()[-1]) == (0, f"sip:alice@{DOMAIN}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sipwake.config import Config, ConfigError, ListenSpec, load_config, parse_listen
+from sipwake.store import create_store
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -298,6 +299,45 @@ def test_advertise_refuses_a_port_or_junk(value: str) -> None:
 def test_wss_needs_a_certificate() -> None:
     with pytest.raises(ConfigError, match="wss: listener needs"):
         load_config(None, env={"SIPWAKE_SIP_LISTEN": "wss:127.0.0.1:5063"})
+
+
+# --- a relative SQLite path in a file is the file's -----------------------------------
+
+
+def test_relative_sqlite_path_in_a_file_is_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc dir"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    path = folder / "sipwake.toml"
+    path.write_text('[store]\nurl = "sqlite:///data/sip%20wake.db"\n')
+    cfg = load_config("etc dir/sipwake.toml", env={})  # a relative --config too
+    assert cfg.store.url == f"sqlite:///{tmp_path}/etc%20dir/data/sip%20wake.db"
+    from sipwake.store.sqlite import SQLiteStore
+
+    store = create_store(cfg.store.url)
+    assert isinstance(store, SQLiteStore)
+    assert store.path == str(folder / "data" / "sip wake.db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:////var/lib/sipwake.db", "postgresql://sip@db/sipwake"],
+)
+def test_other_store_urls_in_a_file_are_kept(tmp_path: Path, url: str) -> None:
+    assert load_config(write(tmp_path, f'[store]\nurl = "{url}"\n'), env={}).store.url == url
+
+
+def test_relative_sqlite_path_from_env_or_defaults_is_the_working_directorys(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, '[store]\nurl = "sqlite:///file.db"\n')
+    assert load_config(path, env={"SIPWAKE_STORE_URL": "sqlite:///env.db"}).store.url == (
+        "sqlite:///env.db"
+    )
+    assert load_config(None, env={}).store.url == "sqlite:///sipwake.db"
+    assert load_config(write(tmp_path, "[sip]\n"), env={}).store.url == "sqlite:///sipwake.db"
 
 
 # --- numeric ranges -------------------------------------------------------------------

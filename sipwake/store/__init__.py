@@ -5,7 +5,9 @@ migrated); the caller only has to `await store.close()` at shutdown.
 `create_store(url)` builds the same store without opening it.
 
 URLs (`[store] url`):
-    sqlite:///relative.db        relative to the working directory
+    sqlite:///relative.db        relative to the working directory (load_config has
+                                 already made one from a config file absolute,
+                                 against the file's folder)
     sqlite:////absolute/path.db
     sqlite://:memory:            one private in-memory database (tests)
     postgresql://user@host:port/db[?schema=name]   (`postgres://` too)
