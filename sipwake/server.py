@@ -82,6 +82,15 @@ class Server:
         self.push_log = _PushLog(self)
         self.push = build_push(cfg.push, self.push_log)
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
+        if not cfg.sip.secret:
+            log.warning(
+                "[sip] secret is empty, so a random one is made at each start: every restart "
+                "voids the API bearer tokens (meant to last [auth] token_ttl, %g h) and the "
+                "digest nonces handed out; set [sip] secret (or SIPWAKE_SIP_SECRET) to a long "
+                "random string, e.g. from: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                cfg.auth.token_ttl / 3600,
+            )
         digest = DigestAuth(
             self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
         )

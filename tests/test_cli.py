@@ -1,6 +1,7 @@
 """The command line as a newcomer meets it: mistakes are one line on stderr and exit 2,
 never a traceback; users are valid SIP user parts; a config file's relative SQLite
-path is the file's; warnings are log lines that say what to do."""
+path is the file's; warnings (a misspelled variable, what an empty secret costs) are
+log lines that say what to do."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from sipwake.cli import check_username, main
 from sipwake.sip.digest import ha1
-from tests.conftest import DOMAIN, PG_DSN
+from tests.conftest import DOMAIN, PG_DSN, ServerFactory, make_config
 from tests.readonly import read_only
 from tests.served import run_sipwake
 
@@ -219,3 +220,25 @@ async def test_relative_sqlite_path_in_a_config_file_is_the_files(tmp_path: Path
     assert not (elsewhere / "sipwake.db").exists()
     code, out = await run_sipwake("user", "list", "--config", "etc/sipwake.toml", cwd=tmp_path)
     assert (code, out.strip().splitlines()[-1]) == (0, f"sip:alice@{DOMAIN}")
+
+
+# --- what an empty [sip] secret costs --------------------------------------------------
+
+
+async def test_serve_warns_when_the_secret_is_random(
+    start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipwake.server"):
+        await start_server(make_config(tmp_path, sip={"secret": ""}))
+    (warning,) = [r.getMessage() for r in caplog.records if "secret" in r.getMessage()]
+    assert "[sip] secret is empty" in warning
+    assert "bearer tokens (meant to last [auth] token_ttl, 24 h)" in warning
+    assert "SIPWAKE_SIP_SECRET" in warning
+
+
+async def test_serve_says_nothing_of_a_secret_that_is_set(
+    start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipwake.server"):
+        await start_server(make_config(tmp_path, sip={"secret": "s3cret"}))
+    assert not [r for r in caplog.records if "secret" in r.getMessage()]
