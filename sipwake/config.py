@@ -407,6 +407,10 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "messages.sender_rate": (0, True),  # 0: no limit
     "messages.sender_burst": (1, True),
     "messages.forward_timeout": (0, False),
+    "auth.max_failures": (0, True),  # 0: no throttle
+    "auth.failure_window": (0, False),
+    "auth.block_time": (0, False),
+    "auth.token_ttl": (0, False),
 }
 
 

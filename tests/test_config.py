@@ -365,6 +365,10 @@ def test_relative_sqlite_path_from_env_or_defaults_is_the_working_directorys(
         ("[messages]\nsender_rate = -0.5\n", "'messages.sender_rate' must be at least 0, got -0.5"),
         ("[messages]\nsender_burst = 0\n", "'messages.sender_burst' must be at least 1"),
         ("[messages]\nforward_timeout = 0\n", "'messages.forward_timeout' must be greater than 0"),
+        ("[auth]\nmax_failures = -1\n", "'auth.max_failures' must be at least 0, got -1"),
+        ("[auth]\nfailure_window = 0\n", "'auth.failure_window' must be greater than 0"),
+        ("[auth]\nblock_time = -60\n", "'auth.block_time' must be greater than 0"),
+        ("[auth]\ntoken_ttl = 0\n", "'auth.token_ttl' must be greater than 0"),
         ("[calls]\npark_timeout = inf\n", "'calls.park_timeout' must be a finite number, got inf"),
         ("[sip]\nt1 = nan\n", "'sip.t1' must be a finite number, got nan"),
     ],
@@ -393,12 +397,14 @@ def test_zero_is_allowed_where_it_means_off(tmp_path: Path) -> None:
         write(
             tmp_path,
             "[calls]\nalert_repeat = 0\n"
-            "[messages]\nretention_days = 0\ninbox_cap = 0\nsender_rate = 0\n",
+            "[messages]\nretention_days = 0\ninbox_cap = 0\nsender_rate = 0\n"
+            "[auth]\nmax_failures = 0\n",
         ),
         env={},
     )
     assert cfg.calls.alert_repeat == 0 and cfg.messages.sender_rate == 0
     assert cfg.messages.retention_days == 0 and cfg.messages.inbox_cap == 0
+    assert cfg.auth.max_failures == 0
 
 
 # --- typos name the closest key --------------------------------------------------------
