@@ -72,6 +72,8 @@ class SipConfig:
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
     api_token: str = ""  # bearer token for the voicemail webhook and admin endpoints
+    tls_cert: str = ""  # PEM files: the API is served over HTTPS when set
+    tls_key: str = ""
 
 
 @dataclass
@@ -110,6 +112,7 @@ class FcmConfig:
 class PushConfig:
     apns: ApnsConfig = field(default_factory=ApnsConfig)
     fcm: FcmConfig = field(default_factory=FcmConfig)
+    log_retention_days: int = 7  # push attempts older than this are purged; 0: kept
 
 
 @dataclass
@@ -407,6 +410,12 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "messages.sender_rate": (0, True),  # 0: no limit
     "messages.sender_burst": (1, True),
     "messages.forward_timeout": (0, False),
+    "calls.source_rate": (0, True),  # 0: no limit
+    "calls.source_burst": (1, True),
+    "calls.callee_rate": (0, True),  # 0: no limit
+    "calls.callee_burst": (1, True),
+    "calls.log_retention_days": (0, True),  # 0: kept
+    "push.log_retention_days": (0, True),  # 0: kept
     "auth.max_failures": (0, True),  # 0: no throttle
     "auth.failure_window": (0, False),
     "auth.block_time": (0, False),
@@ -468,6 +477,8 @@ def _finish(config: Config) -> None:
     _check_ranges(config)
     if sip.tls_key and not sip.tls_cert:
         raise ConfigError("'sip.tls_key' is set without 'sip.tls_cert'")
+    if config.http.tls_key and not config.http.tls_cert:
+        raise ConfigError("'http.tls_key' is set without 'http.tls_cert'")
     if sip.advertise:
         _check_advertise(sip.advertise)
     secure = {parse_listen(s).transport for s in sip.listen} & {"tls", "wss"}

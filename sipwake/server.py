@@ -24,6 +24,7 @@ from sipwake.metrics import Metrics
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.registrar.registrar import Registrar, RegistrarSettings
+from sipwake.retention import Retention
 from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.peer import TrustedPeers
@@ -133,8 +134,10 @@ class Server:
                     "phones can't reach; set [sip] advertise", spec, listen.host
                 )
         self.http = HttpApi(self)
-        await self.http.start(cfg.http.listen)
+        await self.http.start(cfg.http.listen, self._http_tls())
         self.spawn(self._sweep())
+        retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
+        self.spawn(retention.run())
         # Start-up objects never become garbage: keep the cyclic collector off them.
         # Small young generations keep each pause short (bench/calls.py --gc: with
         # 50,000/20 gen-0/1 collections stalled the loop 30-500 ms; with 1,000/5 none
@@ -151,11 +154,11 @@ class Server:
 
     def _tls_context(self) -> ssl.SSLContext | None:
         sip = self.config.sip
-        if not sip.tls_cert:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(sip.tls_cert, sip.tls_key or None)
-        return ctx
+        return _server_tls(sip.tls_cert, sip.tls_key) if sip.tls_cert else None
+
+    def _http_tls(self) -> ssl.SSLContext | None:
+        http = self.config.http
+        return _server_tls(http.tls_cert, http.tls_key) if http.tls_cert else None
 
     async def _sweep(self) -> None:
         while True:
@@ -197,3 +200,10 @@ class Server:
     async def run_until_stopped(self) -> None:
         await self._stopping.wait()
         await self.stop()
+
+
+def _server_tls(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key or None)
+    return ctx

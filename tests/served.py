@@ -21,7 +21,7 @@ import pytest
 
 DOMAIN = "example.com"
 _LISTENING = re.compile(r"SIP listening on (\w+):([^ ]+):(\d+)")
-_HTTP = re.compile(r"HTTP listening on [^ ]*:(\d+)")
+_HTTP = re.compile(r"HTTPS? listening on [^ ]*:(\d+)")
 
 
 def sipwake_command() -> str:

@@ -8,7 +8,9 @@ P-Asserted-Identity, password guessing, user enumeration, API tokens that never 
 
 from __future__ import annotations
 
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,7 @@ from tests.agent import Dialer, digest_header, next_request, respond
 from tests.conftest import DOMAIN, Running, ServerFactory
 from tests.test_calls import FCM, OFFER, call_fields, sink_of, sleeping_ios, wait_push
 from tests.test_devices_api import IOS, basic, bearer
+from tests.test_serve import self_signed
 
 ALICE = f"sip:alice@{DOMAIN}"
 
@@ -273,3 +276,39 @@ async def test_unknown_token_scope_is_refused(running: Running, scope: object) -
     ) as got:
         assert got.status == 422 and (await got.json())["field"] == "scope"
 
+
+
+# ------------------------------------------------------------------- logs
+async def test_logs_carry_no_tokens_and_no_message_text(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    r = await server(start_server)
+    await sleeping_ios(r, params=FCM)  # token "fcm-token-1"
+    bob = await r.phone("bob")
+    body = b"the secret meeting is at noon"
+    resp = await bob.request("MESSAGE", ALICE, {"Content-Type": "text/plain"}, body)
+    assert resp.status == 202
+    await r.server.inbox.pushes.idle(ALICE)
+    assert sink_of(r, "message")  # it was pushed, with its preview, to the sink
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "push to device" in text
+    assert "fcm-token-1" not in text and "secret meeting" not in text
+
+
+async def test_the_http_api_over_tls(start_server: ServerFactory, tmp_path: Path) -> None:
+    """Basic credentials must not cross the network in clear text: [http] tls_cert."""
+    cert, key = self_signed(tmp_path)
+    r = await start_server(http={"tls_cert": cert, "tls_key": key})
+    await r.add_user("alice")
+    assert r.server.http is not None
+    port = r.server.http.port
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False  # the test certificate names 127.0.0.1 as CN only
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"https://127.0.0.1:{port}/v1/devices", headers=basic("alice"),
+                            ssl=ctx) as got:
+            assert got.status == 200
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as got:
+                await got.read()

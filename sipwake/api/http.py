@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -33,15 +34,15 @@ class HttpApi:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, listen: str) -> None:
+    async def start(self, listen: str, tls: ssl.SSLContext | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=tls)
         await site.start()
         for sock in getattr(site._server, "sockets", None) or ():
             self.port = sock.getsockname()[1]
-        log.info("HTTP listening on %s:%d", host, self.port)
+        log.info("HTTP%s listening on %s:%d", "S" if tls else "", host, self.port)
 
     async def stop(self) -> None:
         if self.runner is not None:
