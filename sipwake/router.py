@@ -20,6 +20,7 @@ log = logging.getLogger("sipwake.router")
 Handler = Callable[[ServerTransaction], Awaitable[None] | None]
 
 SUPPORTED = "path, outbound, gruu"
+STOP_RETRY_AFTER = 5  # seconds: what a stopping node tells callers to wait
 
 
 class Router:
@@ -29,6 +30,7 @@ class Router:
         self.ack_handlers: list[Callable[[Message], bool]] = []
         self.response_handlers: list[Callable[[Message], bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False  # new out-of-dialog requests get 503: this node is going
 
     def route(self, method: str, handler: Handler) -> None:
         self.handlers[method] = handler
@@ -40,6 +42,13 @@ class Router:
     # ---------------------------------------------------- TransactionUser API
     def on_request(self, st: ServerTransaction) -> None:
         request = st.request
+        if self.stopping and not request.to_tag:
+            # RFC 3261 §21.5.4: the phone or proxy tries another node, or this one later
+            resp = make_response(request, 503, "Service Unavailable (shutting down)",
+                                 to_tag=new_tag())  # fmt: skip
+            resp.add("Retry-After", str(STOP_RETRY_AFTER))
+            st.respond(resp)
+            return
         handler = self.handlers.get(request.method.upper())
         if handler is None:
             resp = make_response(request, 405, to_tag=new_tag())
@@ -109,6 +118,6 @@ class Router:
         st.respond(resp)
 
     async def drain(self) -> None:
-        """Wait for in-flight handlers (clean shutdown)."""
+        """Until the handlers in flight are done (clean shutdown; the caller bounds it)."""
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+            await asyncio.wait(list(self._tasks))

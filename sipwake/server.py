@@ -8,6 +8,7 @@ to the service owning the method (registrar, calls, messages, voicemail).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import secrets
@@ -39,7 +40,8 @@ from sipwake.voicemail import Voicemail
 log = logging.getLogger("sipwake.server")
 
 EXPIRY_SWEEP = 30.0  # seconds between expired-binding sweeps
-STOP_FLUSH_TIMEOUT = 10.0  # seconds a stop waits for queued binding writes
+STOP_TIMEOUT = 9.0  # seconds a stop may take, all in (DESIGN: exit within 10 s)
+STOP_DRAIN = 3.0  # seconds for requests and deliveries in flight to finish
 
 
 class _PushLog:
@@ -176,23 +178,40 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
-        """Stop taking traffic, finish in-flight work, close the store."""
-        await self.transport.close()
+        """SIGTERM (DESIGN "Stopping"): take no new work (503 + Retry-After), give every
+        ringing call its final answer, let requests and deliveries in flight finish (a
+        2xx a phone sent is marked, so nothing is delivered twice after the restart),
+        flush what is queued for the store, close — all within STOP_TIMEOUT."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+
+        def left(most: float) -> float:
+            return max(0.0, min(most, deadline - loop.time()))
+
+        self.router.stopping = True
+        ended = self.calls.stop()
+        self.inbox.courier.stop()
         if self.http is not None:
             await self.http.stop()
-        await self.router.drain()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left(STOP_DRAIN)):
+                await self.router.drain()  # REGISTERs written, MESSAGEs committed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left(STOP_DRAIN)):
+                await self.inbox.courier.idle()  # 2xx answers in flight, marked
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            async with asyncio.timeout(STOP_FLUSH_TIMEOUT):
+            async with asyncio.timeout(left(STOP_TIMEOUT)):
                 await self.registrar.writer.flush()
         except TimeoutError:
-            left = self.registrar.writer.pending()
-            log.error("stopping with %d binding changes not stored", left)
+            left_over = self.registrar.writer.pending()
+            log.error("stopping with %d binding changes not stored", left_over)
+        await self.transport.close()
         await self.push.close()
         await self.store.close()
-        log.info("sipwake stopped")
+        log.info("sipwake stopped (%d ringing calls answered 503)", ended)
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -36,7 +36,8 @@ class HttpApi:
 
     async def start(self, listen: str, tls: ssl.SSLContext | None = None) -> None:
         host, _, port = listen.rpartition(":")
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # a stop waits this long for requests in flight, not aiohttp's default minute
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=tls)
         await site.start()

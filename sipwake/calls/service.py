@@ -377,6 +377,15 @@ class CallService:
             log.warning("calls from %s to %s over the push limit: not pushed", source, aor)
         return False
 
+    def stop(self) -> int:
+        """The node is stopping: every ringing call gets its final answer now, 503 with
+        Retry-After (the caller's proxy may try another node); the devices it woke get
+        a missed call. Returns how many calls were ended."""
+        ringing = list(self.calls.values())
+        for call in ringing:
+            self._end(call, 503, REASON_MISSED, "stopped", missed=True)
+        return len(ringing)
+
     def on_cancel(self, invite: ServerTransaction) -> bool:
         call = self.by_st.get(invite)
         if call is None:
@@ -635,7 +644,7 @@ class CallService:
             started_at=call.started_at,
             ended_at=time.time() if ended else 0.0,
             answered=call.state == ANSWERED,
-            missed=call.outcome in ("cancelled", "timeout"),
+            missed=call.outcome in ("cancelled", "timeout", "stopped"),
             reason=call.outcome,
             answered_by=call.answered_by,
         )

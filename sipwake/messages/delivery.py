@@ -128,6 +128,7 @@ class Courier:
         self.lanes: dict[tuple[str, str], Lane] = {}
         # message id → resolved on the first 2xx from any device (the sender waits)
         self.waiters: dict[int, asyncio.Future[None]] = {}
+        self.stopping = False  # the node is going: nothing new is sent
 
     # ------------------------------------------------------------------ starting
     def registered(self, binding: Binding) -> None:
@@ -138,7 +139,19 @@ class Courier:
         """Something new was stored for this live binding's user: deliver it."""
         self._start(binding, restart=False)
 
+    def stop(self) -> None:
+        """The node is stopping: no new sends (what is in flight still counts: its 2xx
+        is marked, so nothing is delivered twice after the restart), and senders still
+        waiting for a first delivery are told now (they answer 202)."""
+        self.stopping = True
+        for waiter in self.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(TimeoutError())
+                waiter.exception()  # retrieved: nobody need await it
+
     def _start(self, binding: Binding, restart: bool) -> None:
+        if self.stopping:
+            return  # the phone registers with the next process, which delivers
         key = (binding.aor, device_key(binding))
         lane = self.lanes.get(key)
         if lane is None:
@@ -199,7 +212,7 @@ class Courier:
                 ok, done_upto = await self._send(lane, batch)
                 if done_upto:
                     await self.store.advance_cursor(lane.aor, lane.device, done_upto)
-                if not ok:
+                if not ok or self.stopping:
                     return
                 after = batch[-1].id
         except Exception:
@@ -255,7 +268,7 @@ class Courier:
             for message in batch:
                 while in_flight >= self.window and ok:
                     await settle_one()
-                if not ok:
+                if not ok or self.stopping:
                     break
                 msg, peer = stored_request(self.uac, lane.binding, message)
                 if not fits(msg, peer):
