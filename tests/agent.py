@@ -96,6 +96,7 @@ class Agent:
     local_host: str = "127.0.0.1"  # another loopback address is another source
     requests: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    wire: list[bytes] = field(default_factory=list)  # every message received, as it came
 
     async def start(self) -> Agent:
         loop = asyncio.get_running_loop()
@@ -159,14 +160,16 @@ class Agent:
         await self._session.close()
 
     def _incoming(self, data: bytes) -> None:
+        self.wire.append(data)
         try:
             msg = parse(data, stream=self.transport in ("tcp", "tls"))
+            branch = "" if msg.method else msg.top_via.branch
         except SipParseError:
             return  # e.g. a 400 that echoes the malformed header we sent
         if msg.method:
             self.requests.put_nowait(msg)
             return
-        q = self._pending.get(msg.top_via.branch)
+        q = self._pending.get(branch)
         if q is not None:
             q.put_nowait(msg)
 
