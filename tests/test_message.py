@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipwake.sip.errors import SipParseError
-from sipwake.sip.message import Message, make_response, parse
+from sipwake.sip.message import Message, make_response, parse, parse_error_partial
 from sipwake.sip.uri import URI, NameAddr, Via
 
 
@@ -258,7 +258,20 @@ INVALID = {
     "header-no-colon": BASE + "Garbage line without colon\n",
     "content-length-too-big": BASE + "Content-Length: 50\n",
     "content-length-negative": BASE + "Content-Length: -5\n",
+    # method token (RFC 3261 §25.1 token: alphanum and -.!%*_+`'~)
+    "method-at": BASE.replace("OPTIONS", "OPT@IONS"),
+    "method-soh": BASE.replace("OPTIONS sip", "OPTIONS\x01 sip"),
+    "method-nul": BASE.replace("OPTIONS sip", "OPTIONS\x00 sip"),
+    "method-space": BASE.replace("OPTIONS sip", "OPT IONS sip"),
+    "method-paren": BASE.replace("OPTIONS", "OPT(IONS"),
+    "method-utf8": BASE.replace("OPTIONS", "OPTIÖNS"),
 }
+
+# The request is unreadable but its Via is not: these get an answer, so the partial
+# message the error carries must have a method and the headers a response copies.
+ANSWERABLE = [
+    name for name in INVALID if name.startswith(("method-", "lws-in-ruri", "header-no-colon"))
+]
 
 
 @pytest.mark.parametrize("name", sorted(INVALID))
@@ -267,6 +280,18 @@ def test_invalid_messages_raise_parse_error(name: str) -> None:
     with pytest.raises(SipParseError):
         m = parse(raw)
         m.max_forwards  # noqa: B018 - lazily parsed, still must fail cleanly
+
+
+@pytest.mark.parametrize("name", ANSWERABLE)
+def test_malformed_requests_can_still_be_answered(name: str) -> None:
+    raw = crlf(INVALID[name]) + b"\r\n"
+    with pytest.raises(SipParseError) as info:
+        parse(raw)
+    partial = parse_error_partial(info.value)
+    assert partial is not None and partial.method
+    assert partial.get("via") and partial.get("call-id") and partial.get("cseq")
+    response = make_response(partial, 400)
+    assert response.get("Via") == "SIP/2.0/UDP h;branch=z9hG4bK1"
 
 
 def test_not_utf8_and_no_header_end() -> None:

@@ -320,7 +320,9 @@ def parse(data: bytes, stream: bool = False) -> Message:
     For datagrams a body longer than Content-Length is cut (RFC 3261 §18.3) and a
     shorter one is an error; stream transports frame by Content-Length before calling.
     Raises SipParseError; its `partial` is the message as far as it could be read,
-    so a 400 can still be formed.
+    so a 400 can still be formed: for a request it carries the method and every readable
+    header line even when the request line or a header line is bad (a response is never
+    answered).
     """
     end = data.find(b"\r\n\r\n")
     sep = 4
@@ -336,15 +338,18 @@ def parse(data: bytes, stream: bool = False) -> Message:
     if "\n " in head or "\n\t" in head:
         head = _FOLD.sub(" ", head)
     lines = head.split("\n")
-    start = lines[0].rstrip("\r")
-    msg = _start_line(start)
+    try:
+        msg = _start_line(lines[0].rstrip("\r"))
+    except SipParseError as exc:
+        exc.args = (exc.args[0], _partial(lines, None))
+        raise
     headers = msg.headers
     names = _NAMES
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         known = names.get(name) if colon else None
         if known is None:
-            known = _header_name(name, colon, line, msg)
+            known = _header_name(name, colon, line, msg, lines)
         headers.append([known[0], known[1], value.strip()])  # strip() takes the \r too
     body = data[end + sep :]
     try:
@@ -361,16 +366,42 @@ _NAMES: dict[str, tuple[str, str]] = {}
 _NAMES_MAX = 512  # names are attacker-chosen: the cache must not grow without bound
 
 
-def _header_name(name: str, colon: str, line: str, msg: Message) -> tuple[str, str]:
+def _header_name(
+    name: str, colon: str, line: str, msg: Message, lines: list[str]
+) -> tuple[str, str]:
     stripped = name.rstrip(" \t")
     if not colon or not stripped or not _TOKEN.match(stripped):
-        raise SipParseError(f"bad header line {line.rstrip(chr(13))[:60]!r}", msg)
+        why = f"bad header line {line.rstrip(chr(13))[:60]!r}"
+        raise SipParseError(why, _partial(lines, msg))
     key = stripped.lower()
     key = COMPACT.get(key, key)
     known = (key, CANONICAL.get(key, stripped))
     if len(_NAMES) < _NAMES_MAX and len(name) <= 64:
         _NAMES[name] = known
     return known
+
+
+def _partial(lines: list[str], msg: Message | None) -> Message | None:
+    """A request whose request line or a header line is bad: its method (as far as it goes)
+    and every header line that reads as one, for the 400 it still deserves. None for what
+    looks like a response (never answered) or has no method at all."""
+    if msg is None:
+        start = lines[0].lstrip(" ")
+        method = start.split(" ", 1)[0].rstrip("\r")
+        if not method or start[:4].upper() == "SIP/":
+            return None
+        msg = Message(method=method)
+    elif not msg.method:
+        return None
+    headers = msg.headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if colon and name:
+            key = name.lower()
+            key = COMPACT.get(key, key)
+            headers.append([key, CANONICAL.get(key, name), value.strip()])
+    return msg
 
 
 def parse_error_partial(exc: SipParseError) -> Message | None:

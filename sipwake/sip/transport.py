@@ -159,17 +159,19 @@ class TransportLayer:
                 self.send(resp, peer)
 
     def _answer_bad(self, exc: SipParseError, peer: Peer, status: int = 400) -> None:
+        """A 400 to a malformed request, when it is one and a Via was readable; never to
+        an ACK or a response."""
         partial = parse_error_partial(exc)
         if partial is None or not partial.method or partial.method == "ACK":
             return
         self._send_bad(partial, exc.args[0], peer, status)
 
     def _send_bad(self, msg: Message, why: str, peer: Peer, status: int = 400) -> None:
-        try:
-            msg.top_via  # noqa: B018 - a response needs a Via to go anywhere
-            resp = make_response(msg, status)
-        except SipParseError:
-            return
+        """Answer a request we could not take, statelessly, back where it came from: the
+        Vias are copied as they came, even ones that don't parse."""
+        if msg.get("via") is None:
+            return  # nobody could match a response without one
+        resp = make_response(msg, status)
         # the detail helps the sender's developer; keep it short and single-line
         detail = why.replace("\r", " ").replace("\n", " ")[:80]
         resp.reason = f"{resp.reason} ({detail})"

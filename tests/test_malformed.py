@@ -1,0 +1,95 @@
+"""Malformed SIP through a running server, over UDP and TCP: 400 (505 for another SIP
+version) and a log line, never a crash, never a 200 (RFC 3261 §8.2.2, §18.3, §25.1;
+RFC 4475 §3.1.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import pytest
+
+from tests.agent import Agent
+from tests.conftest import DOMAIN, Running, wait_for
+
+TRANSPORTS = ["udp", "tcp"]
+_STATUS = re.compile(rb"SIP/2\.0 (\d{3}) ")
+
+
+def answers(agent: Agent, branch: str) -> list[bytes]:
+    """Every response that came back for `branch`, raw: it may echo what our parser (the
+    agent's too) refuses, such as a NUL in the Call-ID."""
+    tag = re.compile(rb"branch=" + re.escape(branch.encode()) + rb"(?![^;,\s])")
+    return [data for data in agent.wire if data.startswith(b"SIP/") and tag.search(data)]
+
+
+async def status_of(agent: Agent, data: bytes, branch: str) -> int:
+    """Send raw bytes; the status of the final response that names `branch`."""
+    agent.send_raw(data)
+
+    def final() -> bytes | None:
+        for resp in answers(agent, branch):
+            m = _STATUS.match(resp)
+            if m and int(m.group(1)) >= 200:
+                return resp
+        return None
+
+    await wait_for(lambda: final() is not None)
+    resp = final()
+    assert resp is not None
+    m = _STATUS.match(resp)
+    assert m is not None
+    return int(m.group(1))
+
+
+async def alive(agent: Agent) -> None:
+    """The server (and for TCP this connection) still answers a good request."""
+    assert (await agent.request("OPTIONS", f"sip:{DOMAIN}")).status == 200
+
+
+async def unanswered(agent: Agent, data: bytes, branch: str) -> None:
+    """Send raw bytes that must get no answer: by the time a following OPTIONS is
+    answered over the same socket, nothing came back for `branch`."""
+    agent.send_raw(data)
+    await alive(agent)
+    await asyncio.sleep(0.05)
+    assert answers(agent, branch) == []
+
+
+def request(
+    agent: Agent,
+    method: str = "OPTIONS",
+    uri: str = f"sip:{DOMAIN}",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    version: str = "SIP/2.0",
+) -> tuple[bytes, str]:
+    data, branch = agent.build(method, uri, headers, body)
+    if version != "SIP/2.0":
+        line, rest = data.split(b"\r\n", 1)
+        data = line.rsplit(b" ", 1)[0] + b" " + version.encode() + b"\r\n" + rest
+    return data, branch
+
+
+# ---------------------------------------------------------------- method token
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    "method", ["INV@ITE", "INVITE\x01", "INVITE\x00", "INV ITE", "INV(ITE)", "INVITÉ", "INVITE:"]
+)
+async def test_bad_method_token_gets_400(
+    running: Running, transport: str, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = await running.phone("alice", transport=transport)
+    data, branch = request(phone, method, f"sip:bob@{DOMAIN}")
+    with caplog.at_level(logging.WARNING, logger="sipwake.sip.transport"):
+        assert await status_of(phone, data, branch) == 400
+    assert "bad request line" in caplog.text
+    await alive(phone)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_bad_request_line_of_an_ack_gets_no_answer(running: Running, transport: str) -> None:
+    phone = await running.phone("alice", transport=transport)
+    data, branch = request(phone, "ACK", f"sip:bob@{DOMAIN} x")  # LWS in the Request-URI
+    await unanswered(phone, data, branch)
