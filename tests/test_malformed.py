@@ -72,6 +72,39 @@ def request(
     return data, branch
 
 
+# ------------------------------------------------------------------- versions
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_request_in_another_sip_version_gets_505(
+    running: Running, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = await running.phone("alice", transport=transport)
+    data, branch = request(phone, "INVITE", f"sip:x@{DOMAIN}", version="SIP/7.0")
+    with caplog.at_level(logging.WARNING, logger="sipwake.sip.transport"):
+        assert await status_of(phone, data, branch) == 505
+    assert "SIP/7.0" in caplog.text
+    # RFC 4475 §3.1.2.16 badvers: the Via speaks SIP/7.0 as well; the 505 goes back to
+    # where the request came from
+    data, branch = request(phone, version="SIP/7.0")
+    data = data.replace(b"Via: SIP/2.0/", b"Via: SIP/7.0/")
+    assert await status_of(phone, data, branch) == 505
+    await alive(phone)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_response_in_another_sip_version_is_dropped_with_a_log_line(
+    running: Running, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = await running.phone("alice", transport=transport)
+    data, branch = request(phone)
+    _, rest = data.split(b"\r\n", 1)
+    response = b"SIP/7.0 200 OK\r\n" + re.sub(rb"(\r\nTo: [^\r]*)", rb"\1;tag=1", rest, count=1)
+    assert b";tag=1\r\n" in response
+    with caplog.at_level(logging.WARNING, logger="sipwake.sip.transport"):
+        await unanswered(phone, response, branch)
+    assert "another version" in caplog.text
+    assert running.server.transport.parse_errors == 1
+
+
 # ---------------------------------------------------------------- method token
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(

@@ -265,12 +265,15 @@ INVALID = {
     "method-space": BASE.replace("OPTIONS sip", "OPT IONS sip"),
     "method-paren": BASE.replace("OPTIONS", "OPT(IONS"),
     "method-utf8": BASE.replace("OPTIONS", "OPTIÖNS"),
+    "response-other-version": "SIP/7.0 200 OK\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
+    "From: <sip:b@x>;tag=1\nTo: <sip:a@x>;tag=2\nCall-ID: 1\nCSeq: 1 OPTIONS\n",
 }
 
-# The request is unreadable but its Via is not: these get an answer, so the partial
-# message the error carries must have a method and the headers a response copies.
+# The request is unreadable but its Via is not: these get an answer (400, or 505 for the
+# version), so the partial message the error carries must have a method and the headers.
 ANSWERABLE = [
-    name for name in INVALID if name.startswith(("method-", "lws-in-ruri", "header-no-colon"))
+    name for name in INVALID
+    if name.startswith(("method-", "lws-in-ruri", "bad-version", "header-no-colon"))
 ]
 
 
@@ -290,8 +293,31 @@ def test_malformed_requests_can_still_be_answered(name: str) -> None:
     partial = parse_error_partial(info.value)
     assert partial is not None and partial.method
     assert partial.get("via") and partial.get("call-id") and partial.get("cseq")
-    response = make_response(partial, 400)
+    assert info.value.status == (505 if name == "bad-version" else 400)
+    response = make_response(partial, info.value.status)
     assert response.get("Via") == "SIP/2.0/UDP h;branch=z9hG4bK1"
+
+
+@pytest.mark.parametrize("version", ["SIP/7.0", "SIP/2.1", "SIP/3.0", "sip/1.0"])
+def test_other_sip_versions_are_505_and_other_protocols_400(version: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse(crlf(BASE.replace("SIP/2.0\n", f"{version}\n", 1)) + b"\r\n")
+    assert info.value.status == 505
+    assert parse_error_partial(info.value) is not None
+    for other in ("HTTP/1.1", "SIP/2", "SIP/x.0", "SIP/2.0/UDP"):
+        with pytest.raises(SipParseError) as info:
+            parse(crlf(BASE.replace("SIP/2.0\n", f"{other}\n", 1)) + b"\r\n")
+        assert info.value.status == 400
+
+
+def test_a_response_that_does_not_parse_is_never_answered() -> None:
+    for name in ("response-other-version", "bad-status"):
+        with pytest.raises(SipParseError) as info:
+            parse(crlf(INVALID[name]) + b"\r\n")
+        assert parse_error_partial(info.value) is None, name
+    # RFC 3261 §7.1: the version is case-insensitive, also in a status line
+    lower = parse(crlf(INVALID["response-other-version"].replace("SIP/7.0", "sip/2.0")) + b"\r\n")
+    assert lower.status == 200 and not lower.method
 
 
 def test_not_utf8_and_no_header_end() -> None:

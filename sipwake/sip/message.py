@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sipwake.sip.errors import SipParseError
+from sipwake.sip.errors import SipParseError, SipVersionError
 from sipwake.sip.uri import URI, NameAddr, Via, split_unquoted
 
 COMPACT = {
@@ -50,6 +50,7 @@ MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.I)
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -319,10 +320,10 @@ def parse(data: bytes, stream: bool = False) -> Message:
 
     For datagrams a body longer than Content-Length is cut (RFC 3261 §18.3) and a
     shorter one is an error; stream transports frame by Content-Length before calling.
-    Raises SipParseError; its `partial` is the message as far as it could be read,
-    so a 400 can still be formed: for a request it carries the method and every readable
-    header line even when the request line or a header line is bad (a response is never
-    answered).
+    Raises SipParseError (SipVersionError for a request in another SIP version); its
+    `partial` is the message as far as it could be read, so a 400 or 505 can still be
+    formed: for a request it carries the method and every readable header line even when
+    the request line or a header line is bad (a response is never answered).
     """
     end = data.find(b"\r\n\r\n")
     sep = 4
@@ -383,8 +384,8 @@ def _header_name(
 
 def _partial(lines: list[str], msg: Message | None) -> Message | None:
     """A request whose request line or a header line is bad: its method (as far as it goes)
-    and every header line that reads as one, for the 400 it still deserves. None for what
-    looks like a response (never answered) or has no method at all."""
+    and every header line that reads as one, for the 400/505 it still deserves. None for
+    what looks like a response (never answered) or has no method at all."""
     if msg is None:
         start = lines[0].lstrip(" ")
         method = start.split(" ", 1)[0].rstrip("\r")
@@ -411,22 +412,27 @@ def parse_error_partial(exc: SipParseError) -> Message | None:
 
 def _start_line(line: str) -> Message:
     if line.startswith("SIP/"):
-        parts = line.split(" ", 2)
-        if (
-            len(parts) < 2
-            or parts[0] != "SIP/2.0"
-            or len(parts[1]) != 3
-            or not parts[1].isdigit()
-            or not 100 <= int(parts[1]) <= 699
-        ):
-            raise SipParseError(f"bad status line {line[:60]!r}")
-        return Message(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else "")
+        return _status_line(line)
     parts = line.split(" ")
     if len(parts) != 3 or not _METHOD.match(parts[0]) or not parts[1]:
+        if line[:4].upper() == "SIP/":
+            return _status_line(line)  # RFC 3261 §7.1: the version is case-insensitive
         raise SipParseError(f"bad request line {line[:60]!r}")
     if parts[2].upper() != "SIP/2.0":
-        raise SipParseError(f"unsupported version {parts[2][:20]!r}")
+        if _VERSION.match(parts[2]):
+            raise SipVersionError(f"SIP version {parts[2][:20]!r} not supported")
+        raise SipParseError(f"bad version {parts[2][:20]!r} in the request line")
     return Message(method=parts[0], uri=parts[1])
+
+
+def _status_line(line: str) -> Message:
+    parts = line.split(" ", 2)
+    if parts[0].upper() != "SIP/2.0":
+        raise SipParseError(f"response in another version {line[:60]!r}")
+    code = parts[1] if len(parts) > 1 else ""
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipParseError(f"bad status line {line[:60]!r}")
+    return Message(status=int(code), reason=parts[2] if len(parts) > 2 else "")
 
 
 def _check(msg: Message, body: bytes, stream: bool) -> None:

@@ -3,9 +3,9 @@
 Incoming bytes become parsed Messages with `source` set to the Peer they came from
 (for TCP/TLS/WS including the connection id: the RFC 5626 flow). WebSocket framing
 lives in websocket.py. Requests get
-`received`/`rport` added to their top Via (RFC 3581). Malformed input gets a 400
-(when enough of it was readable to form one) and a log line; oversize input is
-refused without being buffered.
+`received`/`rport` added to their top Via (RFC 3581). A malformed request gets a 400
+(505 in another SIP version) when it has a Via to answer to, and a log line; a
+malformed response only the log line; oversize input is refused without being buffered.
 """
 
 from __future__ import annotations
@@ -158,17 +158,17 @@ class TransportLayer:
                 resp = make_response(msg, 500)
                 self.send(resp, peer)
 
-    def _answer_bad(self, exc: SipParseError, peer: Peer, status: int = 400) -> None:
-        """A 400 to a malformed request, when it is one and a Via was readable; never to
-        an ACK or a response."""
+    def _answer_bad(self, exc: SipParseError, peer: Peer, status: int = 0) -> None:
+        """400 (or the error's own status: 505) to a malformed request, when it is one and
+        a Via was readable; never to an ACK or a response."""
         partial = parse_error_partial(exc)
         if partial is None or not partial.method or partial.method == "ACK":
             return
-        self._send_bad(partial, exc.args[0], peer, status)
+        self._send_bad(partial, exc.args[0], peer, status or exc.status)
 
     def _send_bad(self, msg: Message, why: str, peer: Peer, status: int = 400) -> None:
         """Answer a request we could not take, statelessly, back where it came from: the
-        Vias are copied as they came, even ones that don't parse."""
+        Vias are copied as they came, even ones that don't parse (RFC 4475 badvers)."""
         if msg.get("via") is None:
             return  # nobody could match a response without one
         resp = make_response(msg, status)
