@@ -105,6 +105,55 @@ async def test_response_in_another_sip_version_is_dropped_with_a_log_line(
     assert running.server.transport.parse_errors == 1
 
 
+# ---------------------------------------------------------- control characters
+BAD_CONTROLS = {
+    "nul-in-request-uri": ("uri", f"sip:a\x00b@{DOMAIN}"),
+    "soh-in-request-uri": ("uri", f"sip:{DOMAIN}\x01"),
+    "nul-in-subject": ("Subject", "a\x00b"),
+    "soh-in-subject": ("Subject", "a\x01b"),
+    "esc-in-subject": ("Subject", "\x1b[31mred"),
+    "del-in-subject": ("Subject", "a\x7fb"),
+    "vt-ending-subject": ("Subject", "a\x0b"),
+    "lone-cr-in-subject": ("Subject", "a\rX-Injected: yes"),
+    "nul-in-call-id": ("Call-ID", "abc\x00def@test"),
+    "nul-in-from": ("From", f"<sip:alice@{DOMAIN}\x00>;tag=1"),
+    "unescaped-soh-in-display-name": ("To", f'"A\x01" <sip:alice@{DOMAIN}>'),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("case", sorted(BAD_CONTROLS))
+async def test_control_characters_get_400(
+    running: Running, transport: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = await running.phone("alice", transport=transport)
+    where, value = BAD_CONTROLS[case]
+    if where == "uri":
+        data, branch = request(phone, uri=value)
+    else:
+        data, branch = request(phone, headers={where: value})
+    with caplog.at_level(logging.WARNING, logger="sipwake.sip.transport"):
+        assert await status_of(phone, data, branch) == 400
+    assert "control character" in caplog.text
+    await alive(phone)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_control_characters_where_the_grammar_allows_them(
+    running: Running, transport: str
+) -> None:
+    """UTF-8 and HTAB in header values, a quoted-pair NUL (RFC 4475 §3.1.1.2 intmeth),
+    anything in a body: all fine, the request is handled."""
+    phone = await running.phone("alice", transport=transport)
+    headers = {
+        "To": f'"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:alice@{DOMAIN}>',
+        "Subject": "caf\u00e9\tau lait \u5927\u505c\u96fb",
+        "Content-Type": "application/octet-stream",
+    }
+    data, branch = request(phone, headers=headers, body=b"\x00\x01\r\x7f\x00\n")
+    assert await status_of(phone, data, branch) == 200
+
+
 # ---------------------------------------------------------------- method token
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(

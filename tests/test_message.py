@@ -258,6 +258,19 @@ INVALID = {
     "header-no-colon": BASE + "Garbage line without colon\n",
     "content-length-too-big": BASE + "Content-Length: 50\n",
     "content-length-negative": BASE + "Content-Length: -5\n",
+    # control characters the grammar allows nowhere but in a quoted-pair (RFC 3261 §25.1)
+    "nul-in-request-uri": BASE.replace("sip:a@x SIP", "sip:a\x00@x SIP"),
+    "soh-in-request-uri": BASE.replace("sip:a@x SIP", "sip:a@x\x01 SIP"),
+    "nul-in-header": BASE + "Subject: a\x00b\n",
+    "soh-in-header": BASE + "Subject: a\x01b\n",
+    "esc-in-header": BASE + "Subject: \x1b[31mred\n",
+    "del-in-header": BASE + "Subject: a\x7fb\n",
+    "vt-ending-header": BASE + "Subject: a\x0b\n",  # str.strip() would hide it
+    "us-ending-header": BASE + "Subject: a\x1f\n",
+    "nul-in-call-id": BASE.replace("Call-ID: 1", "Call-ID: 1\x00"),
+    "lone-cr-in-header": BASE + "Subject: a\rX-Injected: b\n",
+    "ctl-in-quoted-string-unescaped": BASE.replace("To: <sip:a@x>", 'To: "A\x01" <sip:a@x>'),
+    "ctl-outside-quoted-string": BASE + 'Subject: "quoted" \\\x01 is no quoted-pair\n',
     # method token (RFC 3261 §25.1 token: alphanum and -.!%*_+`'~)
     "method-at": BASE.replace("OPTIONS", "OPT@IONS"),
     "method-soh": BASE.replace("OPTIONS sip", "OPTIONS\x01 sip"),
@@ -273,7 +286,8 @@ INVALID = {
 # version), so the partial message the error carries must have a method and the headers.
 ANSWERABLE = [
     name for name in INVALID
-    if name.startswith(("method-", "lws-in-ruri", "bad-version", "header-no-colon"))
+    if name.startswith(("nul-", "soh-", "esc-", "del-", "vt-", "us-", "lone-", "ctl-", "method-",
+                        "lws-in-ruri", "bad-version", "header-no-colon"))
 ]
 
 
@@ -318,6 +332,25 @@ def test_a_response_that_does_not_parse_is_never_answered() -> None:
     # RFC 3261 §7.1: the version is case-insensitive, also in a status line
     lower = parse(crlf(INVALID["response-other-version"].replace("SIP/7.0", "sip/2.0")) + b"\r\n")
     assert lower.status == 200 and not lower.method
+
+
+def test_control_characters_where_the_grammar_allows_them() -> None:
+    # UTF-8 and HTAB in header values, a NUL escaped as a quoted-pair (RFC 4475 intmeth),
+    # and anything at all in the body
+    raw = crlf(
+        BASE.replace("To: <sip:a@x>", 'To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:a@x>')
+        + "Subject: caf\u00e9\tau lait \u5927\u505c\u96fb\n"
+        + "Content-Type: application/octet-stream\nContent-Length: 5\n"
+    ) + b"\r\n\x00\x01\r\x7f\x00"
+    m = parse(raw)
+    assert m.to.display == "BEL:\x07 NUL:\x00 DEL:\x7f"
+    m.set("To", str(m.to))  # written back as quoted-pairs, so it reads back (and parses)
+    assert parse(m.to_bytes()).to == m.to
+    assert m.get("Subject") == "caf\u00e9\tau lait \u5927\u505c\u96fb"
+    assert m.body == b"\x00\x01\r\x7f\x00"
+    assert parse(m.to_bytes()).body == m.body
+    # stream framing reads the body by length, whatever it holds
+    assert parse(raw, stream=True).body == m.body
 
 
 def test_not_utf8_and_no_header_end() -> None:

@@ -52,6 +52,18 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.I)
 
+# Control characters (RFC 3261 §25.1): HTAB is whitespace and CR only ends a line (with
+# its LF); any other may appear only escaped as a quoted-pair inside a quoted-string (RFC
+# 4475 intmeth). The hot path looks for one in the header bytes with a translate and a
+# memchr, and for a lone CR with a regex whose literal prefix makes it a memchr loop; only
+# a message that has one pays for the exact check.
+_CONTROL_BYTES = bytes(
+    0 if (b < 0x20 and b not in (0x09, 0x0A, 0x0D)) or b == 0x7F else 1 for b in range(256)
+)
+_LONE_CR = re.compile(rb"\r[^\n]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_QUOTED_STRING = re.compile(r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*"')
+
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
@@ -332,8 +344,9 @@ def parse(data: bytes, stream: bool = False) -> Message:
         sep = 2
         if end < 0:
             raise SipParseError("no end of headers")
+    raw = data[:end]
     try:
-        head = data[:end].decode("utf-8")
+        head = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError("headers are not UTF-8") from exc
     if "\n " in head or "\n\t" in head:
@@ -354,6 +367,8 @@ def parse(data: bytes, stream: bool = False) -> Message:
         headers.append([known[0], known[1], value.strip()])  # strip() takes the \r too
     body = data[end + sep :]
     try:
+        if raw.translate(_CONTROL_BYTES).find(0) >= 0 or _LONE_CR.search(raw) is not None:
+            _check_controls(lines)
         _check(msg, body, stream)
     except SipParseError as exc:
         exc.args = (exc.args[0], msg)
@@ -433,6 +448,20 @@ def _status_line(line: str) -> Message:
     if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status line {line[:60]!r}")
     return Message(status=int(code), reason=parts[2] if len(parts) > 2 else "")
+
+
+def _check_controls(lines: list[str]) -> None:
+    """The exact check, for a message whose header bytes hold a control character."""
+    for i, line in enumerate(lines):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if _CONTROL.search(line) is None:
+            continue
+        if i == 0:
+            raise SipParseError("control character in the start line")
+        if _CONTROL.search(_QUOTED_STRING.sub("", line)) is not None:
+            name = line.partition(":")[0].strip()
+            raise SipParseError(f"control character in {name[:40]!r}")
 
 
 def _check(msg: Message, body: bytes, stream: bool) -> None:

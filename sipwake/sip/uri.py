@@ -38,6 +38,9 @@ def _format_params(params: dict[str, str | None], sep: str = ";") -> str:
 
 
 _SPECIAL = {sep: re.compile(f'[{sep}"<]') for sep in (",", ";")}
+# what a quoted-string holds only as a quoted-pair: the quote, the backslash, and the
+# control characters a display name may carry that way (RFC 4475 intmeth)
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
 
 
@@ -248,7 +251,7 @@ class NameAddr:
             return "*"
         display = ""
         if self.display:
-            escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
+            escaped = _NEEDS_ESCAPE.sub(r"\\\g<0>", self.display)  # quoted-pairs, §25.1
             display = f'"{escaped}" '
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
