@@ -175,3 +175,69 @@ async def test_bad_request_line_of_an_ack_gets_no_answer(running: Running, trans
     phone = await running.phone("alice", transport=transport)
     data, branch = request(phone, "ACK", f"sip:bob@{DOMAIN} x")  # LWS in the Request-URI
     await unanswered(phone, data, branch)
+
+
+# ------------------------------------------------------------- Content-Length
+DOUBLE_LENGTHS = {
+    "same": ({"Content-Length": "0"}, b""),
+    "different": ({"l": "1"}, b"abc"),
+    "compact-first": ({"l": "0"}, b""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOUBLE_LENGTHS))
+async def test_content_length_twice_gets_400_over_udp(
+    running: Running, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    phone = await running.phone("alice")
+    extra, body = DOUBLE_LENGTHS[case]
+    data, branch = request(phone, headers=dict(extra), body=body)
+    assert data.lower().count(b"\r\ncontent-length:") + data.count(b"\r\nl:") == 2
+    with caplog.at_level(logging.WARNING, logger="sipwake.sip.transport"):
+        assert await status_of(phone, data, branch) == 400
+    assert "more than one Content-Length" in caplog.text
+    await alive(phone)
+
+
+@pytest.mark.parametrize("case", sorted(DOUBLE_LENGTHS))
+async def test_content_length_twice_gets_400_and_the_stream_closed(
+    running: Running, case: str
+) -> None:
+    """RFC 4475 §3.3.9 mcl01: on a stream the framing can't be trusted: 400, then the
+    connection is closed, as for a missing Content-Length."""
+    phone = await running.phone("alice", transport="tcp")
+    extra, body = DOUBLE_LENGTHS[case]
+    data, branch = request(phone, headers=dict(extra), body=body)
+    following, follow_branch = request(phone)  # pipelined: never read as a message
+    assert await status_of(phone, data + following, branch) == 400
+    async with asyncio.timeout(5):
+        await phone.closed.wait()
+    assert answers(phone, follow_branch) == []
+    # the server itself is fine
+    await alive(await running.phone("alice", transport="tcp"))
+
+
+FRAMING = {
+    b"l: 5": 5,
+    b"Content-Length  :  12 ": 12,
+    b"CONTENT-LENGTH:0\r\nVia: x": 0,
+    b"Content-Length: 123456789": 123456789,
+    b"l: 5\r\nContent-Length: 5": None,  # twice, even alike
+    b"l: 5\r\nl: 6": None,
+    b"Subject: a\r\n l: 5": None,  # a continuation line, not a header
+    b"Subject: a\r\n l: 5\r\nl: 0": 0,
+    b"lr: 5": None,
+    b"Content-Lengthy: 5": None,
+    b"Content-Length: -1": None,
+    b"Content-Length: +1": None,
+    "Content-Length: ٣".encode(): None,
+    b"Content-Length: 1234567890": None,
+    b"Via: a": None,
+}
+
+
+@pytest.mark.parametrize("head", list(FRAMING))
+def test_stream_framing_takes_exactly_one_content_length(head: bytes) -> None:
+    from sipwake.sip.transport import _content_length
+
+    assert _content_length(b"OPTIONS sip:x SIP/2.0\r\n" + head) == FRAMING[head]

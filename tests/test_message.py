@@ -278,6 +278,10 @@ INVALID = {
     "method-space": BASE.replace("OPTIONS sip", "OPT IONS sip"),
     "method-paren": BASE.replace("OPTIONS", "OPT(IONS"),
     "method-utf8": BASE.replace("OPTIONS", "OPTIÖNS"),
+    # a single-valued framing header twice (RFC 4475 §3.3.9 mcl01)
+    "content-length-twice-same": BASE + "Content-Length: 0\nContent-Length: 0\n",
+    "content-length-twice-differ": BASE + "Content-Length: 0\nl: 3\n",
+    "content-length-compact-twice": BASE + "l: 0\nl: 0\n",
     "response-other-version": "SIP/7.0 200 OK\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
     "From: <sip:b@x>;tag=1\nTo: <sip:a@x>;tag=2\nCall-ID: 1\nCSeq: 1 OPTIONS\n",
 }
@@ -287,7 +291,8 @@ INVALID = {
 ANSWERABLE = [
     name for name in INVALID
     if name.startswith(("nul-", "soh-", "esc-", "del-", "vt-", "us-", "lone-", "ctl-", "method-",
-                        "lws-in-ruri", "bad-version", "header-no-colon"))
+                        "content-length-twice", "content-length-compact", "lws-in-ruri",
+                        "bad-version", "header-no-colon"))
 ]
 
 

@@ -47,6 +47,9 @@ LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 MANDATORY = ("via", "from", "to", "call-id", "cseq")
+MANDATORY_SINGLE = MANDATORY[1:]  # the Via is checked by parsing it
+# Headers a message may carry once at most (RFC 4475 §3.3.8 multi01, §3.3.9 mcl01)
+SINGLE = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
@@ -210,14 +213,7 @@ class Message:
     def cseq(self) -> tuple[int, str]:
         cached = self._cache.get("cseq")
         if cached is None:
-            text = self.get("cseq") or ""
-            parts = text.split()
-            if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
-                raise SipParseError(f"bad CSeq {text!r}")
-            number = int(parts[0])
-            if number >= 2**31:
-                raise SipParseError(f"CSeq number out of range {text!r}")
-            cached = self._cache["cseq"] = (number, parts[1].upper())
+            cached = self._cache["cseq"] = _cseq(self.get("cseq") or "")
         return cached
 
     @property
@@ -231,7 +227,7 @@ class Message:
     def top_via(self) -> Via:
         vias = self.vias
         if not vias:
-            raise SipParseError("no Via")
+            raise SipParseError("missing Via")
         return vias[0]
 
     def _name_addr(self, key: str) -> NameAddr:
@@ -464,21 +460,39 @@ def _check_controls(lines: list[str]) -> None:
             raise SipParseError(f"control character in {name[:40]!r}")
 
 
+def _cseq(text: str) -> tuple[int, str]:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        raise SipParseError(f"bad CSeq {text!r}")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise SipParseError(f"CSeq number out of range {text!r}")
+    return number, parts[1].upper()
+
+
 def _check(msg: Message, body: bytes, stream: bool) -> None:
-    keys = {h[0] for h in msg.headers}
-    for key in MANDATORY:
-        if key not in keys:
+    # one pass for the headers that must be there, and there once; their parses are the
+    # views the transaction layer reads next, cached now
+    single: dict[str, str] = {}
+    for h in msg.headers:
+        key = h[0]
+        if key in SINGLE:
+            if key in single:
+                raise SipParseError(f"more than one {CANONICAL[key]}")
+            single[key] = h[2]
+    for key in MANDATORY_SINGLE:
+        if key not in single:
             raise SipParseError(f"missing {CANONICAL[key]}")
-    number, method = msg.cseq  # validates
-    del number
+    cache = msg._cache
+    _, method = cache["cseq"] = _cseq(single["cseq"])
     if msg.method and method != msg.method.upper():
         raise SipParseError("CSeq method does not match the request")
     if msg.method:
         msg.request_uri  # noqa: B018 - validates the Request-URI now
     msg.top_via  # noqa: B018 - validates the top Via (needed to answer at all)
-    msg.from_  # noqa: B018 - dialog matching needs both tags
-    msg.to  # noqa: B018
-    length_text = msg.get("content-length")
+    cache["from"] = NameAddr.parse(single["from"])  # dialog matching needs both tags
+    cache["to"] = NameAddr.parse(single["to"])
+    length_text = single.get("content-length")
     if length_text is None:
         if stream:
             raise SipParseError("missing Content-Length on a stream transport")

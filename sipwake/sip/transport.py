@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import re
 import socket
 import ssl
 import time
@@ -405,13 +406,20 @@ def canonical_host(host: str) -> str:
         return host.lower()
 
 
+# A header line named Content-Length or l, its value up to the line's end. At a line's start
+# only: a continuation line (leading whitespace) belongs to the header before it, as the
+# parser reads it.
+_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+
+
 def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in (b"content-length", b"l"):
-            value = value.strip()
-            return int(value) if value.isdigit() and len(value) < 10 else None
-    return None
+    """The body length a stream frames by: None when it is missing, malformed or given
+    twice (RFC 4475 mcl01), as then no boundary on the stream can be trusted."""
+    values = _CONTENT_LENGTH.findall(head)
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
+    return int(value) if value.isdigit() and len(value) < 10 else None  # ASCII digits only
 
 
 UDP_BUFFER = 4 * 1024 * 1024
