@@ -282,6 +282,16 @@ INVALID = {
     "content-length-twice-same": BASE + "Content-Length: 0\nContent-Length: 0\n",
     "content-length-twice-differ": BASE + "Content-Length: 0\nl: 3\n",
     "content-length-compact-twice": BASE + "l: 0\nl: 0\n",
+    # digits are ASCII (int() takes "٣", and "²" passes isdigit() but not int())
+    "cseq-superscript": BASE.replace("CSeq: 1 OPTIONS", "CSeq: ² OPTIONS"),
+    "cseq-arabic-indic": BASE.replace("CSeq: 1 OPTIONS", "CSeq: ٣ OPTIONS"),
+    "content-length-arabic-indic": BASE + "Content-Length: ٠\n",
+    "content-length-superscript": BASE + "Content-Length: ⁰\n",
+    "via-port-superscript": BASE.replace("UDP h;", "UDP h:5²;"),
+    "ruri-port-arabic-indic": BASE.replace("sip:a@x SIP", "sip:a@x:٥٠٦٠ SIP"),
+    "max-forwards-superscript": BASE.replace("Max-Forwards: 70", "Max-Forwards: ²"),
+    "status-superscript": "SIP/2.0 1²3 x\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:b@x>;tag=1\n"
+    "To: <sip:a@x>\nCall-ID: 1\nCSeq: 1 OPTIONS\n",
     "response-other-version": "SIP/7.0 200 OK\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
     "From: <sip:b@x>;tag=1\nTo: <sip:a@x>;tag=2\nCall-ID: 1\nCSeq: 1 OPTIONS\n",
 }
@@ -330,7 +340,7 @@ def test_other_sip_versions_are_505_and_other_protocols_400(version: str) -> Non
 
 
 def test_a_response_that_does_not_parse_is_never_answered() -> None:
-    for name in ("response-other-version", "bad-status"):
+    for name in ("response-other-version", "status-superscript", "bad-status"):
         with pytest.raises(SipParseError) as info:
             parse(crlf(INVALID[name]) + b"\r\n")
         assert parse_error_partial(info.value) is None, name

@@ -275,7 +275,7 @@ class Message:
         if text is None:
             return None
         text = text.strip().lstrip("0") or "0"  # RFC 4475 wsinv: "0068" is 68
-        if not text.isdigit() or len(text) > 3:
+        if not _digits(text) or len(text) > 3:
             raise SipParseError(f"bad Max-Forwards {text[:20]!r}")
         return min(int(text), 255)
 
@@ -285,7 +285,7 @@ class Message:
         if text is None:
             return None
         text = text.strip()
-        if not text.isdigit() or len(text) > 10:
+        if not _digits(text) or len(text) > 10:
             raise SipParseError(f"bad {name} {text!r}")
         return int(text)
 
@@ -421,6 +421,11 @@ def parse_error_partial(exc: SipParseError) -> Message | None:
     return exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Message) else None
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() takes "²" (which int() refuses) and "٣"."""
+    return text.isdigit() and text.isascii()
+
+
 def _start_line(line: str) -> Message:
     if line.startswith("SIP/"):
         return _status_line(line)
@@ -441,7 +446,7 @@ def _status_line(line: str) -> Message:
     if parts[0].upper() != "SIP/2.0":
         raise SipParseError(f"response in another version {line[:60]!r}")
     code = parts[1] if len(parts) > 1 else ""
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not _digits(code) or not "100" <= code <= "699":
         raise SipParseError(f"bad status line {line[:60]!r}")
     return Message(status=int(code), reason=parts[2] if len(parts) > 2 else "")
 
@@ -462,7 +467,7 @@ def _check_controls(lines: list[str]) -> None:
 
 def _cseq(text: str) -> tuple[int, str]:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+    if len(parts) != 2 or not _digits(parts[0]) or len(parts[0]) > 10:
         raise SipParseError(f"bad CSeq {text!r}")
     number = int(parts[0])
     if number >= 2**31:
@@ -499,7 +504,7 @@ def _check(msg: Message, body: bytes, stream: bool) -> None:
         msg.body = body
         return
     length_text = length_text.strip()
-    if not length_text.isdigit() or len(length_text) > 9:
+    if not _digits(length_text) or len(length_text) > 9:
         raise SipParseError(f"bad Content-Length {length_text!r}")
     length = int(length_text)
     if length > len(body):

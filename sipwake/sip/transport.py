@@ -142,6 +142,10 @@ class TransportLayer:
             log.warning("malformed SIP from %s: %s", peer, exc.args[0])
             self._answer_bad(exc, peer)
             return
+        except Exception:  # a parser bug: log it, and keep the socket or connection
+            self.parse_errors += 1
+            log.exception("parser failed on %d bytes from %s", len(data), peer)
+            return
         msg.source = peer
         msg.received_at = time.perf_counter()
         if msg.method:
@@ -281,7 +285,7 @@ def _udp_response_target(resp: Message, peer: Peer) -> Peer:
         return peer
     rport = via.params.get("rport")
     received = via.params.get("received") or via.host
-    if rport and rport.isdigit():
+    if rport and rport.isdigit() and rport.isascii():
         return Peer("udp", received.strip("[]"), int(rport))
     if via.params.get("received"):
         return Peer("udp", received.strip("[]"), via.port or 5060)

@@ -91,7 +91,8 @@ def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
         raise SipParseError(f"bad host {host!r} in {what}")
     port: int | None = None
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        # ASCII digits: isdigit() also takes "²" (which int() refuses) and "٣" (which it reads)
+        if not (port_text.isdigit() and port_text.isascii()) or not 0 < int(port_text) < 65536:
             raise SipParseError(f"bad port {port_text!r} in {what}")
         port = int(port_text)
     return host.lower(), port
