@@ -246,6 +246,23 @@ async def test_non_ascii_digits_get_400_not_a_crash(
     await alive(phone)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_answers_to_malformed_requests_carry_a_to_tag(
+    running: Running, transport: str
+) -> None:
+    """RFC 3261 §8.2.6.2: a UAS's final response gets a To tag, also a 400 or 505."""
+    phone = await running.phone("alice", transport=transport)
+    for data, branch in (
+        request(phone, "INV@ITE"),
+        request(phone, version="SIP/7.0"),
+        request(phone, headers={"Subject": "\x00"}),
+    ):
+        await status_of(phone, data, branch)
+        (resp,) = answers(phone, branch)
+        to = next(line for line in resp.split(b"\r\n") if line.startswith(b"To:"))
+        assert b";tag=" in to
+
+
 FRAMING = {
     b"l: 5": 5,
     b"Content-Length  :  12 ": 12,

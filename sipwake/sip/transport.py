@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response, parse, parse_error_partial
 from sipwake.sip.peer import Peer
@@ -176,9 +177,13 @@ class TransportLayer:
         Vias are copied as they came, even ones that don't parse (RFC 4475 badvers)."""
         if msg.get("via") is None:
             return  # nobody could match a response without one
-        resp = make_response(msg, status)
-        # the detail helps the sender's developer; keep it short and single-line
-        detail = why.replace("\r", " ").replace("\n", " ")[:80]
+        try:
+            tag = None if msg.to_tag else random_hex(6)  # §8.2.6.2: a UAS adds a To tag
+        except SipParseError:
+            tag = None  # an unreadable To goes back as it came
+        resp = make_response(msg, status, to_tag=tag)
+        # the detail helps the sender's developer; keep it short, printable, single-line
+        detail = "".join(c if c.isprintable() else " " for c in why[:80])
         resp.reason = f"{resp.reason} ({detail})"
         msg.source = peer
         self.send(resp, peer)
