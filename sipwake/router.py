@@ -20,6 +20,11 @@ log = logging.getLogger("sipwake.router")
 Handler = Callable[[ServerTransaction], Awaitable[None] | None]
 
 SUPPORTED = "path, outbound, gruu"
+_EXTENSIONS = frozenset(t.strip() for t in SUPPORTED.split(","))
+SCHEMES = ("sip", "sips", "tel")
+# requests we proxy: their Require is for the far end (RFC 3261 §16.3), only
+# Proxy-Require is ours to check
+_PROXIED = ("INVITE",)
 STOP_RETRY_AFTER = 5  # seconds: what a stopping node tells callers to wait
 
 
@@ -54,6 +59,10 @@ class Router:
             resp = make_response(request, 405, to_tag=new_tag())
             resp.add("Allow", self.allow)
             st.respond(resp)
+            return
+        refusal = _unsupported(request)
+        if refusal is not None:
+            st.respond(refusal)
             return
         try:
             mf = request.max_forwards
@@ -121,3 +130,24 @@ class Router:
         """Until the handlers in flight are done (clean shutdown; the caller bounds it)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+
+
+def _unsupported(request: Message) -> Message | None:
+    """416 for a Request-URI scheme we don't serve; 420 naming the extensions it
+    requires of us that we lack (RFC 3261 §8.2.2.1, §8.2.2.3; RFC 4475 §3.3.2–3.3.5)."""
+    scheme = request.uri.partition(":")[0].lower()
+    if scheme not in SCHEMES:
+        return make_response(request, 416, to_tag=new_tag())
+    names = ["Proxy-Require"]
+    if request.method not in _PROXIED and not request.to_tag:
+        names.append("Require")
+    wanted = [
+        tag.strip() for name in names for value in request.get_all(name)
+        for tag in value.split(",") if tag.strip()
+    ]  # fmt: skip
+    missing = [tag for tag in wanted if tag.lower() not in _EXTENSIONS]
+    if not missing:
+        return None
+    resp = make_response(request, 420, to_tag=new_tag())
+    resp.add("Unsupported", ", ".join(missing))
+    return resp

@@ -47,10 +47,10 @@ EXPECTED: dict[str, int | None] = {
     "baddate": HANDLED,  # liberal: Date is never read
     "badaspec": 200,  # liberal: spaces around the addr-spec ignored
     "inv2543": HANDLED,
-    "unkscm": 200,  # RFC 4475 §3.3.2 wants 416: see test_unknown_uri_schemes below
-    "novelsc": 200,
+    "unkscm": 416,  # RFC 4475 §3.3.2
+    "novelsc": 416,  # §3.3.3
     "unksm2": HANDLED,  # RFC 4475 §3.3.4 hopes for 400 or 416: any refusal will do
-    "bext01": 200,  # RFC 4475 §3.3.5 wants 420: see test_unsupported_require below
+    "bext01": 420,  # RFC 4475 §3.3.5
     "invut": HANDLED,  # a proxy forwards bodies it does not understand
     "sdp01": HANDLED,
     "badinv01": 400,
@@ -138,9 +138,7 @@ async def test_answers_over_udp(running: Running, name: str) -> None:
         assert got == ([] if expected is None else [expected]), name
 
 
-# Wrong answers the SIP core can't fix: the router answers OPTIONS itself without looking at
-# the Request-URI scheme or at Require/Proxy-Require. Strict, so a fix shows up here.
-@pytest.mark.xfail(strict=True, reason="router: no 416 for an unknown Request-URI scheme")
+# The router checks the Request-URI scheme and Require/Proxy-Require before any service.
 @pytest.mark.parametrize("name", ["unkscm", "novelsc"])
 async def test_unknown_uri_schemes(running: Running, name: str) -> None:
     phone = await running.phone("probe")
@@ -150,7 +148,6 @@ async def test_unknown_uri_schemes(running: Running, name: str) -> None:
     assert finals(phone, data, branch) == [416]  # RFC 4475 §3.3.2, §3.3.3
 
 
-@pytest.mark.xfail(strict=True, reason="router: Require/Proxy-Require not checked (420)")
 async def test_unsupported_require(running: Running) -> None:
     phone = await running.phone("probe")
     data, branch = aimed_at(phone, MESSAGES["bext01"][1])
