@@ -191,7 +191,8 @@ def main() -> None:
     sip_port, http_port, echo_port = free_port(), free_port(), free_port()
     (tmp / "bench.toml").write_text(
         f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{sip_port}"]\n'
-        f'secret = "bench"\n[http]\nlisten = "127.0.0.1:{http_port}"\n'
+        # SIPp is one address sending thousands a second: no per-address rate limit
+        f'secret = "bench"\nsource_rate = 0\n[http]\nlisten = "127.0.0.1:{http_port}"\n'
         f'[store]\nurl = "sqlite:///{db}"\n[log]\nlevel = "WARNING"\n'
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))

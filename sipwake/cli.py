@@ -88,10 +88,36 @@ async def serve(config: Config) -> int:
         print(f"sipwake: cannot start: {exc}", file=sys.stderr)
         return 2
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(QuietHandler())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.run_until_stopped()
     return 0
+
+
+class QuietHandler:
+    """The loop's own error reports (an accept() out of descriptors, a transport that
+    failed) once per kind every few seconds, with a count, instead of a log that grows
+    by megabytes a second while something keeps failing."""
+
+    EVERY = 10.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        kind = str(context.get("message", ""))[:80]
+        now = time.monotonic()
+        at, skipped = self._last.get(kind, (-self.EVERY, 0))
+        if now - at < self.EVERY:
+            self._last[kind] = (at, skipped + 1)
+            return
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[kind] = (now, 0)
+        if skipped:
+            context = {**context, "message": f"{kind} (and {skipped} more like it)"}
+        loop.default_exception_handler(context)
 
 
 def _user(username: str, domain: str, realm: str, password: str, created_at: float) -> User:

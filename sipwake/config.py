@@ -66,6 +66,14 @@ class SipConfig:
     tls_cert: str = ""  # PEM paths for tls: and wss: listeners
     tls_key: str = ""
     max_message_size: int = 65536
+    # What one source may take (sip/guard.py): SIP messages per second per address
+    # (trusted peers exempt; 0: no limit), stream connections, and their time limits.
+    source_rate: float = 200.0
+    source_burst: int = 400
+    max_connections: int = 10_000
+    max_connections_per_address: int = 100
+    message_timeout: float = 30.0
+    idle_timeout: float = 120.0
 
 
 @dataclass
@@ -400,6 +408,12 @@ _LOWEST: dict[str, tuple[float, bool]] = {
     "sip.nonce_ttl": (0, False),
     "sip.min_expires": (0, False),
     "sip.max_message_size": (0, False),
+    "sip.source_rate": (0, True),  # 0: no limit
+    "sip.source_burst": (1, True),
+    "sip.max_connections": (1, True),
+    "sip.max_connections_per_address": (1, True),
+    "sip.message_timeout": (0, False),
+    "sip.idle_timeout": (0, False),
     "calls.park_timeout": (0, False),
     "calls.alert_repeat": (0, True),  # 0: the alert is sent once
     "calls.max_parked_per_user": (1, True),

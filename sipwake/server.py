@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import secrets
 import ssl
 from collections.abc import Coroutine
@@ -28,6 +29,7 @@ from sipwake.registrar.registrar import Registrar, RegistrarSettings
 from sipwake.retention import Retention
 from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
+from sipwake.sip.guard import Limits
 from sipwake.sip.peer import TrustedPeers
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer, canonical_host
@@ -40,6 +42,7 @@ from sipwake.voicemail import Voicemail
 log = logging.getLogger("sipwake.server")
 
 EXPIRY_SWEEP = 30.0  # seconds between expired-binding sweeps
+RESERVED_FILES = 256  # descriptors kept from SIP streams: store, HTTP, pushes, logs
 STOP_TIMEOUT = 9.0  # seconds a stop may take, all in (DESIGN: exit within 10 s)
 STOP_DRAIN = 3.0  # seconds for requests and deliveries in flight to finish
 
@@ -68,13 +71,22 @@ class Server:
         self.registrar: Registrar
         self.push: PushService  # APNs/FCM, or the developer sink
         self.router = Router()
-        self.transport = TransportLayer(self._received, config.sip.max_message_size)
+        sip = config.sip
+        self.trusted_peers = TrustedPeers(sip.trusted_peers)  # calls, inbox, voicemail
+        limits = Limits(
+            source_rate=sip.source_rate, source_burst=sip.source_burst,
+            max_connections=sip.max_connections,
+            max_per_address=sip.max_connections_per_address,
+            message_timeout=sip.message_timeout, idle_timeout=sip.idle_timeout,
+        )  # fmt: skip
+        self.transport = TransportLayer(
+            self._received, sip.max_message_size, limits, self.trusted_peers.trusts_host
+        )
         self.transactions: TransactionLayer
         self.uac: Uac
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
         self.metrics = Metrics()
-        self.trusted_peers = TrustedPeers(config.sip.trusted_peers)  # calls, inbox, voicemail
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
 
@@ -111,6 +123,7 @@ class Server:
         self.registrar = Registrar(settings, self.store, self.admission)
         await self.registrar.load()
         self.registrar.flow_alive = self.transport.flow_alive
+        self.transport.guard.has_binding = self.registrar.flow_has_binding
         self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
@@ -125,6 +138,7 @@ class Server:
         self.voicemail = Voicemail(self)  # NOTIFY/SUBSCRIBE message-summary, pushes
         self.voicemail.install()
 
+        self._fit_connections()
         tls = self._tls_context()
         self.transport.advertise = canonical_host(cfg.sip.advertise) if cfg.sip.advertise else ""
         for spec in cfg.sip.listen:
@@ -138,6 +152,7 @@ class Server:
         self.http = HttpApi(self)
         await self.http.start(cfg.http.listen, self._http_tls())
         self.spawn(self._sweep())
+        self.transport.start_sweeping()
         retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
         self.spawn(retention.run())
         # Start-up objects never become garbage: keep the cyclic collector off them.
@@ -153,6 +168,19 @@ class Server:
 
     def _register(self, st: ServerTransaction) -> Coroutine[Any, Any, None]:
         return self.registrar.handle_register(st.request, st.respond)
+
+    def _fit_connections(self) -> None:
+        """Stream connections stay below the open-file limit (raised to the hard limit),
+        so the HTTP API, the store and the push connections always find a descriptor."""
+        nofile = raise_open_files()
+        room = nofile - RESERVED_FILES
+        guard = self.transport.guard
+        if room < guard.max_total:
+            guard.max_total = max(1, room)
+            log.warning(
+                "open-file limit %d: at most %d SIP stream connections (raise it, e.g. "
+                "LimitNOFILE= in the systemd unit)", nofile, guard.max_total,
+            )  # fmt: skip
 
     def _tls_context(self) -> ssl.SSLContext | None:
         sip = self.config.sip
@@ -226,3 +254,17 @@ def _server_tls(cert: str, key: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key or None)
     return ctx
+
+
+def raise_open_files() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard one; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class Served:
                 if m := regex.search(await self._lines.get()):
                     return m
 
+    def log_has(self, text: str) -> bool:
+        return any(text in line for line in self.log)
+
     def tracebacks(self) -> list[str]:
         return [line for line in self.log if "Traceback" in line or "Error:" in line]
 
@@ -108,6 +112,7 @@ async def serve(
     *,
     loop: str = "auto",
     users: tuple[tuple[str, str], ...] = (("alice", "secret"), ("bob", "secret")),
+    preexec: Callable[[], None] | None = None,
 ) -> Served:
     """Write `toml` as the config (the store defaults to SQLite in `workdir`), add
     `users` with `sipwake user add`, start `sipwake serve` and wait until it serves."""
@@ -122,7 +127,7 @@ async def serve(
         assert code == 0, out
     proc = await asyncio.create_subprocess_exec(
         sipwake_command(), "serve", "--config", str(config), "--loop", loop,
-        cwd=workdir, env=_env(),
+        cwd=workdir, env=_env(), preexec_fn=preexec,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     served = Served(proc, workdir)

@@ -96,6 +96,10 @@ class Registrar:
             self.bindings.setdefault(b.aor, {})[b.key] = b
 
     # ------------------------------------------------------------------ queries
+    def flow_has_binding(self, flow: str) -> bool:
+        """Some registration lives on this TCP/TLS/WS connection."""
+        return flow in self._by_flow
+
     def live_bindings(self, aor: str) -> list[Binding]:
         """Bindings that can be reached now: unexpired, and their connection still open."""
         now = self.clock()

@@ -24,6 +24,7 @@ from typing import cast
 
 from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
+from sipwake.sip.guard import ConnectionGuard, Limits, SourceLimiter
 from sipwake.sip.message import Message, make_response, parse, parse_error_partial
 from sipwake.sip.peer import Peer
 from sipwake.sip.websocket import WsConnection
@@ -31,6 +32,7 @@ from sipwake.sip.websocket import WsConnection
 log = logging.getLogger("sipwake.sip.transport")
 
 MessageHandler = Callable[[Message], None]
+DEFAULT_LIMITS = Limits()
 _STREAMS = ("tcp", "tls", "ws", "wss")
 _flow_ids = itertools.count(1)
 
@@ -49,9 +51,18 @@ def _peer_host(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, 
 class TransportLayer:
     """Owns every socket; hands parsed messages to `handler` and sends what it is given."""
 
-    def __init__(self, handler: MessageHandler, max_size: int = 65536) -> None:
+    def __init__(
+        self,
+        handler: MessageHandler,
+        max_size: int = 65536,
+        limits: Limits = DEFAULT_LIMITS,
+        exempt: Callable[[str], bool] = lambda host: False,
+    ) -> None:
         self.handler = handler
         self.max_size = max_size
+        self.sources = SourceLimiter(limits.source_rate, limits.source_burst, exempt)
+        self.guard = ConnectionGuard(limits)  # server.py hands it the registrar's flows
+        self._sweeper: asyncio.TimerHandle | None = None
         self.listeners: list[Listener] = []
         self._udp: dict[str, asyncio.DatagramTransport] = {}  # "ipv4"/"ipv6" → socket
         self._servers: list[asyncio.AbstractServer] = []
@@ -119,7 +130,20 @@ class TransportLayer:
         """TLS context for connections we open ourselves (tls: peers without a flow)."""
         self._client_ssl = context
 
+    def start_sweeping(self) -> None:
+        """Every few seconds, close streams that idle or hang on a half message."""
+        limits = self.guard.limits
+        every = max(0.05, min(5.0, limits.message_timeout / 3, limits.idle_timeout / 3))
+
+        def sweep() -> None:
+            self.guard.sweep()
+            self._sweeper = asyncio.get_running_loop().call_later(every, sweep)
+
+        self._sweeper = asyncio.get_running_loop().call_later(every, sweep)
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for server in self._servers:
             server.close()
         for conn in [*self._flows.values(), *self._upgrading]:
@@ -305,6 +329,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive
         host, port = str(addr[0]), int(addr[1])
+        if not self.layer.sources.allow(host):
+            return  # one address flooding: dropped before any parsing
         peer = Peer("udp", host, port)
         if len(data) > self.layer.max_size:
             log.warning("oversize datagram (%d bytes) from %s dropped", len(data), peer)
@@ -329,14 +355,20 @@ class _StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_host = ""
         self.peer_port = 0
+        self.last_active = 0.0  # for the guard: idle and half-message limits
+        self.partial_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.peer_host, self.peer_port = _peer_host(transport.get_extra_info("peername"))
+        if not self.layer.guard.opened(self):
+            self.transport.abort()  # over a connection cap: no flow, nothing read
+            return
         self.layer._register(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.layer.guard.closed(self)
         self.layer._unregister(self)
 
     def send(self, data: bytes) -> None:
@@ -344,6 +376,9 @@ class _StreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.skip:
@@ -353,7 +388,8 @@ class _StreamConnection(asyncio.Protocol):
         self.buffer += data
         while self.buffer:
             if not self._next_message():
-                return
+                break
+        self.layer.guard.received(self, pending=bool(self.buffer) or self.skip > 0)
 
     def _next_message(self) -> bool:
         """Take one message off the buffer; False when more bytes are needed."""
@@ -398,7 +434,8 @@ class _StreamConnection(asyncio.Protocol):
             return False
         data = bytes(buf[:total])
         del buf[:total]
-        self.layer._deliver(data, peer, stream=True)
+        if self.layer.sources.allow(self.peer_host):  # else dropped: a flood
+            self.layer._deliver(data, peer, stream=True)
         return True
 
 

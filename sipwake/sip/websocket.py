@@ -63,17 +63,27 @@ class WsConnection(asyncio.Protocol):
         self.message = bytearray()  # the SIP message being received, fragment by fragment
         self.fragments = 0
         self.deadline: asyncio.TimerHandle | None = None
+        self.last_active = 0.0  # for the guard: idle and half-message limits
+        self.partial_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.peer_host, self.peer_port = transport.get_extra_info("peername")[:2]
+        if not self.layer.guard.opened(self):
+            self.transport.abort()  # over a connection cap
+            return
         # tracked from the start: shutdown closes it, and it may not idle before upgrading
         self.layer._upgrading.add(self)
         self.deadline = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.layer.guard.closed(self)
         self._leave()
+
+    def abort(self) -> None:
+        self._leave()
+        self.transport.abort()
 
     def send(self, data: bytes) -> None:
         """One SIP message as one WebSocket message: text when it is UTF-8 (RFC 7118 §5.1)."""
@@ -95,6 +105,10 @@ class WsConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- receiving
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        self.layer.guard.received(self, pending=bool(self.message))
+
+    def _receive(self, data: bytes) -> None:
         try:
             self.ws.receive_data(data)
             for event in self.ws.events():
@@ -184,6 +198,8 @@ class WsConnection(asyncio.Protocol):
             if message == b"\r\n\r\n":
                 self.send(b"\r\n")  # RFC 5626-style ping, as SIP.js sends: pong
             return
+        if not self.layer.sources.allow(self.peer_host):
+            return  # a flood: dropped before any parsing
         peer = Peer(self.kind, self.peer_host, self.peer_port, self.flow)
         self.layer._deliver(message, peer, stream=False)
 
