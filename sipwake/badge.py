@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from sipwake.store.base import Store
+from sipwake.store.errors import log_failure
 
 log = logging.getLogger("sipwake.badge")
 
@@ -20,14 +21,14 @@ async def badge(
     if unread is None:
         try:
             unread = await store.unread_count(aor)
-        except Exception:
-            log.exception("unread count of %s unavailable for the badge", aor)
+        except Exception as exc:
+            log_failure(log, exc, "unread count of %s for the badge", aor)
             unread = 0
     if new_voicemails is None:
         try:
             mailbox = await store.get_mailbox(aor)
-        except Exception:
-            log.exception("voicemail count of %s unavailable for the badge", aor)
+        except Exception as exc:
+            log_failure(log, exc, "voicemail count of %s for the badge", aor)
             mailbox = None
         new_voicemails = mailbox.new_count if mailbox is not None else 0
     return unread + new_voicemails

@@ -11,9 +11,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from sipwake.lograte import LogRate
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
+from sipwake.store.errors import unavailable
 
 log = logging.getLogger("sipwake.router")
 
@@ -26,6 +28,7 @@ SCHEMES = ("sip", "sips", "tel")
 # Proxy-Require is ours to check
 _PROXIED = ("INVITE",)
 STOP_RETRY_AFTER = 5  # seconds: what a stopping node tells callers to wait
+STORE_RETRY_AFTER = 5  # seconds: what we ask for while the store is failing
 
 
 class Router:
@@ -36,6 +39,7 @@ class Router:
         self.response_handlers: list[Callable[[Message], bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False  # new out-of-dialog requests get 503: this node is going
+        self._outages = LogRate(60.0)
 
     def route(self, method: str, handler: Handler) -> None:
         self.handlers[method] = handler
@@ -79,14 +83,27 @@ class Router:
             task.add_done_callback(self._tasks.discard)
 
     async def _guard(self, st: ServerTransaction, work: Awaitable[None]) -> None:
-        """Run an async handler; a failure becomes 400/500, never a silent drop."""
+        """Run an async handler; a failure becomes 400/500 (503 while the store is
+        failing), never a silent drop."""
         try:
             await work
         except SipParseError as exc:
             self._bad_request(st, exc)
-        except Exception:
-            log.exception("handler for %s failed", st.request.method)
-            self._fail(st, 500, None)
+        except Exception as exc:
+            outage = unavailable(exc)
+            if outage is None:
+                log.exception("handler for %s failed", st.request.method)
+                self._fail(st, 500, None)
+                return
+            skipped = self._outages.due(outage.kind)
+            if skipped is not None:  # one line a minute per kind, not one per request
+                log.error("store unavailable (%s): %s answered 503%s", outage, st.request.method,
+                          f"; {skipped} more since the last line" if skipped else "")  # fmt: skip
+            if st.last_response is None or st.last_response.status < 200:
+                resp = make_response(st.request, 503, "Service Unavailable (store)",
+                                     to_tag=new_tag())  # fmt: skip
+                resp.add("Retry-After", str(STORE_RETRY_AFTER))
+                st.respond(resp)
 
     def _bad_request(self, st: ServerTransaction, exc: SipParseError) -> None:
         """A header read lazily turned out malformed: 400 naming it, and a log line."""

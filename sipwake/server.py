@@ -36,6 +36,7 @@ from sipwake.sip.transport import TransportLayer, canonical_host
 from sipwake.sip.uac import Uac
 from sipwake.store import open_store
 from sipwake.store.base import Store
+from sipwake.store.errors import log_failure
 from sipwake.store.models import PushAttempt
 from sipwake.voicemail import Voicemail
 
@@ -197,8 +198,8 @@ class Server:
                 gone = await self.registrar.expire()
                 if gone:
                     log.info("%d bindings expired", gone)
-            except Exception:
-                log.exception("binding sweep failed")
+            except Exception as exc:
+                log_failure(log, exc, "binding sweep")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

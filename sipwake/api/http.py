@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -11,6 +13,10 @@ from aiohttp import web
 from sipwake.api import admin, calls, dev, devices, openapi, tokens
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
+from sipwake.lograte import LogRate
+from sipwake.store.errors import unavailable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from sipwake.server import Server
@@ -21,7 +27,8 @@ log = logging.getLogger("sipwake.api")
 class HttpApi:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.app = web.Application(client_max_size=1024 * 1024)
+        self.app = web.Application(client_max_size=1024 * 1024, middlewares=[self._outages])
+        self._outage_log = LogRate(60.0)
         self.app.router.add_get("/healthz", self.healthz)
         calls.add_routes(self.app, server)
         admin.add_routes(self.app, server)
@@ -44,6 +51,26 @@ class HttpApi:
         for sock in getattr(site._server, "sockets", None) or ():
             self.port = sock.getsockname()[1]
         log.info("HTTP%s listening on %s:%d", "S" if tls else "", host, self.port)
+
+    @web.middleware
+    async def _outages(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """While the store is failing: 503 + Retry-After, one log line a minute."""
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            outage = unavailable(exc)
+            if outage is None:
+                raise
+            skipped = self._outage_log.due(outage.kind)
+            if skipped is not None:
+                log.error("store unavailable (%s): %s %s answered 503%s", outage,
+                          request.method, request.path,
+                          f"; {skipped} more since the last line" if skipped else "")  # fmt: skip
+            body = json.dumps({"error": "unavailable", "field": None,
+                               "detail": "the store is unavailable: try again later"})
+            return web.json_response(text=body, status=503, headers={"Retry-After": "5"})
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipwake.lograte import LogRate
 from sipwake.registrar.registrar import reach
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message
@@ -37,6 +38,7 @@ from sipwake.sip.peer import Peer
 from sipwake.sip.uac import Uac
 from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.base import Store
+from sipwake.store.errors import unavailable
 from sipwake.store.models import Binding, InboxMessage
 
 log = logging.getLogger("sipwake.messages")
@@ -129,6 +131,10 @@ class Courier:
         # message id → resolved on the first 2xx from any device (the sender waits)
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.stopping = False  # the node is going: nothing new is sent
+        # (aor, device) → {message id: delivered at}: 2xx answers the store could not
+        # record yet; never sent again, recorded before that device's next delivery
+        self._unmarked: dict[tuple[str, str], dict[int, float]] = {}
+        self._outages = LogRate(60.0)
 
     # ------------------------------------------------------------------ starting
     def registered(self, binding: Binding) -> None:
@@ -171,6 +177,17 @@ class Courier:
         lane.idle.clear()
         lane.task = self.spawn(self._run(key, lane))
 
+    async def _mark_again(self, key: tuple[str, str]) -> None:
+        """Record the deliveries whose marks the store refused; raises while it still
+        does (the lane stops; the next registration tries again)."""
+        taken = self._unmarked.get(key)
+        if not taken:
+            return
+        for message_id, at in list(taken.items()):
+            await self.store.mark_delivered(message_id, key[1], at)
+            del taken[message_id]
+        del self._unmarked[key]
+
     async def delivered(self, message_id: int) -> None:
         """Returns once some device answered 2xx to `message_id` (see `expect`); the
         caller bounds the wait (asyncio.timeout)."""
@@ -199,12 +216,15 @@ class Courier:
     async def _run(self, key: tuple[str, str], lane: Lane) -> None:
         me = asyncio.current_task()
         try:
+            await self._mark_again(key)  # what this device took while the store failed
             after = await self.store.delivery_cursor(lane.aor, lane.device)
             while True:
                 lane.dirty = False
                 batch = await self.store.undelivered_messages(
                     lane.aor, lane.device, after, BATCH
                 )
+                taken = self._unmarked.get(key, {})
+                batch = [m for m in batch if m.id not in taken]  # never sent twice
                 if not batch:
                     if lane.dirty:
                         continue
@@ -215,8 +235,13 @@ class Courier:
                 if not ok or self.stopping:
                     return
                 after = batch[-1].id
-        except Exception:
-            log.exception("delivery to %s (%s) failed", lane.aor, lane.device)
+        except Exception as exc:
+            outage = unavailable(exc)
+            if outage is None:
+                log.exception("delivery to %s (%s) failed", lane.aor, lane.device)
+            elif self._outages.due(outage.kind) is not None:
+                log.warning("deliveries wait for the store (%s); the next registration "
+                            "resumes them", outage)  # fmt: skip
         finally:
             if lane.task is me:  # not replaced by a restart
                 lane.task = None
@@ -231,6 +256,7 @@ class Courier:
         the device's cursor moves there."""
         answers: asyncio.Queue[tuple[InboxMessage, int]] = asyncio.Queue()
         marks: list[asyncio.Future[None]] = []
+        marked: list[tuple[int, float]] = []  # (message id, when), in the order of marks
         done: set[int] = set()
         in_flight = 0
         ok = True
@@ -252,8 +278,10 @@ class Courier:
                 waiter = self.waiters.get(message.id)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+                at = self.clock()
+                marked.append((message.id, at))
                 marks.append(asyncio.ensure_future(
-                    self.store.mark_delivered(message.id, lane.device, self.clock())
+                    self.store.mark_delivered(message.id, lane.device, at)
                 ))  # fmt: skip
             elif status in UNAVAILABLE or status >= 500:
                 log.info("delivery of message %d to %s (%s): %d, stopping", message.id,
@@ -283,7 +311,11 @@ class Courier:
                 await settle_one()
         finally:
             if marks:
-                await asyncio.gather(*marks)
+                results = await asyncio.gather(*marks, return_exceptions=True)
+                failed = {mid: at for (mid, at), r in zip(marked, results, strict=True)
+                          if isinstance(r, BaseException)}  # fmt: skip
+                if failed:  # delivered all the same: kept, marked on the next occasion
+                    self._unmarked.setdefault((lane.aor, lane.device), {}).update(failed)
                 self.on_delivered(lane.aor)
         upto = 0
         for message in batch:  # ids the query skipped were delivered or acknowledged

@@ -38,6 +38,7 @@ from sipwake.messages.notify import PushCoalescer
 from sipwake.ratelimit import RateLimiter
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
+from sipwake.store.errors import log_failure
 from sipwake.store.models import Binding, Device, InboxMessage
 
 if TYPE_CHECKING:
@@ -263,8 +264,8 @@ class Inbox:
         while True:
             try:
                 await self.purge()
-            except Exception:
-                log.exception("inbox purge failed")
+            except Exception as exc:
+                log_failure(log, exc, "inbox purge")
             await asyncio.sleep(interval)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sipwake.badge import badge
 from sipwake.messages.content import number_of
 from sipwake.push.notification import MessageNotification
+from sipwake.store.errors import log_failure
 from sipwake.store.models import InboxMessage
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ class PushCoalescer:
                     return  # nothing came during the last interval
                 try:
                     await self._push(pending, *latest)
-                except Exception:
-                    log.exception("message push for %s failed", aor)
+                except Exception as exc:
+                    log_failure(log, exc, "message push for %s", aor)
                 if pending.latest is None:
                     pending.settled.set()
         finally:

@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from sipwake.lograte import LogRate
 from sipwake.store import StoreOpenError, migrations
 from sipwake.store import sql as q
+from sipwake.store.errors import outages_raised, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,29 @@ _MIGRATION_LOCK = 0x73697077616B65  # "sipwake"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _Write = tuple[str, q.Row, "asyncio.Future[None]"]
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection
+COMMAND_TIMEOUT = 10.0  # seconds a statement may take
+
+
+class _PoolNoise(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect while the server
+    is down: one line a minute, no traceback (our own lines say what failed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rate = LogRate(60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and not record.exc_info:
+            return True
+        if self.rate.due(record.getMessage()[:80]) is None:
+            return False
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolNoise())
 
 
 class PostgresStore(q.SQLStore):
@@ -56,9 +81,12 @@ class PostgresStore(q.SQLStore):
             raise RuntimeError("PostgresStore is already open")
         settings = {"search_path": f'"{self.schema}"'} if self.schema else None
         try:
+            # bounded waits: a server that stops answering fails requests (503), it
+            # never holds them
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
-            )
+                self.dsn, min_size=self._min_size, max_size=self._max_size,
+                server_settings=settings, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+            )  # fmt: skip
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreOpenError(_why_not(self.dsn, exc)) from exc
         try:
@@ -110,17 +138,20 @@ class PostgresStore(q.SQLStore):
     # the two primitives of SQLStore
 
     async def _execute(self, sql: str, params: q.Row) -> int:
-        status: str = await self._db.execute(sql, *params)  # e.g. "DELETE 3"
+        with outages_raised():
+            status: str = await self._db.execute(sql, *params)  # e.g. "DELETE 3"
         return int(status.rsplit(" ", 1)[-1])
 
     async def _fetch(self, sql: str, params: q.Row) -> list[Any]:
-        rows: list[Any] = await self._db.fetch(sql, *params)
+        with outages_raised():
+            rows: list[Any] = await self._db.fetch(sql, *params)
         return rows
 
     async def _write_many(self, statements: list[tuple[str, list[q.Row]]]) -> None:
-        async with self._db.acquire() as conn, conn.transaction():
-            for sql, rows in statements:
-                await conn.executemany(sql, rows)
+        with outages_raised():
+            async with self._db.acquire() as conn, conn.transaction():
+                for sql, rows in statements:
+                    await conn.executemany(sql, rows)
 
     async def _write(self, sql: str, params: q.Row) -> None:
         if self._pool is None:
@@ -129,7 +160,8 @@ class PostgresStore(q.SQLStore):
         self._queued.append((sql, params, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_queued(self._pool))
-        await future
+        with outages_raised():
+            await future
 
     async def _flush_queued(self, pool: Any) -> None:
         """Commit batches while writes keep coming; each batch is what queued meanwhile."""
@@ -155,6 +187,9 @@ class PostgresStore(q.SQLStore):
                 for sql, rows in by_sql.items():
                     await conn.executemany(sql, rows)
         except Exception as exc:
+            if unavailable(exc) is not None:  # the server, not a write: all fail alike
+                _settle(batch, exc)
+                return
             if len(batch) > 1:  # find the bad write by halves: the others commit, in order
                 half = len(batch) // 2
                 await self._commit(pool, batch[:half])

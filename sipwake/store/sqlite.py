@@ -39,8 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sipwake.lograte import LogRate
 from sipwake.store import StoreOpenError, migrations
 from sipwake.store import sql as q
+from sipwake.store.errors import outages_raised
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ WAL_RESTART_PAGES = 16_384
 CHECKPOINT_WAIT = 0.05
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a reset WAL file is cut back to
 MAX_BATCH = 1_000  # jobs per transaction: bounds how long one flush holds the loop
+_FAILURES = LogRate(60.0)  # a full disk fails every batch: a line a minute, not each
 
 
 @dataclass(slots=True)
@@ -164,7 +167,9 @@ class SQLiteStore(q.SQLStore):
                     if wal_pages > WAL_RESTART_PAGES:  # busy (a reader elsewhere): next time
                         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 except sqlite3.Error as exc:
-                    log.warning("sqlite checkpoint failed: %s", exc)
+                    if (skipped := _FAILURES.due(f"checkpoint {exc}")) is not None:
+                        log.warning("sqlite checkpoint failed: %s%s", exc,
+                                    f" ({skipped} more since)" if skipped else "")  # fmt: skip
         finally:
             conn.close()
 
@@ -214,7 +219,9 @@ class SQLiteStore(q.SQLStore):
                     conn.execute("ROLLBACK")
             self._busy_since = None
             if isinstance(exc, Exception):
-                log.warning("sqlite batch of %d failed: %s", len(jobs), exc)
+                if (skipped := _FAILURES.due(f"batch {exc}")) is not None:
+                    log.warning("sqlite batch of %d failed: %s%s", len(jobs), exc,
+                                f" ({skipped} more since)" if skipped else "")  # fmt: skip
                 self._fail(jobs, exc)
                 return
             self._fail(jobs, RuntimeError(f"sqlite batch aborted by {exc!r}"))
@@ -237,16 +244,22 @@ class SQLiteStore(q.SQLStore):
     # primitives of SQLStore (its _write is _execute: every write is batched here)
 
     async def _execute(self, sql: str, params: q.Row) -> int:
-        return await self._call(lambda conn: conn.execute(sql, params).rowcount)
+        with outages_raised():
+            return await self._call(lambda conn: conn.execute(sql, params).rowcount)
 
     async def _write_many(self, statements: list[tuple[str, list[q.Row]]]) -> None:
         def run(conn: sqlite3.Connection) -> None:
             for sql, rows in statements:
                 conn.executemany(sql, rows)
 
-        await self._call(run)  # one job: a failure rolls back only this job's statements
+        with outages_raised():
+            await self._call(run)  # one job: a failure rolls back only its own statements
 
     async def _fetch(self, sql: str, params: q.Row) -> list[q.Row]:
+        with outages_raised():
+            return await self._read(sql, params)
+
+    async def _read(self, sql: str, params: q.Row) -> list[q.Row]:
         deadline = 0.0
         while True:
             conn = self._conn
@@ -268,7 +281,8 @@ class SQLiteStore(q.SQLStore):
             return rows
 
     async def _insert_returning(self, sql: str, params: q.Row) -> list[q.Row]:
-        return await self._call(lambda conn: conn.execute(sql, params).fetchall())
+        with outages_raised():
+            return await self._call(lambda conn: conn.execute(sql, params).fetchall())
 
 
 def _close_after(checkpoints: threading.Thread | None, conn: sqlite3.Connection) -> None:

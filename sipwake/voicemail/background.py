@@ -9,6 +9,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from sipwake.store.errors import log_failure
+
 log = logging.getLogger("sipwake.voicemail")
 
 
@@ -28,8 +30,8 @@ class Background:
     async def _guard(self, work: Coroutine[Any, Any, Any], what: str) -> None:
         try:
             await work
-        except Exception:
-            log.exception("%s failed", what)
+        except Exception as exc:
+            log_failure(log, exc, "%s", what)
         finally:
             self._running -= 1
             if not self._running:

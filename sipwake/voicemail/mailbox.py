@@ -24,6 +24,7 @@ from sipwake.badge import badge
 from sipwake.push.notification import VoicemailNotification
 from sipwake.push.service import PushResult, PushService
 from sipwake.store.base import Store
+from sipwake.store.errors import log_failure
 from sipwake.store.models import Device, Mailbox
 from sipwake.voicemail.background import Background
 from sipwake.voicemail.summary import Caller, Counts, render
@@ -116,8 +117,8 @@ class Mailboxes:
             if changed:
                 try:
                     self.on_change(after)
-                except Exception:
-                    log.exception("voicemail change fan-out failed for %s", aor)
+                except Exception as exc:
+                    log_failure(log, exc, "voicemail change fan-out for %s", aor)
         if rose:
             self.tasks.run(self._push(after, report.caller), f"voicemail push to {aor}")
         return Change(after, rose, changed)

@@ -14,6 +14,7 @@ import pytest
 
 from sipwake.store import Binding, StoreOpenError, User
 from sipwake.store import sqlite as sqlite_module
+from sipwake.store.errors import StoreUnavailable
 from sipwake.store.sqlite import BUSY_RETRY, SQLiteStore
 
 
@@ -188,7 +189,7 @@ async def test_a_lock_held_too_long_fails_the_write(tmp_path: Path) -> None:
     other = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(StoreUnavailable, match="locked"):  # 503 + Retry-After
             await store.put_user(User("b", "d", "m", "s"))
         other.execute("ROLLBACK")
         await store.put_user(User("c", "d", "m", "s"))  # and the next write goes through
@@ -265,7 +266,7 @@ async def test_a_read_that_meets_a_lock_is_tried_again(store: SQLiteStore) -> No
         assert user is not None and user.username == "a"
         store._busy_timeout = 0.05
         store._conn.times = 1_000_000  # type: ignore[union-attr]
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(StoreUnavailable, match="locked"):
             await store.get_user("a", "d")  # a lock that never goes: an error, in time
     finally:
         store._conn = real
@@ -286,7 +287,7 @@ async def test_an_error_at_begin_fails_the_batch_and_the_next_one_works(
             ),
             5,
         )  # every caller hears of it: none waits for ever
-        assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+        assert all(isinstance(r, StoreUnavailable) for r in results)  # callers answer 503
         assert not real.in_transaction
         await store.put_user(User("c", "d", "m", "s"))
     finally:
