@@ -44,6 +44,6 @@ async def test_a_count_that_cannot_be_read_counts_zero(caplog: pytest.LogCapture
     try:
         await store.add_message(message(1))
         assert await badge(store, BOB) == 1
-        assert "voicemail count of sip:bob@example.com unavailable" in caplog.text
+        assert "voicemail count of sip:bob@example.com for the badge failed" in caplog.text
     finally:
         await store.close()
