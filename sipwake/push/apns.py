@@ -8,6 +8,7 @@ and the push log are the service's job.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from sipwake.push.provider import (
 )
 from sipwake.push.tls import client_context, parse_origin
 from sipwake.store.models import Device
+
+log = logging.getLogger("sipwake.push.apns")
 
 # 400 reasons that mean the token (or the app it belongs to) cannot be pushed to.
 TOKEN_REJECTED = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic", "TopicDisallowed"})
@@ -87,9 +90,11 @@ class APNsProvider:
         }
         self._base_path = {False: production.base_path, True: sandbox.base_path}
 
-    def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
+    def prepare(
+        self, device: Device, notification: Notification, now: float, push_id: str = ""
+    ) -> PreparedPush:
         request = apns_payload.build(device, notification, self.settings.topic)
-        push_id = random_uuid()
+        push_id = push_id or random_uuid()
         path = f"{self._base_path[device.sandbox]}/3/device/{request.token}".encode()
         headers: Headers = [
             (b"apns-push-type", request.push_type.encode()),
@@ -111,15 +116,23 @@ class APNsProvider:
             wire=(path, headers),
         )
 
-    async def attempt(self, push: PreparedPush) -> AttemptResult:
+    async def attempt(
+        self, push: PreparedPush, time_left: float | None = None
+    ) -> AttemptResult:
         path, headers = push.wire
         auth = self.token.header()
+        if time_left is not None:
+            time_left = min(time_left, self.settings.request_timeout)
         try:
             response = await self.pools[push.sandbox].post(
-                path, [(b"authorization", auth), *headers], push.body
+                path, [(b"authorization", auth), *headers], push.body, time_left
             )
         except H2Error as exc:
             return AttemptResult(0, RETRY, str(exc) or type(exc).__name__, credential=auth)
+        except Exception as exc:  # never an exception out of a send: a failed attempt
+            log.warning("APNs request failed: %r", exc)
+            return AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                                 credential=auth)
         result = classify(response)
         result.credential = auth
         result.sent_at = response.sent_at

@@ -1,24 +1,29 @@
 """Firebase Cloud Messaging provider (HTTP v1 API).
 
 `POST {url}/v1/projects/{project_id}/messages:send` with an OAuth2 bearer from
-the service account. One request per message (there is no batch API any more);
-httpx multiplexes them over HTTP/2 where the server offers it.
+the service account. One request per message (there is no batch API any more),
+multiplexed over a few long-lived HTTP/2 connections by the same client as APNs
+(h2client.H2Pool): the same deadline per request, the same GOAWAY handling, and
+every transport failure an H2Error, i.e. a retry. (httpx's timeouts are per read,
+so a stalled stream on a busy shared connection never timed out, and some of its
+connection errors, anyio.EndOfStream, escaped as exceptions.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from sipwake.ids import random_uuid
 from sipwake.push import fcm_payload
 from sipwake.push.fcm_auth import AccessTokenSource, AuthError
+from sipwake.push.h2client import H2Error, H2Pool, Headers
 from sipwake.push.notification import Notification
 from sipwake.push.provider import (
     DELIVERED,
@@ -43,8 +48,14 @@ class FCMSettings:
     token_url: str = ""  # wins over the service account's token_uri
     ca_file: str = ""
     allow_insecure: bool = False  # accept http:// URLs: local test servers only
-    request_timeout: float = 10.0
-    max_connections: int = 20
+    request_timeout: float = 10.0  # one attempt: waiting for a token, a stream, the answer
+    max_connections: int = 4  # more are opened only when streams run out
+    ping_interval: float = 60.0
+
+
+log = logging.getLogger("sipwake.push.fcm")
+
+_CONTENT_TYPE = (b"content-type", b"application/json; charset=utf-8")
 
 
 class FCMProvider:
@@ -63,14 +74,19 @@ class FCMProvider:
             allow_insecure=settings.allow_insecure,
             clock=clock,
         )
-        self._client = httpx.AsyncClient(
-            http2=True,
-            verify=client_context(settings.ca_file),
-            timeout=settings.request_timeout,
-            limits=httpx.Limits(max_connections=settings.max_connections),
+        self.pool = H2Pool(
+            origin,
+            client_context(settings.ca_file, alpn=["h2"]),
+            max_connections=settings.max_connections,
+            request_timeout=settings.request_timeout,
+            ping_interval=settings.ping_interval,
         )
+        self._path = self.path.encode()
+        self._bearer = ("", b"")  # the last token and its header value
 
-    def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
+    def prepare(
+        self, device: Device, notification: Notification, now: float, push_id: str = ""
+    ) -> PreparedPush:
         if not device.push_token:
             raise SkipPush("no FCM registration token")
         message = fcm_payload.build(device, notification, now)
@@ -78,32 +94,44 @@ class FCMProvider:
             provider=self.name,
             device_id=device.device_id,
             kind=notification.kind,
-            push_id=random_uuid(),  # FCM names messages itself; this is ours, for the log
+            push_id=push_id or random_uuid(),  # FCM names messages itself; ours, for the log
             headers={":path": self.path},
             payload=message,
             body=fcm_payload.dumps(message),
         )
 
-    async def attempt(self, push: PreparedPush) -> AttemptResult:
+    async def attempt(
+        self, push: PreparedPush, time_left: float | None = None
+    ) -> AttemptResult:
+        loop = asyncio.get_running_loop()
+        limit = self.settings.request_timeout
+        deadline = loop.time() + (limit if time_left is None else min(limit, time_left))
+        token = self.auth.current()
+        if token is None:  # no valid token: wait for the renewal, within this attempt
+            try:
+                async with asyncio.timeout_at(deadline):
+                    token = await self.auth.token()
+            except TimeoutError:
+                return AttemptResult(0, RETRY, "no access token yet (token endpoint slow)")
+            except AuthError as exc:
+                # Not the device's fault, nor the push's: kept and retried (a key that was
+                # revoked comes back once the operator fixes the configuration).
+                return AttemptResult(0, RETRY, str(exc))
+        if self._bearer[0] != token:
+            self._bearer = (token, b"Bearer " + token.encode())
+        headers: Headers = [(b"authorization", self._bearer[1]), _CONTENT_TYPE]
         try:
-            token = await self.auth.token()
-        except AuthError as exc:
-            return AttemptResult(0, RETRY if exc.retryable else FAILED, str(exc))
-        try:
-            response = await self._client.post(
-                self.url,
-                content=push.body,
-                headers={
-                    "authorization": f"Bearer {token}",
-                    "content-type": "application/json; charset=utf-8",
-                },
-            )
-        except httpx.HTTPError as exc:
+            response = await self.pool.post(self._path, headers, push.body,
+                                            deadline - loop.time())
+        except H2Error as exc:
             return AttemptResult(0, RETRY, str(exc) or type(exc).__name__, credential=token)
-        result = classify(
-            response.status_code, response.content, response.headers.get("retry-after")
-        )
+        except Exception as exc:  # never an exception out of a send: a failed attempt
+            log.warning("FCM request failed: %r", exc)
+            return AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                                 credential=token)
+        result = classify(response.status, response.body, response.headers.get("retry-after"))
         result.credential = token
+        result.sent_at = response.sent_at
         return result
 
     async def reauthorize(self, stale: object) -> None:
@@ -111,7 +139,7 @@ class FCMProvider:
             self.auth.invalidate(stale)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.pool.close()
 
 
 def _error(body: bytes) -> tuple[str, str, str, list[str]]:

@@ -7,9 +7,15 @@ per request). What it takes care of:
 - never more concurrent streams on a connection than the server's
   SETTINGS_MAX_CONCURRENT_STREAMS allows; when every connection is full it opens
   another (up to `max_connections`, one at a time), then queues;
+- one deadline per request, covering the wait for a connection or a free stream
+  and the stream itself; when it passes the stream is reset (the connection
+  stays up for the others) and the request fails with H2Error;
 - GOAWAY: the connection takes no new streams, streams the server promised to
-  finish (id <= last_stream_id) complete, the others are resent on a fresh
-  connection (the server never saw them, so resending is safe);
+  finish (id <= last_stream_id) complete, the others fail with StreamRefused (the
+  server never processed them). `post` sends a refused request again once, on
+  another connection; refused twice, it is the caller's to retry after a backoff
+  (a server refusing everything must not see each request three times in a row).
+  A request that got an answer, or may have been processed, is never resent here;
 - connections are kept open while idle, with a PING now and then to notice a
   dead peer (APNs wants long-lived connections);
 - outgoing frames are written once per loop iteration, not once per request.
@@ -178,8 +184,13 @@ class H2Connection(asyncio.Protocol):
             self._flush()
             self.abort(H2Error(f"protocol error: {exc}"))
             return
-        for event in events:
-            self._handle(event)
+        try:
+            for event in events:
+                self._handle(event)
+        except Exception as exc:  # a bug or a value we did not foresee: drop this connection
+            log.exception("HTTP/2 connection to %s failed", self._pool.origin)
+            self.abort(H2Error(f"connection failed: {exc!r}"))
+            return
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -190,6 +201,10 @@ class H2Connection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(error)
             self.ready.exception()  # retrieved by the pool's connect; silence "never retrieved"
+            # Never usable: the pool's _connect tells the waiters (with this error). Waking
+            # them here as if capacity had changed made each of them connect again at once,
+            # in a loop, for as long as the server kept resetting new connections.
+            return
         streams, self._streams = self._streams, {}
         for stream_id, stream in streams.items():
             self._finish(stream_id, stream, error)
@@ -433,20 +448,44 @@ class H2Pool:
         self._closed = False
         self.connections_opened = 0
 
-    async def post(self, path: bytes, headers: Headers, body: bytes) -> Response:
-        """POST `body` to `path`. Raises H2Error when no response arrives."""
+    async def post(
+        self, path: bytes, headers: Headers, body: bytes, time_left: float | None = None
+    ) -> Response:
+        """POST `body` to `path`. Raises H2Error when no response arrives within
+        `time_left` seconds (default: the pool's request_timeout), StreamRefused when
+        the request was refused unprocessed twice (it may be sent again later)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._request_timeout if time_left is None else time_left)
         request = [*self._prefix, unique(b":path", path), *headers]
-        for _ in range(3):
-            conn = await self._acquire()
-            stream_id, future = conn.start(request, body, self._request_timeout)
+        refused: H2Connection | None = None
+        while True:
+            conn = self._ready_connection(avoid=refused)
+            if conn is None:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await self._acquire(avoid=refused)
+                except TimeoutError:
+                    raise H2Error(f"request timed out waiting for a connection to "
+                                  f"{self.origin}") from None
+            left = deadline - loop.time()
+            if left <= 0:
+                raise H2Error("request timed out")
+            try:
+                stream_id, future = conn.start(request, body, left)
+            except StreamRefused:
+                if refused is not None:
+                    raise
+                refused = conn
+                continue
             try:
                 return await future
             except StreamRefused:
-                continue  # never processed: resend on another connection
+                if refused is not None:
+                    raise StreamRefused(f"{self.origin} refused the request twice") from None
+                refused = conn  # never processed: once more, on another connection
             except asyncio.CancelledError:
                 conn.cancel(stream_id)
                 raise
-        raise StreamRefused(f"{self.origin} refused the request three times")
 
     async def close(self) -> None:
         self._closed = True
@@ -457,14 +496,28 @@ class H2Pool:
             conn.close()
         self._conns.clear()
 
-    async def _acquire(self) -> H2Connection:
+    def _ready_connection(self, avoid: H2Connection | None = None) -> H2Connection | None:
+        """A connection with a free stream, `avoid` (which refused a stream but is still
+        usable, e.g. REFUSED_STREAM) only when no other connection may be opened."""
+        if self._closed:
+            raise H2Error("pool closed")
+        fallback = None
+        for conn in self._conns:
+            if conn.has_capacity():
+                if conn is not avoid:
+                    return conn
+                fallback = conn
+        if fallback is not None and len(self._conns) >= self._max_connections:
+            return fallback
+        return None
+
+    async def _acquire(self, avoid: H2Connection | None = None) -> H2Connection:
+        """A connection with a free stream (other than `avoid`), opening one if allowed."""
         first = True
         while True:
-            if self._closed:
-                raise H2Error("pool closed")
-            for conn in self._conns:
-                if conn.has_capacity():
-                    return conn
+            conn = self._ready_connection(avoid)
+            if conn is not None:
+                return conn
             if self._connecting is None and len(self._conns) < self._max_connections:
                 self._connecting = asyncio.ensure_future(self._connect())
             waiter = asyncio.get_running_loop().create_future()
@@ -500,8 +553,14 @@ class H2Pool:
                         raise H2Error("server did not negotiate HTTP/2 (ALPN h2)")
                 self._all.add(conn)
                 await conn.ready  # the server's SETTINGS tell us how many streams we may open
-        except (OSError, TimeoutError, H2Error) as exc:
+        except asyncio.CancelledError:
             self._all.discard(conn)
+            self._connecting = None
+            raise
+        except Exception as exc:  # OSError, TimeoutError, H2Error, ssl errors, ...
+            self._all.discard(conn)
+            conn.draining = True  # gone before it was ready: no "capacity" wake-up from it
+            conn.abort(H2Error(f"cannot connect: {exc}"))  # e.g. no SETTINGS in time
             log.warning("cannot connect to %s: %s", self.origin, exc)
             self._connecting = None
             self._wake_all(H2Error(f"cannot connect to {self.origin}: {exc}"))

@@ -72,11 +72,20 @@ class AttemptResult:
 class Provider(Protocol):
     name: str
 
-    def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
-        """Encode the request. Raises SkipPush or InvalidDeviceToken."""
+    def prepare(
+        self, device: Device, notification: Notification, now: float, push_id: str = ""
+    ) -> PreparedPush:
+        """Encode the request (again for a retry: what depends on `now`, FCM's ttl, is
+        fresh; `push_id` keeps the first preparation's id). Raises SkipPush or
+        InvalidDeviceToken."""
 
-    async def attempt(self, push: PreparedPush) -> AttemptResult:
-        """Send once. Never raises for network or HTTP errors: they become results."""
+    async def attempt(
+        self, push: PreparedPush, time_left: float | None = None
+    ) -> AttemptResult:
+        """Send once, giving up after `time_left` seconds (at most the provider's own
+        request timeout): the deadline covers waiting for a credential, a connection
+        and the answer. Never raises for network, transport or HTTP errors: they
+        become results (RETRY unless the provider's answer says otherwise)."""
 
     async def reauthorize(self, stale: object) -> None:
         """Replace the credential `stale` (unless already replaced)."""

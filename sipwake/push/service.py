@@ -26,6 +26,7 @@ from sipwake.push.provider import (
     REAUTH,
     RETRY,
     SKIPPED,
+    AttemptResult,
     InvalidDeviceToken,
     PreparedPush,
     Provider,
@@ -162,7 +163,11 @@ class PushService:
                 return expired
             attempt += 1
             started = time.perf_counter()
-            result = await provider.attempt(push)
+            try:  # one deadline per attempt: the provider's request timeout, or less
+                result = await provider.attempt(push, max(0.001, n.deadline - self._clock()))
+            except Exception as exc:  # a provider's bug must not lose the push
+                log.exception("%s provider failed on a %s push", provider.name, n.kind)
+                result = AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "))
             answered_at = time.perf_counter()
             latency = (answered_at - started) * 1000.0
             outcome = result.outcome

@@ -33,8 +33,10 @@ class PushSink:
         self._ring: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
         self._clock = clock
 
-    def prepare(self, device: Device, notification: Notification, now: float) -> PreparedPush:
-        push_id = random_uuid()
+    def prepare(
+        self, device: Device, notification: Notification, now: float, push_id: str = ""
+    ) -> PreparedPush:
+        push_id = push_id or random_uuid()
         if device.provider == "apns":
             request = apns_payload.build(device, notification, PLACEHOLDER_TOPIC)
             return PreparedPush(
@@ -62,7 +64,9 @@ class PushSink:
             )
         raise SkipPush(f"unknown push provider {device.provider!r}")
 
-    async def attempt(self, push: PreparedPush) -> AttemptResult:
+    async def attempt(
+        self, push: PreparedPush, time_left: float | None = None
+    ) -> AttemptResult:
         entry = push.as_json()
         entry["at"] = self._clock()
         entry["size"] = len(push.body)

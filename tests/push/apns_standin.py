@@ -8,6 +8,9 @@ expiration, collapse id, apns-id, payload JSON and size (413 beyond 4096 bytes,
 SETTINGS_MAX_CONCURRENT_STREAMS without noting a violation. Every refusal that
 was not programmed by the test is a violation; tests assert there are none.
 
+The wire and the fault modes (drop, stall, GOAWAY, stream reset, delay) are
+h2_standin's; a programmed Reply carries them per device token.
+
 Also used by bench/push.py, so the hot path stays reasonably lean (verified
 JWTs are cached by their exact bytes; their age is checked on every request).
 """
@@ -22,16 +25,15 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from hyperframe.frame import GoAwayFrame
+
+try:
+    from h2_standin import Answer, Fault, H2StandIn
+except ModuleNotFoundError:  # imported as tests.push.apns_standin
+    from tests.push.h2_standin import Answer, Fault, H2StandIn
 
 PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
               "location", "liveactivity", "pushtotalk", "controls", "widgets"}
@@ -42,13 +44,23 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 @dataclass
 class Reply:
-    """A programmed answer: Reply(410, "Unregistered", timestamp_ms=...)."""
+    """A programmed answer: Reply(410, "Unregistered", timestamp_ms=...), or a fault:
+    Reply(drop=True), Reply(stall=True), Reply(goaway=True), Reply(reset=7)."""
 
-    status: int
+    status: int = 0
     reason: str = ""
     timestamp_ms: int | None = None
     retry_after: str | None = None
     drop: bool = False  # close the connection instead of answering
+    stall: bool = False  # never answer
+    goaway: bool = False  # refused unprocessed by a GOAWAY below its stream id
+    reset: int | None = None  # RST_STREAM with this error code
+    delay: float = 0.0  # the (programmed or normal) answer comes this late
+
+    def fault(self) -> Fault | None:
+        if self.drop or self.stall or self.goaway or self.reset is not None or self.delay:
+            return Fault(self.drop, self.stall, self.goaway, self.reset, self.delay)
+        return None
 
 
 @dataclass
@@ -67,7 +79,7 @@ class Request:
         return json.loads(self.body)
 
 
-class APNsStandIn:
+class APNsStandIn(H2StandIn):
     def __init__(
         self,
         *,
@@ -82,39 +94,22 @@ class APNsStandIn:
         goaway_after: int | None = None,
         record: bool = True,
     ) -> None:
+        super().__init__(ssl_context=ssl_context, max_concurrent_streams=max_concurrent_streams,
+                         response_delay=response_delay, goaway_after=goaway_after,
+                         record=record)
         self.team_id, self.key_id, self.public_key = team_id, key_id, public_key
         self.topics = topics
         self.clock = clock
-        self.ssl_context = ssl_context
-        self.max_concurrent_streams = max_concurrent_streams
-        self.response_delay = response_delay
-        self.goaway_after = goaway_after
-        self.record = record
         self.programs: dict[str, deque[Reply]] = defaultdict(deque)
         self.sticky: dict[str, Reply] = {}
         self.token_topics: dict[str, str] = {}  # token -> bundle it belongs to
         self.expired_jwts: set[str] = set()
-        self.requests: list[Request] = []
-        self.answered = 0
+        self.requests: list[Request] = []  # processed: checked and answered
         self.jwts: set[str] = set()
-        self.violations: list[str] = []
-        self.connections = 0
-        self.peak_streams = 0
-        self.pings = 0
-        self.ping_event = asyncio.Event()
-        self.request_event = asyncio.Event()  # set when any request starts arriving
         self._handled = asyncio.Event()  # set when a request has been checked and recorded
         self._jwt_cache: dict[str, dict[str, Any]] = {}
-        self._conns: set[_ServerConnection] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self.port = 0
 
     # -- test controls -----------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.ssl_context else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
 
     def program(self, token: str, *replies: Reply) -> None:
         """Answer the next requests for `token` with these replies, in order."""
@@ -127,24 +122,42 @@ class APNsStandIn:
         """Every provider token seen so far is now answered with ExpiredProviderToken."""
         self.expired_jwts |= self.jwts
 
-    def goaway_all(self) -> None:
-        for conn in list(self._conns):
-            conn.goaway()
+    def delivered(self, apns_id: str | None = None) -> list[Request]:
+        """Requests answered 200 (for one apns-id, when given)."""
+        return [r for r in self.requests if r.status == 200
+                and (apns_id is None or r.headers.get("apns-id") == apns_id)]
 
-    async def start(self) -> APNsStandIn:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _ServerConnection(self), "127.0.0.1", 0, ssl=self.ssl_context
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+    def on_wire(self, token: str) -> int:
+        """How many requests for device `token` arrived, processed or not."""
+        return sum(1 for w in self.wire if _device_token(w.headers) == token)
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self._conns):
-                conn.abort()
-            await self._server.wait_closed()
+    # -- the wire's callbacks ----------------------------------------------------------
+
+    def fault_for(self, headers: dict[str, str], body: bytes) -> Fault | None:
+        token = _device_token(headers)
+        program = self.programs.get(token)
+        if program:
+            fault = program[0].fault()
+            if fault is not None and (fault.drop or fault.stall or fault.refuses):
+                program.popleft()  # instead of an answer; a delayed one is answered later
+            return fault
+        reply = self.sticky.get(token)
+        return reply.fault() if reply is not None else None
+
+    def answer(self, conn_no: int, stream_id: int, headers: dict[str, str],
+               body: bytes) -> Answer:
+        status, reason, reply = self.handle(conn_no, stream_id, headers, body)
+        response = [("apns-id", headers.get("apns-id", ""))]
+        payload = b""
+        if status != 200:
+            error: dict[str, Any] = {"reason": reason}
+            if reply is not None and reply.timestamp_ms is not None:
+                error["timestamp"] = reply.timestamp_ms
+            payload = json.dumps(error).encode()
+            response.append(("content-type", "application/json"))
+            if reply is not None and reply.retry_after is not None:
+                response.append(("retry-after", reply.retry_after))
+        return Answer(status, response, payload)
 
     # -- protocol checks -------------------------------------------------------------
 
@@ -170,8 +183,7 @@ class APNsStandIn:
         """Check one request; returns (status, reason, programmed reply or None)."""
         auth = headers.get("authorization", "")
         token_jwt = auth[7:] if auth.startswith("bearer ") else ""
-        match = _PATH.fullmatch(headers.get(":path", ""))
-        device_token = match.group(1) if match else ""
+        device_token = _device_token(headers)
         request = Request(conn_no, stream_id, headers, body, device_token, token_jwt)
         status, reason, reply = self._check(headers, body, device_token, auth, token_jwt)
         request.status, request.reason = status, reason
@@ -272,138 +284,6 @@ class APNsStandIn:
         return 200, "", None
 
 
-class _ServerConnection(asyncio.Protocol):
-    def __init__(self, server: APNsStandIn) -> None:
-        self.server = server
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        )
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
-        self.open = 0  # requests received and not answered yet
-        self.served = 0
-        self.goaway_last: int | None = None
-        self.highest = 0
-        self.number = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        self.server.connections += 1
-        self.number = self.server.connections
-        self.server._conns.add(self)
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 8000,
-            },
-        )
-        self.h2.initiate_connection()
-        self.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._conns.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self.server.violations.append(f"HTTP/2 protocol error: {exc!r}")
-            self.flush()
-            self.abort()
-            return
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                sid = event.stream_id
-                self.highest = max(self.highest, sid)
-                self.open += 1
-                self.server.peak_streams = max(self.server.peak_streams, self.open)
-                self.server.request_event.set()
-                if self.open > self.server.max_concurrent_streams:
-                    self.server.violations.append(
-                        f"{self.open} concurrent streams > {self.server.max_concurrent_streams}")
-                self.streams[sid] = (dict(event.headers), bytearray())  # type: ignore[arg-type]
-            elif isinstance(event, h2.events.DataReceived):
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if event.stream_id in self.streams:
-                    self.streams[event.stream_id][1].extend(event.data)
-            elif isinstance(event, h2.events.StreamEnded):
-                if self.server.response_delay:
-                    asyncio.get_running_loop().call_later(
-                        self.server.response_delay, self.respond, event.stream_id)
-                else:
-                    self.respond(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                if self.streams.pop(event.stream_id, None) is not None:
-                    self.open -= 1
-            elif isinstance(event, h2.events.PingReceived):
-                self.server.pings += 1
-                self.server.ping_event.set()
-        self.flush()
-
-    def respond(self, stream_id: int) -> None:
-        entry = self.streams.pop(stream_id, None)
-        if entry is None or self.transport is None or self.transport.is_closing():
-            return
-        if self.goaway_last is not None and stream_id > self.goaway_last:
-            return  # after our GOAWAY: never processed, the client must resend
-        headers, body = entry
-        status, reason, reply = self.server.handle(self.number, stream_id, headers, bytes(body))
-        if reply is not None and reply.drop:
-            self.abort()
-            return
-        self.served += 1
-        goaway_after = self.server.goaway_after
-        if goaway_after is not None and self.served == goaway_after:
-            self.goaway(stream_id, close=False)  # closed below, once this one is answered
-        response = [(":status", str(status)), ("apns-id", headers.get("apns-id", ""))]
-        payload = b""
-        if status != 200:
-            error: dict[str, Any] = {"reason": reason}
-            if reply is not None and reply.timestamp_ms is not None:
-                error["timestamp"] = reply.timestamp_ms
-            payload = json.dumps(error).encode()
-            response.append(("content-type", "application/json"))
-            if reply is not None and reply.retry_after is not None:
-                response.append(("retry-after", reply.retry_after))
-        try:
-            self.h2.send_headers(stream_id, response, end_stream=not payload)
-            if payload:
-                self.h2.send_data(stream_id, payload, end_stream=True)
-        except h2.exceptions.ProtocolError:
-            pass  # the client reset it meanwhile
-        self.open -= 1
-        self.server.answered += 1
-        self.flush()
-        self.maybe_close()
-
-    def goaway(self, last: int | None = None, close: bool = True) -> None:
-        """A graceful GOAWAY, written raw so that h2 keeps letting us answer the
-        streams we promised to (ids <= last)."""
-        if self.transport is None or self.goaway_last is not None:
-            return
-        self.goaway_last = self.highest if last is None else last
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self.goaway_last
-        frame.error_code = 0
-        frame.additional_data = b'{"reason":"Shutdown"}'
-        self.transport.write(self.h2.data_to_send() + frame.serialize())
-        if close:
-            self.maybe_close()
-
-    def maybe_close(self) -> None:
-        if self.goaway_last is None or self.transport is None:
-            return
-        if not any(sid <= self.goaway_last for sid in self.streams):
-            self.flush()
-            self.transport.close()
-
-    def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+def _device_token(headers: dict[str, str]) -> str:
+    match = _PATH.fullmatch(headers.get(":path", ""))
+    return match.group(1) if match else ""

@@ -82,6 +82,7 @@ async def apns_push(
     services: list[PushService] = []
 
     def make(server: APNsStandIn, sandbox: APNsStandIn | None = None,
+             service_options: dict[str, Any] | None = None,
              **settings: Any) -> tuple[PushService, APNsProvider]:
         if server.ssl_context is None:
             settings.setdefault("allow_insecure", True)
@@ -90,8 +91,9 @@ async def apns_push(
                          url=server.url, sandbox_url=(sandbox or server).url, **settings),
             clock=clock,
         )
-        service = PushService(store, apns=provider, clock=clock, sleep=clock.sleep,
-                              rand=lambda: 0.5)
+        options: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "rand": lambda: 0.5}
+        options.update(service_options or {})
+        service = PushService(options.pop("store", store), apns=provider, **options)
         services.append(service)
         return service, provider
 
@@ -124,7 +126,8 @@ async def fcm_push(
 ) -> AsyncIterator[Callable[..., Any]]:
     services: list[PushService] = []
 
-    def make(server: FCMStandIn, **settings: Any) -> tuple[PushService, FCMProvider]:
+    def make(server: FCMStandIn, service_options: dict[str, Any] | None = None,
+             **settings: Any) -> tuple[PushService, FCMProvider]:
         if server.ssl_context is None:
             settings.setdefault("allow_insecure", True)
         provider = FCMProvider(
@@ -132,8 +135,9 @@ async def fcm_push(
                         url=server.url, token_url=server.token_url, **settings),
             clock=clock,
         )
-        service = PushService(store, fcm=provider, clock=clock, sleep=clock.sleep,
-                              rand=lambda: 0.5)
+        options: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "rand": lambda: 0.5}
+        options.update(service_options or {})
+        service = PushService(options.pop("store", store), fcm=provider, **options)
         services.append(service)
         return service, provider
 

@@ -1,18 +1,22 @@
 """A strict local stand-in for Google's OAuth token endpoint and FCM HTTP v1.
 
-Token endpoint: a jwt-bearer grant whose assertion must be signed (RS256) with
-the test service account's key, with the right kid, iss, aud (Google's token
-endpoint or ours), scope and lifetime. It issues opaque access tokens with `expires_in`.
+Token endpoint (HTTP/1.1, aiohttp, its own port): a jwt-bearer grant whose
+assertion must be signed (RS256) with the test service account's key, with the
+right kid, iss, aud (Google's token endpoint or ours), scope and lifetime. It
+issues opaque access tokens with `expires_in`. Faults: `stall_tokens()` (requests
+hang until `release_tokens()`), `fail_tokens(status)`.
 
-Send endpoint: bearer must be an issued, unexpired token; the project in the
-path must be ours; the message must have a token, string-only `data` within
-4096 UTF-8 bytes of keys plus values, no reserved keys, a valid
-android.priority (HIGH for every sipwake type) and ttl. Refusals the test did
-not program are violations; tests assert there are none.
+Send endpoint (HTTP/2 like fcm.googleapis.com, on h2_standin, with its fault modes
+programmed per registration token): bearer must be an issued, unexpired token; the
+project in the path must be ours; the message must have a token, string-only `data`
+within 4096 UTF-8 bytes of keys plus values, no reserved keys, a valid
+android.priority (HIGH for every sipwake type) and ttl. Refusals the test did not
+program are violations; tests assert there are none.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -20,12 +24,17 @@ import ssl
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+try:
+    from h2_standin import Answer, Fault, H2StandIn
+except ModuleNotFoundError:  # imported as tests.push.fcm_standin
+    from tests.push.h2_standin import Answer, Fault, H2StandIn
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -33,6 +42,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # token_uri it posts it to; Google accepts that audience.
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 _TTL = re.compile(r"\d+(\.\d{1,9})?s")
+_SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
 HIGH_TYPES = {"call", "call_cancelled", "missed_call", "message", "voicemail"}
 
 # Error bodies as FCM v1 sends them (google.rpc.Status with FcmError details).
@@ -50,8 +60,21 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 
 @dataclass
 class FCMReply:
-    code: str  # key of ERRORS
+    """A programmed answer (`code`, a key of ERRORS), or a fault: FCMReply(drop=True),
+    FCMReply(stall=True), FCMReply(goaway=True), FCMReply(reset=7)."""
+
+    code: str = ""
     retry_after: str | None = None
+    drop: bool = False  # cut the connection once the request arrived
+    stall: bool = False  # never answer
+    goaway: bool = False  # refused unprocessed by a GOAWAY below its stream id
+    reset: int | None = None  # RST_STREAM with this error code
+    delay: float = 0.0
+
+    def fault(self) -> Fault | None:
+        if self.drop or self.stall or self.goaway or self.reset is not None or self.delay:
+            return Fault(self.drop, self.stall, self.goaway, self.reset, self.delay)
+        return None
 
 
 @dataclass
@@ -66,31 +89,41 @@ class Send:
         return self.body.get("message", {})  # type: ignore[no-any-return]
 
 
-@dataclass
-class FCMStandIn:
-    project_id: str
-    client_email: str
-    key_id: str
-    public_key: rsa.RSAPublicKey
-    expires_in: int = 3600
-    ssl_context: ssl.SSLContext | None = None
-    clock: Callable[[], float] = time.time  # for call deadlines (token expiry is real time)
-    programs: dict[str, deque[FCMReply]] = field(default_factory=lambda: defaultdict(deque))
-    sticky: dict[str, FCMReply] = field(default_factory=dict)
-    issued: dict[str, float] = field(default_factory=dict)  # access token -> expiry (real time)
-    token_requests: int = 0
-    sends: list[Send] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    port: int = 0
-    _runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+class FCMStandIn(H2StandIn):
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        client_email: str,
+        key_id: str,
+        public_key: rsa.RSAPublicKey,
+        expires_in: int = 3600,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,  # call deadlines (token expiry is real time)
+        **options: Any,
+    ) -> None:
+        super().__init__(ssl_context=ssl_context, **options)
+        self.project_id = project_id
+        self.client_email = client_email
+        self.key_id = key_id
+        self.public_key = public_key
+        self.expires_in = expires_in
+        self.clock = clock
+        self.programs: dict[str, deque[FCMReply]] = defaultdict(deque)
+        self.sticky: dict[str, FCMReply] = {}
+        self.issued: dict[str, float] = {}  # access token -> expiry (real time)
+        self.token_requests = 0
+        self.tokens_answered = 0
+        self.sends: list[Send] = []  # processed requests, in order
+        self.token_port = 0
+        self._runner: web.AppRunner | None = None
+        self._token_gate: asyncio.Event | None = None  # set: token requests stall
+        self._token_failures: deque[int] = deque()
+        self._token_handled = asyncio.Event()
 
     @property
     def token_url(self) -> str:
-        return f"{self.url}/token"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.token_port}/token"
 
     def program(self, token: str, *replies: FCMReply) -> None:
         self.programs[token].extend(replies)
@@ -101,20 +134,50 @@ class FCMStandIn:
     def revoke_all(self) -> None:
         self.issued.clear()
 
+    def stall_tokens(self) -> None:
+        """Token requests from now on hang (the client's socket waits) until released."""
+        if self._token_gate is None:
+            self._token_gate = asyncio.Event()
+
+    def release_tokens(self) -> None:
+        if self._token_gate is not None:
+            self._token_gate.set()
+            self._token_gate = None
+
+    def fail_tokens(self, *statuses: int) -> None:
+        """The next token requests get these HTTP statuses (e.g. 503, 500, 400)."""
+        self._token_failures.extend(statuses)
+
+    def delivered(self, token: str | None = None) -> list[Send]:
+        return [s for s in self.sends if s.status == 200
+                and (token is None or s.message.get("token") == token)]
+
+    def on_wire(self, token: str) -> int:
+        """How many send requests for registration `token` arrived, processed or not."""
+        return sum(1 for w in self.wire if _message_token(w.body) == token)
+
+    async def wait_token_requests(self, count: int, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while self.token_requests < count:
+                self._token_handled.clear()
+                await self._token_handled.wait()
+
     async def start(self) -> FCMStandIn:
+        await super().start()
         app = web.Application()
         app.router.add_post("/token", self._token)
-        app.router.add_post("/v1/projects/{project}/messages:send", self._send)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.token_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         return self
 
     async def close(self) -> None:
+        self.release_tokens()
+        await super().close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -126,6 +189,15 @@ class FCMStandIn:
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
+        self._token_handled.set()
+        gate = self._token_gate
+        if gate is not None:
+            await gate.wait()
+        if self._token_failures:
+            status = self._token_failures.popleft()
+            error = "invalid_grant" if status == 400 else "internal_failure"
+            return web.json_response({"error": error, "error_description": "programmed"},
+                                     status=status)
         if request.content_type != "application/x-www-form-urlencoded":
             return self._oauth_error(f"content type {request.content_type}")
         form = await request.post()
@@ -148,13 +220,25 @@ class FCMStandIn:
             return self._oauth_error("assertion lifetime over an hour")
         access = "ya29." + secrets.token_urlsafe(24)
         self.issued[access] = time.time() + self.expires_in
+        self.tokens_answered += 1
         return web.json_response(
             {"access_token": access, "expires_in": self.expires_in, "token_type": "Bearer"})
 
-    # -- FCM send ------------------------------------------------------------------
+    # -- FCM send (HTTP/2) ---------------------------------------------------------
+
+    def fault_for(self, headers: dict[str, str], body: bytes) -> Fault | None:
+        token = _message_token(body)
+        program = self.programs.get(token)
+        if program:
+            fault = program[0].fault()
+            if fault is not None and (fault.drop or fault.stall or fault.refuses):
+                program.popleft()
+            return fault
+        reply = self.sticky.get(token)
+        return reply.fault() if reply is not None else None
 
     def _error(self, code: str, *, violation: str = "", field: str = "",
-               retry_after: str | None = None) -> web.Response:
+               retry_after: str | None = None) -> Answer:
         if violation:
             self.violations.append(violation)
         status, api_status, message = ERRORS.get(code, (400, "INVALID_ARGUMENT", code))
@@ -165,36 +249,45 @@ class FCMStandIn:
                             "fieldViolations": [{"field": field, "description": violation}]})
         if code == "INVALID_ARGUMENT" and field != "message.token":
             message = "Request contains an invalid argument."
-        headers = {"Retry-After": retry_after} if retry_after else None
-        return web.json_response(
+        headers = [("content-type", "application/json; charset=UTF-8")]
+        if retry_after:
+            headers.append(("retry-after", retry_after))
+        return Answer(status, headers, json.dumps(
             {"error": {"code": status, "message": message, "status": api_status,
-                       "details": details}},
-            status=status, headers=headers)
+                       "details": details}}).encode())
 
-    async def _send(self, request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
+    def answer(self, conn_no: int, stream_id: int, headers: dict[str, str],
+               body: bytes) -> Answer:
+        match = _SEND_PATH.fullmatch(headers.get(":path", ""))
+        if headers.get(":method") != "POST" or match is None:
+            self.violations.append(f"{headers.get(':method')} {headers.get(':path')}")
+            return Answer(404, [("content-type", "text/plain")], b"Not Found")
+        auth = headers.get("authorization", "")
         bearer = auth[7:] if auth.startswith("Bearer ") else ""
         if self.issued.get(bearer, 0) < time.time():
-            return web.json_response(
+            return Answer(401, [("content-type", "application/json")], json.dumps(
                 {"error": {"code": 401, "status": "UNAUTHENTICATED",
-                           "message": "Request had invalid authentication credentials."}},
-                status=401)
-        project = request.match_info["project"]
+                           "message": "Request had invalid authentication credentials."}}
+            ).encode())
+        project = match.group(1)
         if project != self.project_id:
             self.violations.append(f"project {project!r}")
-            return web.json_response({"error": {"code": 403, "status": "PERMISSION_DENIED",
-                                                "message": "Permission denied"}}, status=403)
+            return Answer(403, [("content-type", "application/json")], json.dumps(
+                {"error": {"code": 403, "status": "PERMISSION_DENIED",
+                           "message": "Permission denied"}}).encode())
         try:
-            body = json.loads(await request.read())
+            parsed = json.loads(body)
         except ValueError:
             return self._error("INVALID_ARGUMENT", violation="body is not JSON")
-        send = Send(project, bearer, body if isinstance(body, dict) else {})
+        if not headers.get("content-type", "").startswith("application/json"):
+            self.violations.append(f"content-type {headers.get('content-type')!r}")
+        send = Send(project, bearer, parsed if isinstance(parsed, dict) else {})
         self.sends.append(send)
-        response = self._check(body)
+        response = self._check(parsed)
         send.status = response.status
         return response
 
-    def _check(self, body: Any) -> web.Response:
+    def _check(self, body: Any) -> Answer:
         if not isinstance(body, dict) or set(body) - {"message", "validate_only"}:
             return self._error("INVALID_ARGUMENT", violation="unknown top-level field")
         message = body.get("message")
@@ -232,7 +325,17 @@ class FCMStandIn:
                 self.violations.append(f"call push ttl {ttl} outlives the park ({left:.0f}s)")
         program = self.programs.get(token)
         reply = program.popleft() if program else self.sticky.get(token)
-        if reply is not None:
+        if reply is not None and reply.code:  # a delay alone is answered normally
             field_name = "message.token" if reply.code == "INVALID_ARGUMENT" else ""
             return self._error(reply.code, field=field_name, retry_after=reply.retry_after)
-        return web.json_response({"name": f"projects/{self.project_id}/messages/0:{secrets.token_hex(8)}"})
+        name = f"projects/{self.project_id}/messages/0:{secrets.token_hex(8)}"
+        return Answer(200, [("content-type", "application/json; charset=UTF-8")],
+                      json.dumps({"name": name}).encode())
+
+
+def _message_token(body: bytes) -> str:
+    try:
+        token = json.loads(body).get("message", {}).get("token", "")
+    except (ValueError, AttributeError):
+        return ""
+    return token if isinstance(token, str) else ""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import ipaddress
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,18 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
+
+
+async def until(check: Callable[[], object], timeout: float = 5) -> None:
+    """Poll `check()` (which may return an awaitable) until it is true."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.002)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fcm_standin import FCMReply
-from push_helpers import PROJECT, FakeClock, MemoryPushLog, android_device
+from push_helpers import PROJECT, FakeClock, MemoryPushLog, android_device, until
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -79,7 +79,7 @@ async def test_call_ttl_counts_down_to_the_park_expiry(fcm_server: Any, fcm_push
 
 async def test_over_tls_with_ca_file(fcm_server: Any, fcm_push: Any, certs: Any,
                                      clock: FakeClock) -> None:
-    server = await fcm_server(ssl_context=certs.server_context(["http/1.1"]))
+    server = await fcm_server(ssl_context=certs.server_context(["h2"]))
     service, _ = fcm_push(server, ca_file=certs.ca_file)
     assert (await service.send(android_device(), call(clock))).outcome == "delivered"
 
@@ -167,11 +167,17 @@ async def test_token_refreshed_once_under_concurrency_off_the_loop(
     assert server.token_requests == 1 and len(threads) == 1
     assert threads[0] != loop_thread
     assert len({s.bearer for s in server.sends}) == 1
-    # Near expiry (5 min margin), the next send refreshes again, once.
-    clock.advance(3600 - 299)
+    # Past 80 % of its life the token is renewed once, in the background: the sends
+    # meanwhile go out at once with the current one.
+    clock.advance(0.81 * 3600)
     results = await asyncio.gather(*(service.send(d, call(clock)) for d in devices[:5]))
     assert all(r.outcome == "delivered" for r in results)
-    assert server.token_requests == 2
+    assert len({s.bearer for s in server.sends}) == 1
+    await server.wait_token_requests(2)
+    await until(lambda: provider.auth.current() != server.sends[0].bearer)
+    assert (await service.send(devices[0], call(clock))).outcome == "delivered"
+    assert server.sends[-1].bearer != server.sends[0].bearer
+    assert server.token_requests == 2 and len(threads) == 2
 
 
 async def test_refused_access_token_is_replaced_once(fcm_server: Any, fcm_push: Any,
@@ -208,18 +214,26 @@ async def test_unreachable_token_endpoint_is_retried_until_the_deadline(
 async def test_standin_rejects_non_string_data(fcm_server: Any, fcm_push: Any,
                                                clock: FakeClock) -> None:
     """The stand-in really checks value types (so passing tests mean something)."""
-    import httpx
+    import json
+
+    from sipwake.push.h2client import H2Pool
+    from sipwake.push.tls import client_context, parse_origin
 
     server = await fcm_server()
     _, provider = fcm_push(server)
     token = await provider.auth.token()
-    async with httpx.AsyncClient() as client:
-        bad = await client.post(provider.url, headers={"authorization": f"Bearer {token}"},
-                                json={"message": {"token": "t", "data": {"unread": 3}}})
-        assert bad.status_code == 400
-        noauth = await client.post(provider.url, json={"message": {"token": "t"}})
-        assert noauth.status_code == 401
-        big = await client.post(provider.url, headers={"authorization": f"Bearer {token}"},
-                                json={"message": {"token": "t", "data": {"a": "x" * 4096}}})
-        assert big.status_code == 400
+    pool = H2Pool(parse_origin(server.url, True), client_context())
+    auth = [(b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json")]
+
+    async def post(message: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> int:
+        body = json.dumps({"message": message}).encode()
+        return (await pool.post(provider.path.encode(), headers, body)).status
+
+    try:
+        assert await post({"token": "t", "data": {"unread": 3}}, auth) == 400
+        assert await post({"token": "t"}, auth[1:]) == 401
+        assert await post({"token": "t", "data": {"a": "x" * 4096}}, auth) == 400
+    finally:
+        await pool.close()
     assert len(server.violations) == 2

@@ -96,11 +96,11 @@ async def test_attempts_are_capped() -> None:
         name = "fcm"
         calls = 0
 
-        def prepare(self, device: Any, n: Any, now: float) -> Any:
+        def prepare(self, device: Any, n: Any, now: float, push_id: str = "") -> Any:
             from sipwake.push.provider import PreparedPush
             return PreparedPush("fcm", device.device_id, n.kind, "id", {}, {}, b"")
 
-        async def attempt(self, push: Any) -> Any:
+        async def attempt(self, push: Any, time_left: float | None = None) -> Any:
             from sipwake.push.provider import AttemptResult
             self.calls += 1
             return AttemptResult(503, "retry", "UNAVAILABLE")
@@ -151,11 +151,11 @@ async def test_no_attempt_starts_after_the_deadline_even_after_a_slow_one() -> N
         name = "fcm"
         calls = 0
 
-        def prepare(self, device: Any, n: Any, now: float) -> Any:
+        def prepare(self, device: Any, n: Any, now: float, push_id: str = "") -> Any:
             from sipwake.push.provider import PreparedPush
             return PreparedPush("fcm", device.device_id, n.kind, "id", {}, {}, b"")
 
-        async def attempt(self, push: Any) -> Any:
+        async def attempt(self, push: Any, time_left: float | None = None) -> Any:
             from sipwake.push.provider import AttemptResult
             self.calls += 1
             clock.advance(20)  # the request took 20 s and the credential was refused
