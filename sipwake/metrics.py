@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -59,3 +59,31 @@ class Metrics:
             "Failed SIP digest and HTTP Basic/Digest checks (wrong password, unknown user)",
             registry=self.registry,
         )
+        self.push_attempts = Counter(
+            "sipwake_push_attempts",
+            "Push-log rows by provider, kind and outcome: each request's outcome (retry, "
+            "delivered, invalid_token, failed, expired) and pushes skipped, expired before "
+            "a request or resumed from the outbox after a restart (queued)",
+            ["provider", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.push_outbox_size = Gauge(
+            "sipwake_push_outbox",
+            "Pushes accepted and not done that wait for another attempt (or are being "
+            "retried), by provider and kind",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self._push_attempts: dict[tuple[str, str, str], Counter] = {}
+
+    # the push service's observer (push/service.py PushObserver)
+
+    def push_attempt(self, provider: str, kind: str, outcome: str) -> None:
+        key = (provider, kind, outcome)
+        child = self._push_attempts.get(key)
+        if child is None:
+            child = self._push_attempts[key] = self.push_attempts.labels(*key)
+        child.inc()
+
+    def push_outbox(self, provider: str, kind: str, change: int) -> None:
+        self.push_outbox_size.labels(provider, kind).inc(change)

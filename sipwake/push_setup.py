@@ -12,15 +12,22 @@ import logging
 from sipwake.config import ApnsConfig, ConfigError, FcmConfig, PushConfig
 from sipwake.push.apns import APNsProvider, APNsSettings
 from sipwake.push.fcm import FCMProvider, FCMSettings
-from sipwake.push.service import PushLog, PushService
+from sipwake.push.service import OutboxStore, PushLog, PushObserver, PushService
 
 log = logging.getLogger("sipwake.push")
 
 
-def build_push(config: PushConfig, store: PushLog) -> PushService:
+def build_push(
+    config: PushConfig,
+    store: PushLog,
+    outbox: OutboxStore | None = None,
+    observer: PushObserver | None = None,
+) -> PushService:
+    """The push service; `outbox` keeps accepted pushes across restarts (call
+    `await service.start()` to resume them), `observer` gets its metrics."""
     apns = _apns(config.apns)
     fcm = _fcm(config.fcm)
-    service = PushService(store, apns=apns, fcm=fcm)
+    service = PushService(store, apns=apns, fcm=fcm, outbox=outbox, observer=observer)
     if service.sink is not None:
         log.warning(
             "no [push.apns] or [push.fcm] credentials: pushes are not sent, "

@@ -96,7 +96,8 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
         self.push_log = _PushLog(self)
-        self.push = build_push(cfg.push, self.push_log)
+        self.push = build_push(cfg.push, self.push_log, self.store, self.metrics)
+        await self.push.start()  # resumes the pushes a previous run left in the outbox
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         if not cfg.sip.secret:
             log.warning(

@@ -12,7 +12,9 @@ park expiry (a late call push must not ring).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -254,3 +256,28 @@ class VoicemailNotification(Notification):
             "new": self.new,
             "old": self.old,
         }
+
+
+KINDS: dict[str, type[Notification]] = {
+    cls.kind: cls
+    for cls in (CallNotification, CallCancelledNotification, MissedCallNotification,
+                MessageNotification, VoicemailNotification)
+}
+
+
+def to_json(notification: Notification) -> str:
+    """The notification's fields as JSON text (what the push outbox stores)."""
+    return json.dumps({f.name: getattr(notification, f.name)
+                       for f in dataclasses.fields(notification)}, separators=(",", ":"))
+
+
+def from_json(kind: str, text: str) -> Notification:
+    """The notification `to_json` wrote. Raises ValueError (or TypeError) when `text`
+    is not one of `kind`."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError("a notification is a JSON object")
+    return cls(**values)

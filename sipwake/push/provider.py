@@ -17,6 +17,9 @@ INVALID_TOKEN = "invalid_token"  # the device was disabled (unless re-uploaded m
 FAILED = "failed"  # permanent error, or out of attempts
 EXPIRED = "expired"  # the notification's deadline passed before it got through
 SKIPPED = "skipped"  # no request made: device disabled, no usable token, no provider
+# A push waiting in the outbox: resumed after a restart (push log), or left there by a
+# stop (PushResult), to be tried again at the next start.
+QUEUED = "queued"
 # Provider-internal: the provider's auth credential was refused as expired; the
 # service asks for a new one (once) and retries at once.
 REAUTH = "reauth"

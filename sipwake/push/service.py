@@ -1,28 +1,49 @@
 """PushService: one notification to one device, through the right provider.
 
-Owns what is common to every provider: skipping disabled devices, retrying
-transient failures with jittered exponential backoff (Retry-After honoured,
-never past the notification's deadline), renewing a refused credential once,
-disabling devices whose token the provider rejects, and recording every attempt
-in the push log.
+Owns what is common to every provider (the policy; providers are the mechanism,
+see provider.py): skipping disabled devices, one deadline per attempt, retrying
+transient failures with jittered exponential backoff (Retry-After honoured, never
+past the notification's deadline), renewing a refused credential once, disabling
+devices whose token the provider rejects, and recording every attempt in the push
+log.
+
+A push accepted for sending is never dropped because attempts failed: it is
+retried until it is delivered, refused for good, or its deadline (time to live)
+passes. The first attempt goes out at once from the caller's task; a push that must
+wait for another attempt joins the retry queue (the outbox), where one worker
+starts retries when they are due, at most `drain_concurrency` at a time and
+`drain_rate` a second per provider, call pushes first, so that a provider coming
+back after an outage gets its backlog at a bounded rate rather than all at once.
+
+Kinds whose time to live outlives the process (message, missed call, voicemail:
+24 h) are also written to the store's outbox table before their first attempt and
+deleted once done; `start()` resumes what a previous process left there. Call and
+call-cancelled pushes stay in memory (a call does not outlive the process, and the
+first call push must not wait for a store write).
+
+`send()` returns when the push is done (a retried push: when its last attempt is);
+a caller that gives up (cancelled) leaves the push to the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from sipwake.push.notification import Notification
+from sipwake.push.notification import Notification, from_json, to_json
 from sipwake.push.provider import (
     DELIVERED,
     EXPIRED,
     FAILED,
     INVALID_TOKEN,
+    QUEUED,
     REAUTH,
     RETRY,
     SKIPPED,
@@ -34,9 +55,17 @@ from sipwake.push.provider import (
 )
 from sipwake.push.sink import PushSink
 from sipwake.push.truncate import PayloadTooLarge
-from sipwake.store.models import Device, PushAttempt
+from sipwake.store.models import Device, OutboxPush, PushAttempt
 
 log = logging.getLogger("sipwake.push")
+
+# Kinds kept in the store until done: their time to live (24 h) outlives a process.
+DURABLE_KINDS = frozenset({"message", "missed_call", "voicemail"})
+# Kinds retried before the others when both are due: a call rings for seconds.
+URGENT_KINDS = frozenset({"call", "call_cancelled"})
+STORE_WAIT = 2.0  # seconds a push waits for its outbox row before going out anyway
+DELETE_RETRIES = (1.0, 5.0, 30.0)  # seconds between tries to forget a done push
+MIN_NAP = 0.001  # the retry queue's worker never sleeps less (seconds)
 
 
 class PushLog(Protocol):
@@ -47,12 +76,36 @@ class PushLog(Protocol):
     async def add_push_attempt(self, attempt: PushAttempt) -> None: ...
 
 
+class OutboxStore(Protocol):
+    """The part of the Store the outbox uses (durable kinds, resumed at start)."""
+
+    async def add_outbox_push(self, push: OutboxPush) -> None: ...
+
+    async def delete_outbox_push(self, push_id: str) -> None: ...
+
+    async def outbox_pushes(self) -> list[OutboxPush]: ...
+
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+
+class PushObserver(Protocol):
+    """Where the service reports what happens (metrics.py's Metrics is one)."""
+
+    def push_attempt(self, provider: str, kind: str, outcome: str) -> None:
+        """One push-log row: an attempt's outcome, or a push skipped or resumed."""
+
+    def push_outbox(self, provider: str, kind: str, change: int) -> None:
+        """Pushes waiting for another attempt went up or down by `change`."""
+
+
 @dataclass(slots=True)
 class PushResult:
     device_id: str
     kind: str
     provider: str  # "apns" | "fcm" | "sink" | "" (no provider for this device)
-    outcome: str  # delivered | invalid_token | failed | expired | skipped
+    # delivered | invalid_token | failed | expired | skipped, or queued: the service
+    # stopped first and the push waits in the store's outbox for the next start
+    outcome: str
     status: int = 0  # last HTTP status, 0 if none
     reason: str = ""
     attempts: int = 0  # requests made
@@ -68,14 +121,60 @@ class PushResult:
 class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 60.0
-    max_attempts: int = 8
+    max_attempts: int = 0  # 0: no cap, the notification's deadline decides
+    drain_concurrency: int = 50  # retries in flight at once, per provider
+    drain_rate: float = 100.0  # retries started per second, per provider (0: no limit)
 
     def delay(self, attempt: int, retry_after: float | None, rand: float) -> float:
         """Wait before attempt `attempt + 1`: exponential, jittered in [50 %, 100 %]
         so that devices failing together do not retry together; never shorter than
         the provider's Retry-After."""
-        delay = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1)) * (0.5 + rand / 2)
-        return max(delay, retry_after or 0.0)
+        delay = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 64))
+        return max(delay * (0.5 + rand / 2), retry_after or 0.0)
+
+
+@dataclass(eq=False, slots=True)
+class _Push:
+    """One accepted push and where it stands."""
+
+    device: Device
+    notification: Notification
+    provider: Provider
+    push: PreparedPush | None  # None until (re)prepared for the next attempt
+    push_id: str
+    attempts: int = 0
+    renewed: bool = False  # the provider's credential was renewed once for this push
+    status: int = 0  # of the last attempt
+    reason: str = ""
+    stored: asyncio.Future[None] | None = None  # its outbox row's write (durable kinds)
+    done: asyncio.Future[PushResult] | None = None  # for the caller, once queued
+    queued: bool = False  # counted in the outbox gauge
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One provider's share of the retry queue: due pushes, and its drain limits."""
+
+    ready: list[tuple[int, float, int, _Push]] = field(default_factory=list)
+    running: int = 0
+    tokens: float = -1.0  # -1: full (set on first use)
+    stamp: float = 0.0
+
+    def take(self, now: float, rate: float) -> float:
+        """0 when a retry may start now (one token taken), else seconds until one may."""
+        if rate <= 0:
+            return 0.0
+        burst = max(1.0, rate)
+        if self.tokens < 0:
+            self.tokens, self.stamp = burst, now
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.stamp) * rate)
+        self.stamp = now
+        # (a hair short of a token counts as one: a clock's resolution, ~0.2 us for unix
+        # seconds, must not leave the worker napping for nothing forever)
+        if self.tokens >= 1.0 - 1e-6:
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return 0.0
+        return max(MIN_NAP, (1.0 - self.tokens) / rate)
 
 
 class PushService:
@@ -87,6 +186,8 @@ class PushService:
         fcm: Provider | None = None,
         sink: PushSink | None = None,
         retry: RetryPolicy | None = None,
+        outbox: OutboxStore | None = None,
+        observer: PushObserver | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -101,12 +202,27 @@ class PushService:
         # Without any provider configured, pushes go to the developer sink.
         self.sink = sink if sink is not None else (None if self._providers else PushSink())
         self._retry = retry or RetryPolicy()
+        self._outbox = outbox
+        self._observer = observer
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
         # called the moment a provider accepts a push: (notification, perf_counter when
         # the request left, or was handed to the provider; perf_counter of the answer)
         self.on_accepted: Callable[[Notification, float, float], None] | None = None
+        # the retry queue
+        self._due: list[tuple[float, int, _Push]] = []  # (when, seq, push): a heap
+        self._lanes: dict[str, _Lane] = {}
+        self._seq = itertools.count()
+        self._pending: set[_Push] = set()  # queued or being retried
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # retries, resumes
+        self._forgets: set[asyncio.Task[None]] = set()  # outbox deletes: close() waits
+        self._closed = False
+        self.store_wait = STORE_WAIT
+
+    # -- the API --------------------------------------------------------------------
 
     async def send(self, device: Device, notification: Notification) -> PushResult:
         """Deliver `notification` to `device`, retrying until it is delivered, refused
@@ -116,12 +232,12 @@ class PushService:
         (and `device.enabled` set to False) unless its token was re-uploaded since.
         """
         kind = notification.kind
-        provider: Provider | None = self.sink or self._providers.get(device.provider)
+        provider = self._provider_for(device)
         if provider is None:
             reason = f"no {device.provider or 'push'} provider configured"
-            return await self._skip(device, kind, "", reason)
+            return await self._skip(device, kind, "", "", reason)
         if not device.enabled:
-            return await self._skip(device, kind, provider.name, "device disabled")
+            return await self._skip(device, kind, provider.name, "", "device disabled")
         now = self._clock()
         if now >= notification.deadline:
             return await self._finish(device, kind, provider.name, "", 0, 0, EXPIRED,
@@ -129,13 +245,21 @@ class PushService:
         try:
             push = provider.prepare(device, notification, now)
         except SkipPush as exc:
-            return await self._skip(device, kind, provider.name, str(exc))
+            return await self._skip(device, kind, provider.name, "", str(exc))
         except InvalidDeviceToken as exc:
             return await self._invalid(device, kind, provider.name, "", 0, 0, str(exc), None, 0.0)
         except (PayloadTooLarge, ValueError) as exc:
             log.error("cannot encode %s push for device %s: %s", kind, device.device_id, exc)
             return await self._finish(device, kind, provider.name, "", 0, 0, FAILED, str(exc), 0.0)
-        return await self._deliver(device, notification, provider, push)
+        p = _Push(device, notification, provider, push, push.push_id)
+        if self._outbox is not None and kind in DURABLE_KINDS and provider is not self.sink:
+            await self._keep(p, now)
+        result = await self._step(p)
+        if result is not None:
+            return result
+        assert p.done is not None  # queued for another attempt
+        # shielded: a caller that gives up leaves the push to the queue
+        return await asyncio.shield(p.done)
 
     async def send_all(
         self, devices: Iterable[Device], notification: Notification
@@ -143,62 +267,363 @@ class PushService:
         """`send` to several devices concurrently; results in the same order."""
         return list(await asyncio.gather(*(self.send(d, notification) for d in devices)))
 
+    async def start(self) -> None:
+        """Resume the pushes a previous process left in the store's outbox. Reads them
+        before returning (so that none is confused with a push accepted later); their
+        devices are looked up and their attempts made in the background."""
+        if self._outbox is None:
+            return
+        try:
+            kept = await self._outbox.outbox_pushes()
+        except Exception:
+            log.exception("cannot read the push outbox: pushes left by the last run are "
+                          "not resumed")
+            return
+        if kept:
+            log.info("resuming %d pushes from the outbox", len(kept))
+            self._spawn(self._resume(kept))
+
+    @property
+    def outbox_size(self) -> int:
+        """Pushes waiting for another attempt, or being retried."""
+        return len(self._pending)
+
     async def close(self) -> None:
+        """Stop retrying (what the store keeps is resumed at the next start), finish
+        forgetting done pushes, close the providers."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+        retries = list(self._tasks)
+        for task in retries:
+            task.cancel()
+        await asyncio.gather(*retries, return_exceptions=True)
+        kept = dropped = 0
+        for p in list(self._pending):
+            kept += p.stored is not None
+            dropped += p.stored is None
+            self._abandon(p)
+        if kept or dropped:
+            log.warning("push service stopping: %d pushes kept in the outbox for the next "
+                        "start, %d in-memory pushes (calls) dropped", kept, dropped)
+        forgets = [t for t in self._forgets if not t.done()]
+        if forgets:
+            _, late = await asyncio.wait(forgets, timeout=5.0)
+            for task in late:
+                task.cancel()
         for provider in self._providers.values():
             await provider.close()
 
-    async def _deliver(
-        self, device: Device, n: Notification, provider: Provider, push: PreparedPush
-    ) -> PushResult:
-        attempt = 0
-        renewed = False
+    # -- attempts ---------------------------------------------------------------------
+
+    async def _step(self, p: _Push) -> PushResult | None:
+        """Attempts until `p` is done (its result) or must wait for a retry (queued,
+        None). Never raises for provider errors."""
+        n, provider = p.notification, p.provider
         while True:
-            if attempt and self._clock() >= n.deadline:
+            now = self._clock()
+            if p.attempts and now >= n.deadline:
                 # No attempt starts after the deadline (a sleep that overran, a slow
                 # request before an immediate retry).
-                expired = await self._finish(device, n.kind, provider.name, push.push_id, 0, 0,
-                                             EXPIRED, "deadline passed before the next attempt",
-                                             0.0)
-                expired.attempts = attempt
-                return expired
-            attempt += 1
+                return await self._done(p, EXPIRED, 0, "deadline passed before the next attempt",
+                                        0.0)
+            assert p.push is not None
+            p.attempts += 1
             started = time.perf_counter()
-            try:  # one deadline per attempt: the provider's request timeout, or less
-                result = await provider.attempt(push, max(0.001, n.deadline - self._clock()))
+            try:
+                result = await provider.attempt(p.push, max(0.001, n.deadline - now))
             except Exception as exc:  # a provider's bug must not lose the push
                 log.exception("%s provider failed on a %s push", provider.name, n.kind)
                 result = AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "))
             answered_at = time.perf_counter()
             latency = (answered_at - started) * 1000.0
             outcome = result.outcome
-            args = (device, n.kind, provider.name, push.push_id, attempt, result.status)
+            p.status, p.reason = result.status, result.reason
             if outcome == DELIVERED:
                 if self.on_accepted is not None:  # now, not after the push log's write
                     self.on_accepted(n, result.sent_at or started, answered_at)
-                return await self._finish(*args, DELIVERED, "", latency)
+                return await self._done(p, DELIVERED, result.status, "", latency)
             if outcome == INVALID_TOKEN:
-                return await self._invalid(*args, result.reason, result.token_at, latency)
-            if outcome == REAUTH and not renewed:
+                return await self._invalid_push(p, result, latency)
+            if outcome == REAUTH and not p.renewed:
                 # The provider says our credential expired: get a new one (once,
                 # shared by all requests that saw the same one) and retry at once.
-                renewed = True
+                p.renewed = True
                 await provider.reauthorize(result.credential)
-                await self._record(*args, RETRY, result.reason, latency)
+                await self._record_push(p, RETRY, result.status, result.reason, latency)
                 continue
             if outcome != RETRY:  # permanent error, or a fresh credential refused too
-                return await self._finish(*args, FAILED, result.reason, latency)
-            if attempt >= self._retry.max_attempts:
-                return await self._finish(*args, FAILED, result.reason or "too many attempts",
-                                          latency)
-            delay = self._retry.delay(attempt, result.retry_after, self._rand())
+                return await self._done(p, FAILED, result.status, result.reason, latency)
+            if self._retry.max_attempts and p.attempts >= self._retry.max_attempts:
+                return await self._done(p, FAILED, result.status,
+                                        result.reason or "too many attempts", latency)
+            delay = self._retry.delay(p.attempts, result.retry_after, self._rand())
             if self._clock() + delay >= n.deadline:
                 # The next attempt would start after the deadline: a call push
                 # arriving after the call ended is worse than none.
-                return await self._finish(*args, EXPIRED, result.reason, latency)
-            await self._record(*args, RETRY, result.reason, latency)
+                return await self._done(p, EXPIRED, result.status, result.reason, latency)
+            await self._record_push(p, RETRY, result.status, result.reason, latency)
             log.info("%s push to device %s failed (%s %s), retry in %.2fs", n.kind,
-                     device.device_id, result.status, result.reason, delay)
-            await self._sleep(delay)
+                     p.device.device_id, result.status, result.reason, delay)
+            self._queue(p, self._clock() + delay)
+            return None
+
+    async def _retry_once(self, p: _Push, lane: _Lane) -> None:
+        """One retry from the queue: the device as it is now, the request prepared
+        again (FCM's ttl counts down), then `_step`."""
+        try:
+            n = p.notification
+            if self._clock() >= n.deadline:
+                await self._done(p, EXPIRED, p.status,
+                                 p.reason or "deadline passed in the outbox", 0.0)
+                return
+            if self._outbox is not None and n.kind in DURABLE_KINDS:
+                # hours may have passed: the token may have moved to another user's
+                # phone, or the device been deleted
+                try:
+                    device = await self._outbox.get_device(p.device.device_id)
+                except Exception:
+                    log.exception("cannot read device %s; retrying with what we knew",
+                                  p.device.device_id)
+                    device = p.device
+                if device is None:
+                    await self._done(p, SKIPPED, 0, "device deleted", 0.0)
+                    return
+                if not device.enabled:
+                    await self._done(p, SKIPPED, 0, "device disabled", 0.0)
+                    return
+                p.device = device
+            try:
+                p.push = p.provider.prepare(p.device, n, self._clock(), p.push_id)
+            except SkipPush as exc:
+                await self._done(p, SKIPPED, 0, str(exc), 0.0)
+                return
+            except InvalidDeviceToken as exc:
+                await self._invalid_push(p, AttemptResult(0, INVALID_TOKEN, str(exc)), 0.0)
+                return
+            except Exception as exc:  # cannot be encoded any more: nothing to retry
+                await self._done(p, FAILED, 0, str(exc), 0.0)
+                return
+            await self._step(p)
+        except Exception:
+            log.exception("retry of a %s push to device %s failed", p.notification.kind,
+                          p.device.device_id)
+            if not self._closed and p in self._pending and not self._is_queued(p):
+                self._queue(p, self._clock() + self._retry.max_delay)
+        finally:
+            lane.running -= 1
+            self._wakeup.set()
+
+    # -- the queue ----------------------------------------------------------------------
+
+    def _queue(self, p: _Push, at: float) -> None:
+        if p.done is None:
+            p.done = asyncio.get_running_loop().create_future()
+        if self._closed:
+            self._abandon(p)  # kept in the store (durable kinds) for the next start
+            return
+        if not p.queued:
+            p.queued = True
+            self._pending.add(p)
+            if self._observer is not None:
+                self._observer.push_outbox(p.provider.name, p.notification.kind, 1)
+        heapq.heappush(self._due, (at, next(self._seq), p))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.ensure_future(self._run())
+        self._wakeup.set()
+
+    def _is_queued(self, p: _Push) -> bool:
+        return any(entry[2] is p for entry in self._due) or any(
+            entry[3] is p for lane in self._lanes.values() for entry in lane.ready)
+
+    def _unqueue(self, p: _Push) -> None:
+        if p.queued:
+            p.queued = False
+            self._pending.discard(p)
+            if self._observer is not None:
+                self._observer.push_outbox(p.provider.name, p.notification.kind, -1)
+
+    async def _run(self) -> None:
+        """The retry queue's worker: starts retries when due, within each provider's
+        drain limits; sleeps until the next is due, a slot frees or a push is queued."""
+        policy = self._retry
+        while not self._closed:
+            self._wakeup.clear()
+            now = self._clock()
+            while self._due and self._due[0][0] <= now:
+                at, seq, p = heapq.heappop(self._due)
+                lane = self._lanes.setdefault(p.provider.name, _Lane())
+                urgent = 0 if p.notification.kind in URGENT_KINDS else 1
+                heapq.heappush(lane.ready, (urgent, at, seq, p))
+            wait: float | None = None
+            for lane in self._lanes.values():
+                while lane.ready and lane.running < policy.drain_concurrency:
+                    hold = lane.take(now, policy.drain_rate)
+                    if hold > 0:
+                        wait = hold if wait is None else min(wait, hold)
+                        break
+                    p = heapq.heappop(lane.ready)[3]
+                    lane.running += 1
+                    self._spawn(self._retry_once(p, lane))
+            if self._due:
+                until = self._due[0][0] - now
+                wait = until if wait is None else min(wait, until)
+            if wait is None:
+                await self._wakeup.wait()
+            else:
+                await self._nap(wait)
+
+    async def _nap(self, seconds: float) -> None:
+        """The injected sleep, cut short when the queue changes."""
+        nap = asyncio.ensure_future(self._sleep(seconds))
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait((nap, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            woken.cancel()
+
+    def _spawn(self, coro: Awaitable[None], forgets: bool = False) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks = self._forgets if forgets else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    # -- the store's outbox -------------------------------------------------------------
+
+    async def _keep(self, p: _Push, now: float) -> None:
+        """Write the push's outbox row before its first attempt (committed: it survives
+        a crash from here on). A store that is down or slow does not hold the push
+        longer than `store_wait`; it then goes out with only the memory's retries."""
+        assert self._outbox is not None
+        row = OutboxPush(p.push_id, p.device.device_id, p.notification.kind,
+                         to_json(p.notification), p.notification.deadline, now)
+        stored = asyncio.ensure_future(self._outbox.add_outbox_push(row))
+        p.stored = stored
+        try:
+            await asyncio.wait_for(asyncio.shield(stored), self.store_wait)
+        except TimeoutError:
+            log.warning("push outbox write slow (> %.1f s): %s push to device %s goes out "
+                        "before it is kept", self.store_wait, p.notification.kind,
+                        p.device.device_id)
+        except Exception as exc:
+            log.warning("cannot keep %s push to device %s in the outbox (%s): it is retried "
+                        "from memory only", p.notification.kind, p.device.device_id, exc)
+            p.stored = None
+
+    def _forget(self, p: _Push) -> None:
+        """The push is done: delete its outbox row (after its write, whatever order the
+        store commits batches in)."""
+        stored, p.stored = p.stored, None
+        if stored is not None and self._outbox is not None:
+            self._spawn(self._delete(stored, p.push_id), forgets=True)
+
+    async def _delete(self, stored: asyncio.Future[None], push_id: str) -> None:
+        assert self._outbox is not None
+        try:
+            await stored
+        except Exception:
+            return  # never written
+        for pause in (*DELETE_RETRIES, None):
+            try:
+                await self._outbox.delete_outbox_push(push_id)
+                return
+            except Exception as exc:
+                if pause is None:
+                    log.error("cannot delete done push %s from the outbox (%s): the next "
+                              "start sends it once more", push_id, exc)
+                    return
+                await asyncio.sleep(pause)  # the store's recovery: wall time
+
+    async def _resume(self, kept: list[OutboxPush]) -> None:
+        assert self._outbox is not None
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        for row in kept:
+            if self._closed:
+                return
+            try:
+                notification = from_json(row.kind, row.notification)
+                device = await self._outbox.get_device(row.device_id)
+            except Exception as exc:
+                log.error("cannot resume push %s from the outbox (%s): dropped", row.push_id, exc)
+                self._forget_row(row.push_id)
+                continue
+            if device is None:
+                await self._record(Device(row.device_id, "", "", ""), row.kind, "",
+                                   row.push_id, 0, 0, SKIPPED, "device deleted", 0.0)
+                self._forget_row(row.push_id)
+                continue
+            provider = self._provider_for(device)
+            if provider is None or not device.enabled:
+                why = "device disabled" if provider is not None else (
+                    f"no {device.provider or 'push'} provider configured")
+                await self._record(device, row.kind, provider.name if provider else "",
+                                   row.push_id, 0, 0, SKIPPED, why, 0.0)
+                self._forget_row(row.push_id)
+                continue
+            p = _Push(device, notification, provider, None, row.push_id, stored=done)
+            if self._clock() >= notification.deadline:
+                await self._done(p, EXPIRED, 0, "deadline passed while stopped", 0.0)
+                continue
+            await self._record_push(p, QUEUED, 0, "resumed from the outbox after a restart",
+                                    0.0)
+            self._queue(p, self._clock())
+
+    def _forget_row(self, push_id: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self._spawn(self._delete(done, push_id), forgets=True)
+
+    # -- results --------------------------------------------------------------------------
+
+    def _provider_for(self, device: Device) -> Provider | None:
+        return self.sink or self._providers.get(device.provider)
+
+    def _result(self, p: _Push, outcome: str, status: int, reason: str) -> PushResult:
+        return PushResult(p.device.device_id, p.notification.kind, p.provider.name, outcome,
+                          status, reason, p.attempts, p.push_id)
+
+    def _settle(self, p: _Push, result: PushResult) -> None:
+        """`p` is done, or abandoned: off the queue, out of the outbox (when done), and
+        its caller told."""
+        self._unqueue(p)
+        if result.outcome != QUEUED:
+            self._forget(p)
+        if p.done is not None and not p.done.done():
+            p.done.set_result(result)
+
+    def _abandon(self, p: _Push) -> None:
+        """The service stops before `p` is done."""
+        if p.stored is not None:
+            reason = "stopped: kept in the outbox for the next start"
+            self._settle(p, self._result(p, QUEUED, p.status, reason))
+        else:
+            self._settle(p, self._result(p, FAILED, p.status, "stopped before it got through"))
+
+    async def _done(self, p: _Push, outcome: str, status: int, reason: str,
+                    latency: float) -> PushResult:
+        result = self._result(p, outcome, status, reason)
+        try:  # settled even when the push log's write is cancelled (a stop)
+            await self._record_push(p, outcome, status, reason, latency)
+            if outcome in (FAILED, EXPIRED):
+                log.warning("%s push to device %s %s after %d attempt(s): %s %s",
+                            p.notification.kind, p.device.device_id, outcome, p.attempts,
+                            status, reason)
+        finally:
+            self._settle(p, result)
+        return result
+
+    async def _invalid_push(self, p: _Push, result: AttemptResult,
+                            latency: float) -> PushResult:
+        pushed = self._result(p, INVALID_TOKEN, result.status, result.reason)
+        try:
+            pushed = await self._invalid(p.device, p.notification.kind, p.provider.name,
+                                         p.push_id, p.attempts, result.status, result.reason,
+                                         result.token_at, latency)
+        finally:
+            self._settle(p, pushed)
+        return pushed
 
     async def _invalid(
         self,
@@ -230,9 +655,10 @@ class PushService:
         result.disabled = disabled
         return result
 
-    async def _skip(self, device: Device, kind: str, provider: str, reason: str) -> PushResult:
+    async def _skip(self, device: Device, kind: str, provider: str, push_id: str,
+                    reason: str) -> PushResult:
         log.info("%s push to device %s skipped: %s", kind, device.device_id, reason)
-        return await self._finish(device, kind, provider, "", 0, 0, SKIPPED, reason, 0.0)
+        return await self._finish(device, kind, provider, push_id, 0, 0, SKIPPED, reason, 0.0)
 
     async def _finish(
         self,
@@ -254,6 +680,11 @@ class PushService:
         return PushResult(device.device_id, kind, provider, outcome, status, reason, attempt,
                           push_id)
 
+    async def _record_push(self, p: _Push, outcome: str, status: int, reason: str,
+                           latency: float) -> None:
+        await self._record(p.device, p.notification.kind, p.provider.name, p.push_id,
+                           p.attempts, status, outcome, reason, latency)
+
     async def _record(
         self,
         device: Device,
@@ -266,7 +697,10 @@ class PushService:
         reason: str,
         latency: float,
     ) -> None:
-        """One push-log row per request (attempt >= 1), or per skipped push (attempt 0)."""
+        """One push-log row per request (attempt >= 1), or per push skipped, expired
+        before a request, or resumed (attempt 0)."""
+        if self._observer is not None:
+            self._observer.push_attempt(provider, kind, outcome)
         try:
             await self._store.add_push_attempt(PushAttempt(
                 device_id=device.device_id, kind=kind, provider=provider, push_id=push_id,
@@ -275,4 +709,3 @@ class PushService:
             ))
         except Exception:  # the push log must never stop a push
             log.exception("cannot record push attempt for device %s", device.device_id)
-

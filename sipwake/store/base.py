@@ -11,6 +11,7 @@ from sipwake.store.models import (
     Device,
     InboxMessage,
     Mailbox,
+    OutboxPush,
     PushAttempt,
     User,
 )
@@ -71,6 +72,17 @@ class Store(Protocol):
 
     async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
         """Newest first."""
+
+    # push outbox (pushes accepted for sending that outlive a process)
+    async def add_outbox_push(self, push: OutboxPush) -> None:
+        """Keep `push` until deleted (a second add of the same push_id is ignored);
+        returns once committed."""
+
+    async def delete_outbox_push(self, push_id: str) -> None:
+        """The push is done (delivered, refused or expired): forget it."""
+
+    async def outbox_pushes(self) -> list[OutboxPush]:
+        """Every push still kept, oldest first."""
 
     # call log
     async def put_call(self, record: CallRecord) -> None:

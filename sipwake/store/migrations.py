@@ -277,6 +277,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX push_attempts_at ON push_attempts (at)",
         ),
     ),
+    Migration(
+        8,
+        "push outbox: accepted pushes that outlive a process, until done",
+        (
+            """
+            CREATE TABLE push_outbox (
+                push_id TEXT NOT NULL PRIMARY KEY,
+                device_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                notification TEXT NOT NULL,
+                deadline {float} NOT NULL,
+                created_at {float} NOT NULL
+            )""",
+            # pending pushes are read back oldest first at start
+            "CREATE INDEX push_outbox_created_at ON push_outbox (created_at)",
+        ),
+    ),
 )
 
 

@@ -83,6 +83,20 @@ class PushAttempt:
 
 
 @dataclass(slots=True)
+class OutboxPush:
+    """A push accepted for sending whose time to live outlives a process (message,
+    missed call, voicemail), kept until it is delivered, refused for good or expired,
+    so that a restart resumes it (the push outbox)."""
+
+    push_id: str  # our id for the push (the apns-id of its first request)
+    device_id: str
+    kind: str  # notification type
+    notification: str  # the notification's fields, JSON (push/notification.py to_json)
+    deadline: float  # unix seconds: no attempt starts after it
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
 class CallRecord:
     """One call to a local user in the call log (parked, rung, answered or missed)."""
 

@@ -22,6 +22,7 @@ from sipwake.store.models import (
     Device,
     InboxMessage,
     Mailbox,
+    OutboxPush,
     PushAttempt,
     User,
 )
@@ -39,6 +40,7 @@ DEVICE_COLUMNS = _columns(Device)
 PUSH_COLUMNS = _columns(PushAttempt)  # the table's `id` column is generated
 CALL_COLUMNS = _columns(CallRecord)
 MAILBOX_COLUMNS = _columns(Mailbox)
+OUTBOX_COLUMNS = _columns(OutboxPush)
 
 # SQLite has no boolean type and hands back 0/1: these fields are converted back.
 _DEVICE_BOOLS = tuple(f.name for f in dataclasses.fields(Device) if f.type in ("bool", bool))
@@ -156,6 +158,13 @@ class Queries:
     push_attempts: str = _select(
         "push_attempts", PUSH_COLUMNS, "WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?"
     )
+
+    # push outbox: a push is stored once (a resumed one keeps its row) and deleted when done
+    add_outbox_push: str = (
+        _insert("push_outbox", OUTBOX_COLUMNS) + " ON CONFLICT (push_id) DO NOTHING"
+    )
+    delete_outbox_push: str = "DELETE FROM push_outbox WHERE push_id = ?"
+    outbox_pushes: str = _select("push_outbox", OUTBOX_COLUMNS, "ORDER BY created_at, push_id")
 
     put_call: str = _upsert("call_log", CALL_COLUMNS, ("call_id",))
     calls: str = _select(
@@ -362,6 +371,17 @@ class SQLStore:
     async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
         rows = await self._fetch(self._q.push_attempts, (device_id, limit))
         return [push_from_row(r) for r in rows]
+
+    # push outbox
+
+    async def add_outbox_push(self, push: OutboxPush) -> None:
+        await self._write(self._q.add_outbox_push, tuple(getattr(push, c) for c in OUTBOX_COLUMNS))
+
+    async def delete_outbox_push(self, push_id: str) -> None:
+        await self._write(self._q.delete_outbox_push, (push_id,))
+
+    async def outbox_pushes(self) -> list[OutboxPush]:
+        return [OutboxPush(*r) for r in await self._fetch(self._q.outbox_pushes, ())]
 
     # call log
 

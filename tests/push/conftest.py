@@ -25,6 +25,7 @@ from push_helpers import (
 )
 
 from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
+from tests.store.conftest import backend  # noqa: F401  (SQLite and PostgreSQL stores)
 
 
 @pytest.fixture(scope="session")

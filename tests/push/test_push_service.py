@@ -116,7 +116,7 @@ async def test_attempts_are_capped() -> None:
                             body="hi", unread=1, deadline=clock() + 86400)
     result = await service.send(android_device(), n)
     assert (result.outcome, result.attempts, provider.calls) == ("failed", 4, 4)
-    assert clock.sleeps == [0.5, 1.0, 2.0]
+    assert clock.sleeps == pytest.approx([0.5, 1.0, 2.0])
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
