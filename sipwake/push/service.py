@@ -55,6 +55,7 @@ from sipwake.push.provider import (
 )
 from sipwake.push.sink import PushSink
 from sipwake.push.truncate import PayloadTooLarge
+from sipwake.store.errors import log_failure
 from sipwake.store.models import Device, OutboxPush, PushAttempt
 
 log = logging.getLogger("sipwake.push")
@@ -275,9 +276,9 @@ class PushService:
             return
         try:
             kept = await self._outbox.outbox_pushes()
-        except Exception:
-            log.exception("cannot read the push outbox: pushes left by the last run are "
-                          "not resumed")
+        except Exception as exc:
+            log_failure(log, exc, "reading the push outbox (pushes left by the last run are "
+                        "not resumed)")
             return
         if kept:
             log.info("resuming %d pushes from the outbox", len(kept))
@@ -382,9 +383,9 @@ class PushService:
                 # phone, or the device been deleted
                 try:
                     device = await self._outbox.get_device(p.device.device_id)
-                except Exception:
-                    log.exception("cannot read device %s; retrying with what we knew",
-                                  p.device.device_id)
+                except Exception as exc:
+                    log_failure(log, exc, "reading device %s before a retry (retried with "
+                                "what we knew)", p.device.device_id)
                     device = p.device
                 if device is None:
                     await self._done(p, SKIPPED, 0, "device deleted", 0.0)
@@ -507,8 +508,8 @@ class PushService:
                         "before it is kept", self.store_wait, p.notification.kind,
                         p.device.device_id)
         except Exception as exc:
-            log.warning("cannot keep %s push to device %s in the outbox (%s): it is retried "
-                        "from memory only", p.notification.kind, p.device.device_id, exc)
+            log_failure(log, exc, "keeping a %s push in the outbox (sent, and retried from "
+                        "memory only)", p.notification.kind)
             p.stored = None
 
     def _forget(self, p: _Push) -> None:
@@ -530,8 +531,8 @@ class PushService:
                 return
             except Exception as exc:
                 if pause is None:
-                    log.error("cannot delete done push %s from the outbox (%s): the next "
-                              "start sends it once more", push_id, exc)
+                    log_failure(log, exc, "forgetting a done push in the outbox (the next "
+                                "start sends it once more)")
                     return
                 await asyncio.sleep(pause)  # the store's recovery: wall time
 
@@ -642,8 +643,8 @@ class PushService:
         at = token_at if token_at is not None else self._clock()
         try:
             disabled = await self._store.disable_device(device.device_id, reason, at)
-        except Exception:
-            log.exception("cannot disable device %s", device.device_id)
+        except Exception as exc:
+            log_failure(log, exc, "disabling device %s", device.device_id)
             disabled = False
         if disabled:
             device.enabled = False
@@ -707,5 +708,5 @@ class PushService:
                 attempt=attempt, status=status, outcome=outcome, reason=reason,
                 latency_ms=round(latency, 3), at=self._clock(),
             ))
-        except Exception:  # the push log must never stop a push
-            log.exception("cannot record push attempt for device %s", device.device_id)
+        except Exception as exc:  # the push log must never stop a push
+            log_failure(log, exc, "push log row for device %s", device.device_id)
