@@ -65,9 +65,15 @@ class MessageLoad(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         """Send nothing new and stop waiting for answers (the server is gone)."""
         self._stopped = True
+        for _ in self._pending:
+            self._slots.release()  # run() may wait for a slot: it sees _stopped and returns
         self._pending.clear()
         self._idle.set()
 
