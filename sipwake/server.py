@@ -19,7 +19,7 @@ from typing import Any
 
 from sipwake.api.http import HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory
-from sipwake.calls.service import CallService
+from sipwake.calls.service import IN_DIALOG_METHODS, CallService
 from sipwake.config import Config, parse_listen
 from sipwake.messages.inbox import Inbox
 from sipwake.metrics import Metrics
@@ -130,10 +130,15 @@ class Server:
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
-        self.uac = Uac(self.transport, self.transactions)
+        self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
         self.router.route("REGISTER", self._register)
-        self.calls = CallService(self)
-        self.calls.install()
+        self.calls = CallService(
+            cfg.calls, cfg.sip.domain,
+            locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
+            wire=self.transport, pusher=self.push, call_log=self.store, metrics=self.metrics,
+            spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1,
+        )  # fmt: skip
+        self._wire_calls(self.calls)
         self.inbox = Inbox(self)  # MESSAGE: store, deliver, push
         self.inbox.install()
         await self.inbox.load()
@@ -164,6 +169,20 @@ class Server:
         gc.freeze()
         gc.set_threshold(1_000, 5, 1_000)
         log.info("sipwake serving domain %s", cfg.sip.domain)
+
+    def _wire_calls(self, calls: CallService) -> None:
+        """INVITE and what follows it go to the calls service; it hears of registrations
+        (fork-late) and of accepted call pushes (latency metrics)."""
+        router = self.router
+        router.route("INVITE", calls.on_invite)
+        for method in IN_DIALOG_METHODS:
+            router.route(method, calls.on_in_dialog)
+        router.cancel_handlers.append(calls.on_cancel)
+        router.ack_handlers.append(calls.on_ack)
+        router.response_handlers.append(calls.on_stray_response)
+        self.registrar.listeners.append(calls)
+        self.push.on_accepted = calls.push_accepted
+        self.spawn(calls.sweep_dialogs())
 
     def _received(self, msg: Any) -> None:
         self.transactions.receive(msg)

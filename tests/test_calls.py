@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from typing import Any
 
 import aiohttp
@@ -465,14 +464,16 @@ async def test_latency_metrics_and_stats(calls: Running) -> None:
     assert (await dial.final()).status == 487
 
 
-async def test_dialogs_without_bye_are_swept(calls: Running) -> None:
-    from sipwake.calls.dialogs import ProxyDialog
+def test_dialogs_without_bye_are_swept() -> None:
+    from sipwake.calls.dialogs import Dialogs, ProxyDialog
     from sipwake.sip.peer import Peer
+    from sipwake.testing import ManualScheduler
 
-    dialogs = calls.server.calls.dialogs
+    clock = ManualScheduler()
+    dialogs = Dialogs(None, clock.time)  # type: ignore[arg-type]  # no request goes out
     peer = Peer("udp", "127.0.0.1", 9)
-    # monotonic time can be small on a freshly booted machine: age relative to now
-    dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer, created=time.monotonic() - 7200))
+    dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer))
+    clock.advance(7200)  # two hours without a BYE
     dialogs.add_proxy(ProxyDialog("new", "a", "b", peer, peer))
     assert dialogs.sweep(3600) == 1
     assert list(dialogs.by_call_id) == ["new"]

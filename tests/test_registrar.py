@@ -119,7 +119,7 @@ async def test_rfc8599_apns_voip_device_outlives_binding(running: Running) -> No
     seen: list[tuple[Binding, Device | None]] = []
 
     class Listener:
-        def on_registered(self, binding: Binding, device: Device | None) -> None:
+        def on_registered(self, binding: Binding, device: Device | None, at: float) -> None:
             seen.append((binding, device))
 
     running.server.registrar.listeners.append(Listener())

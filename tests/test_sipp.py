@@ -42,7 +42,7 @@ async def test_sipp_registers_with_digest_and_push_params(
     registered: list[Binding] = []
 
     class Listener:
-        def on_registered(self, binding: Binding, device: Device | None) -> None:
+        def on_registered(self, binding: Binding, device: Device | None, at: float) -> None:
             registered.append(binding)
 
     running.server.registrar.listeners.append(Listener())

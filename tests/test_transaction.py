@@ -14,7 +14,6 @@ from sipwake.sip.transaction import (
     COOKIE,
     J_GRAIN,
     ClientTransaction,
-    ManualScheduler,
     Scheduler,
     ServerTransaction,
     State,
@@ -24,6 +23,7 @@ from sipwake.sip.transaction import (
     make_cancel,
     new_branch,
 )
+from sipwake.testing import ManualScheduler
 
 UDP = Peer("udp", "192.0.2.10", 5060)
 TCP = Peer("tcp", "192.0.2.10", 5071, "flow-1")

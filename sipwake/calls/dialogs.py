@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sipwake.registrar.pn import strip_push_params
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
+from sipwake.sip.proxy import forward_copy
 from sipwake.sip.transaction import ServerTransaction, new_branch
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ class ProxyDialog:
     callee_tag: str
     caller: Peer
     callee: Peer
-    created: float = field(default_factory=time.monotonic)
+    created: float = 0.0  # Dialogs' clock
 
 
 @dataclass(eq=False)
@@ -56,31 +58,34 @@ class Bridge:
     a: Leg  # the caller
     b: Leg  # the device that picked up
     ended: bool = False
-    created: float = field(default_factory=time.monotonic)
+    created: float = 0.0  # Dialogs' clock
 
     def other(self, call_id: str) -> Leg:
         return self.b if call_id == self.a.call_id else self.a
 
 
 class Dialogs:
-    def __init__(self, uac: Uac) -> None:
+    def __init__(self, uac: Uac, clock: Callable[[], float] = time.monotonic) -> None:
         self.uac = uac
+        self.clock = clock
         self.by_call_id: dict[str, ProxyDialog | Bridge] = {}
 
     def __len__(self) -> int:
         return len(self.by_call_id)
 
     def add_proxy(self, dialog: ProxyDialog) -> None:
+        dialog.created = self.clock()
         self.by_call_id[dialog.call_id] = dialog
 
     def add_bridge(self, bridge: Bridge) -> None:
+        bridge.created = self.clock()
         self.by_call_id[bridge.a.call_id] = bridge
         self.by_call_id[bridge.b.call_id] = bridge
 
     def sweep(self, max_age: float) -> int:
         """Forget dialogs older than `max_age` seconds whose BYE never came (both ends
         crashed): nothing may grow without bound."""
-        cutoff = time.monotonic() - max_age
+        cutoff = self.clock() - max_age
         old = [cid for cid, d in self.by_call_id.items() if d.created < cutoff]
         for call_id in old:
             self.remove(call_id)
@@ -112,14 +117,16 @@ class Dialogs:
         if isinstance(d, ProxyDialog):
             peer = d.callee if ack.from_tag == d.caller_tag else d.caller
             fwd = forward_copy(ack)
+            scrub_contacts(fwd)
             fwd.add("Via", self.uac.via(peer, new_branch()), first=True)
-            self.uac.transport.send(fwd, peer)
+            self.uac.send_stateless(fwd, peer)
         return True
 
     def _proxy(self, d: ProxyDialog, st: ServerTransaction) -> None:
         req = st.request
         peer = d.callee if req.from_tag == d.caller_tag else d.caller
         fwd = forward_copy(req)
+        scrub_contacts(fwd)
 
         def on_response(resp: Message) -> None:
             resp.pop_first("Via")
@@ -170,7 +177,7 @@ class Dialogs:
             call_id=leg.call_id, cseq=resp.cseq[0],
         )  # fmt: skip
         ack.add("Via", self.uac.via(leg.peer), first=True)
-        self.uac.transport.send(ack, leg.peer)
+        self.uac.send_stateless(ack, leg.peer)
 
     def bye(self, leg: Leg) -> None:
         """End one leg ourselves (e.g. a pickup whose ACK came without an answer)."""
@@ -200,15 +207,3 @@ def scrub_contacts(msg: Message) -> None:
         c.uri = copy.copy(c.uri)
         c.uri.params = strip_push_params(c.uri.params)
         msg.add("Contact", str(c))
-
-
-def forward_copy(req: Message) -> Message:
-    """A request as a proxy forwards it: Max-Forwards one less, and without the
-    credentials, which were for us (they never leave the server)."""
-    fwd = req.copy()
-    mf = req.max_forwards
-    fwd.set("Max-Forwards", str((70 if mf is None else mf) - 1))
-    fwd.remove("Proxy-Authorization")
-    fwd.remove("Authorization")
-    scrub_contacts(fwd)
-    return fwd

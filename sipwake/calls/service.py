@@ -1,14 +1,18 @@
-"""Calls to local users, top to bottom.
+"""Calls to local users, top to bottom: the policy.
 
 INVITE to a user → forked to every live binding (stateful proxy, Record-Route); every
 push device of the user without a live binding gets a `call` push. With no live
 binding at all the call is *parked*: the caller hears 180 Ringing while the pushes
 wake the app. The woken app either registers — the parked INVITE is then forwarded
 to its new binding (RFC 8599 fork-late) — or sends an INVITE to the push's
-`pickup_uri` and gets the caller's offer in our 200 (a bridge, see dialogs.py).
-The first answer wins; other branches are cancelled and pushed devices told
-`call_cancelled`. A CANCEL from the caller or the park timeout ends the call as
-missed: `missed_call` push and call log. Bodies are never touched: ICE stays end to end.
+`pickup_uri` and gets the caller's offer in our 200 (pickup.py). The first answer
+wins; other branches are cancelled and pushed devices told `call_cancelled`. A CANCEL
+from the caller or the park timeout ends the call as missed: `missed_call` push and
+call log. Bodies are never touched: ICE stays end to end.
+
+The proxy mechanics are sip/proxy.py's, the bridge of a pickup pickup.py's, the
+established dialogs dialogs.py's; what this service depends on is named by the small
+protocols below, and server.py wires them.
 """
 
 from __future__ import annotations
@@ -18,28 +22,26 @@ import contextlib
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
+from sipwake.auth import Caller
 from sipwake.calls.call import (
-    ANSWERED,
-    ENDED,
+    ENDINGS,
     REASON_ANSWERED,
     REASON_DECLINED,
     REASON_MISSED,
-    RINGING,
     Branch,
     Call,
     CallerId,
+    CallState,
+    Outcome,
 )
-from sipwake.calls.dialogs import (
-    Bridge,
-    Dialogs,
-    Leg,
-    ProxyDialog,
-    forward_copy,
-    scrub_contacts,
-)
+from sipwake.calls.dialogs import Dialogs, ProxyDialog, scrub_contacts
+from sipwake.calls.pickup import Pickups
+from sipwake.config import CallsConfig
 from sipwake.ids import random_urlsafe
+from sipwake.lograte import LogRate
 from sipwake.push.notification import (
     CallCancelledNotification,
     CallNotification,
@@ -48,15 +50,15 @@ from sipwake.push.notification import (
 )
 from sipwake.ratelimit import RateLimiter
 from sipwake.registrar.registrar import reach
+from sipwake.sip import proxy
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_tag
-from sipwake.sip.uri import NameAddr
+from sipwake.sip.uac import Uac
+from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.models import Binding, CallRecord, Device, User
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
+from sipwake.timing import Scheduler, sleep
 
 log = logging.getLogger("sipwake.calls")
 
@@ -66,47 +68,122 @@ DIALOG_SWEEP = 300.0
 TIMER_C = 180.0  # RFC 3261 §16.6: a ringing branch may ring this long (> 3 min)
 IN_DIALOG_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "REFER")
 QUICK_CANCEL = 5.0  # seconds: a CANCEL this soon after a pushing INVITE costs another push
-LIMIT_LOG_EVERY = 60.0  # seconds between log lines about one source over its push limit
+RETRY_AFTER = "5"  # seconds, on the 503s we answer ourselves
+# what a late iPhone is told when its CallKit call is cancelled
+_LATE_REASONS = {Outcome.ANSWERED: REASON_ANSWERED, Outcome.DECLINED: REASON_DECLINED}
+
+
+# ------------------------------------------------------------- what it uses
+class Locations(Protocol):
+    """The registrar, as calls see it."""
+
+    def live_bindings(self, aor: str) -> list[Binding]: ...
+
+    async def devices_of(self, aor: str) -> list[Device]: ...
+
+
+class Users(Protocol):
+    async def get(self, username: str, domain: str) -> User | None: ...
+
+
+class Gate(Protocol):
+    """Admission (sipwake.auth): who may call, and who a pickup is."""
+
+    def is_local(self, uri: URI) -> bool: ...
+
+    async def admit(self, request: Message) -> Caller | Message: ...
+
+    async def authenticate(self, request: Message, proxy: bool = False) -> User | Message: ...
+
+
+class Wire(Protocol):
+    """The transport, for what goes out without a transaction of ours."""
+
+    def send(self, msg: Message, peer: Peer) -> bool: ...
+
+    def is_us(self, host: str, port: int | None, secure: bool = False) -> bool: ...
+
+
+class Pusher(Protocol):
+    async def send(self, device: Device, notification: Notification) -> object: ...
+
+
+class CallLog(Protocol):
+    async def put_call(self, record: CallRecord) -> None: ...
+
+
+class Observer(Protocol):
+    def observe(self, seconds: float, /) -> None: ...
+
+
+class CallMetrics(Protocol):
+    @property
+    def call_push(self) -> Observer: ...  # INVITE in → first call push sent
+
+    @property
+    def call_push_accepted(self) -> Observer: ...  # INVITE in → a provider accepted it
+
+    @property
+    def register_invite(self) -> Observer: ...  # REGISTER in → the INVITE to the new binding
+
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 
 class CallService:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        cfg = server.config
-        self.domain = cfg.sip.domain
-        self.park_timeout = float(cfg.calls.park_timeout)
-        self.alert_repeat = float(cfg.calls.alert_repeat)
-        self.max_per_user = cfg.calls.max_parked_per_user
-        self.max_total = cfg.calls.max_parked_total
+    def __init__(
+        self,
+        settings: CallsConfig,
+        domain: str,
+        *,
+        locations: Locations,
+        users: Users,
+        gate: Gate,
+        uac: Uac,
+        wire: Wire,
+        pusher: Pusher,
+        call_log: CallLog,
+        metrics: CallMetrics,
+        spawn: Spawn,
+        scheduler: Scheduler,
+        ack_wait: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.domain = domain
+        self.locations = locations
+        self.users = users
+        self.gate = gate
+        self.uac = uac
+        self.wire = wire
+        self.pusher = pusher
+        self.call_log = call_log
+        self.metrics = metrics
+        self.spawn = spawn
+        self.scheduler = scheduler
+        self.clock = clock  # wall time: push deadlines, the call log
         # calls that push, per minute: from one source to one user, and to one user
-        self.source_pushes = RateLimiter(cfg.calls.source_rate / 60, cfg.calls.source_burst)
-        self.callee_pushes = RateLimiter(cfg.calls.callee_rate / 60, cfg.calls.callee_burst)
-        self._limited_logged: dict[str, float] = {}
+        self.source_pushes = RateLimiter(
+            settings.source_rate / 60, settings.source_burst, scheduler.time
+        )
+        self.callee_pushes = RateLimiter(
+            settings.callee_rate / 60, settings.callee_burst, scheduler.time
+        )
+        self._limited = LogRate(60.0, scheduler.time)
         self.calls: dict[str, Call] = {}  # park id → ringing call
         self.by_st: dict[ServerTransaction, Call] = {}
         self.ended: dict[str, Call] = {}  # park id → call over, kept for late devices
         # indexes, so a REGISTER or an INVITE never scans every call
         self.ringing_by_aor: dict[str, dict[str, Call]] = {}  # aor → park id → call
         self.late_by_device: dict[str, dict[str, Call]] = {}  # VoIP-pushed, not reached
-        self.dialogs = Dialogs(server.uac)
-        self.pending_pickups: dict[str, asyncio.Future[Message]] = {}  # call-id → ACK
+        self.dialogs = Dialogs(uac, scheduler.time)
+        self.pickups = Pickups(self.dialogs, scheduler, ack_wait)
         self._log_writes: set[asyncio.Future[None]] = set()  # call-log rows on their way
 
-    def install(self) -> None:
-        router = self.server.router
-        router.route("INVITE", self.on_invite)
-        for method in IN_DIALOG_METHODS:
-            router.route(method, self.on_in_dialog)
-        router.cancel_handlers.append(self.on_cancel)
-        router.ack_handlers.append(self.on_ack)
-        router.response_handlers.append(self.on_stray_response)
-        self.server.registrar.listeners.append(self)
-        self.server.push.on_accepted = self._push_accepted
-        self.server.spawn(self._sweep_dialogs())
-
-    async def _sweep_dialogs(self) -> None:
+    async def sweep_dialogs(self) -> None:
+        """Forever: forget dialogs whose BYE never came."""
         while True:
-            await asyncio.sleep(DIALOG_SWEEP)
+            await sleep(self.scheduler, DIALOG_SWEEP)
             gone = self.dialogs.sweep(DIALOG_MAX_AGE)
             if gone:
                 log.info("forgot %d dialogs older than %d s", gone, DIALOG_MAX_AGE)
@@ -116,25 +193,25 @@ class CallService:
             "ringing": len(self.calls),
             "ended": len(self.ended),
             "dialogs": len(self.dialogs),
-            "pickups": len(self.pending_pickups),
+            "pickups": len(self.pickups),
             "indexed": len(self.ringing_by_aor) + len(self.late_by_device),
         }
 
     # ------------------------------------------------------------------ INVITE
     async def on_invite(self, st: ServerTransaction) -> None:
         req = st.request
-        self._pop_own_routes(req)
+        proxy.pop_own_routes(req, self.wire.is_us)
         if req.to_tag:
             self.dialogs.request(st)  # re-INVITE (e.g. an ICE restart)
             return
-        if self._looped(req):
+        if proxy.looped(req, self.wire.is_us):
             st.reply(482)
             return
         ruri = req.request_uri
-        if not self.server.admission.is_local(ruri):
+        if not self.gate.is_local(ruri):
             st.reply(404, "Not Found (not our domain)")
             return
-        caller = await self.server.admission.admit(req)
+        caller = await self.gate.admit(req)
         if isinstance(caller, Message):
             st.respond(caller)  # 407, or 403: a stranger, or From is not who authenticated
             return
@@ -147,21 +224,21 @@ class CallService:
             park_id, _, device_id = ruri.user[len(PICKUP_PREFIX) :].partition(".")
             await self._pickup(st, park_id, device_id, caller.user)
             return
-        if await self.server.users.get(ruri.user, self.domain) is None:
+        if await self.users.get(ruri.user, self.domain) is None:
             st.reply(404)
             return
         aor = f"sip:{ruri.user}@{self.domain}"
-        if len(self.calls) >= self.max_total:
+        if len(self.calls) >= self.settings.max_parked_total:
             st.respond(_retry_later(req, 503))
             return
-        if len(self.ringing_by_aor.get(aor, ())) >= self.max_per_user:
+        if len(self.ringing_by_aor.get(aor, ())) >= self.settings.max_parked_per_user:
             st.reply(486)
             return
 
-        live = self.server.registrar.live_bindings(aor)
+        live = self.locations.live_bindings(aor)
         reached = {b.device_id for b in live if b.device_id}
         sleeping = [
-            d for d in await self.server.registrar.devices_of(aor)
+            d for d in await self.locations.devices_of(aor)
             if d.enabled and d.device_id not in reached
         ]  # fmt: skip
         if not live and not sleeping:
@@ -179,14 +256,14 @@ class CallService:
         if st.last_response is not None and st.last_response.status >= 200:
             return  # the caller gave up (CANCEL) while we looked things up
 
-        now = time.time()
+        now = self.clock()
         call = Call(
             id=random_urlsafe(12),
             aor=aor,
             st=st,
             caller=_caller_id(req, caller.user),
             started_at=now,
-            deadline=now + self.park_timeout,
+            deadline=now + self.settings.park_timeout,
             to_tag=new_tag(),
             source=source,
         )
@@ -195,7 +272,7 @@ class CallService:
         self.by_st[st] = call
         # parked: the park timeout; ringing live phones: the proxy's Timer C
         call.parked = not live
-        self._arm(call, self.park_timeout if call.parked else TIMER_C)
+        self._arm(call, self.settings.park_timeout if call.parked else TIMER_C)
         if not live:
             st.respond(make_response(req, 180, to_tag=call.to_tag))  # parked: ringback
         for binding in live:
@@ -213,7 +290,7 @@ class CallService:
         msg, peer = self._to_binding(call, binding)
         branch = Branch(key, peer)
         call.branches[key] = branch
-        branch.tx = self.server.uac.start(
+        branch.tx = self.uac.start(
             msg, peer, lambda resp: self._on_branch_response(call, branch, resp)
         )
         return True
@@ -221,11 +298,11 @@ class CallService:
     def _to_binding(self, call: Call, binding: Binding) -> tuple[Message, Peer]:
         """The caller's INVITE as forwarded to one binding (RFC 3261 §16.6)."""
         target = reach(binding)
-        msg = forward_copy(call.invite)
+        msg = proxy.forward_copy(call.invite)
         msg.uri = target.request_uri
         for route in reversed(target.route):
             msg.add("Route", route, first=True)
-        self._record_route(msg, call.invite.source, target.peer)
+        proxy.record_route(msg, call.invite.source, target.peer, self.uac.local_address)
         return msg, target.peer
 
     def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
@@ -233,7 +310,7 @@ class CallService:
         scrub_contacts(resp)
         status = resp.status
         if status < 200:
-            if status > 100 and call.state == RINGING:
+            if status > 100 and call.ringing:
                 if call.parked:
                     call.parked = False  # a woken device rings: no longer parked
                     self._arm(call, TIMER_C)
@@ -241,38 +318,37 @@ class CallService:
             return
         branch.status = status
         if status < 300:
-            if call.state == RINGING:
+            if call.ringing:
                 self._answer(call, branch, resp)
             else:
                 # a second answer: pass it on so the caller can hang it up (RFC 3261 §16.7)
-                self.server.transport.send(resp, call.invite.source)
+                self.wire.send(resp, call.invite.source)
             return
-        if call.state != RINGING:
+        if not call.ringing:
             return
         if status >= 600:
-            reason = "declined" if status == 603 else "busy"
-            self._end(call, status, REASON_DECLINED, reason, missed=False, resp=resp)
+            self._end(call, Outcome.DECLINED if status == 603 else Outcome.BUSY, resp)
             return
-        if call.best is None or _better(resp, call.best):
+        if call.best is None or proxy.better(resp, call.best):
             call.best = resp
         if not call.pending_branches() and not call.pushed:
             # nobody left who could still answer and nobody to wait for: fail now
-            best = call.best
-            self._end(call, best.status, REASON_MISSED, "failed", missed=False, resp=best)
+            self._end(call, Outcome.FAILED, call.best)
 
     def _answer(self, call: Call, branch: Branch, resp: Message) -> None:
         invite = call.invite
         self.dialogs.add_proxy(
-            ProxyDialog(invite.call_id, invite.from_tag, resp.to_tag, invite.source, branch.peer)
-        )
+            ProxyDialog(invite.call_id, invite.from_tag, resp.to_tag,
+                        invite.source, branch.peer)
+        )  # fmt: skip
         call.st.respond(resp)
         self._settle_answered(call, branch.key)
 
     def _settle_answered(self, call: Call, answered_by: str) -> None:
         """First answer wins: stop the rest, tell pushed devices, log it."""
-        call.state = ANSWERED
+        call.state = CallState.ANSWERED
         call.answered_by = answered_by
-        call.outcome = "answered"
+        call.outcome = Outcome.ANSWERED
         self._finish(call)
         for key, other in call.branches.items():
             if key != answered_by and other.status == 0 and other.tx is not None:
@@ -281,34 +357,29 @@ class CallService:
         self._push([d for d_id, d in call.pushed.items() if d_id != answered_by], stop)
 
     # ------------------------------------------------------- ending a call
-    def _end(
-        self,
-        call: Call,
-        status: int,
-        cancel_reason: str,
-        outcome: str,
-        missed: bool,
-        resp: Message | None = None,
-    ) -> None:
-        """No one answered: cancel branches, give the caller `status`, log, notify."""
-        call.state = ENDED
+    def _end(self, call: Call, outcome: Outcome, resp: Message | None = None) -> None:
+        """No one answered: cancel the branches, give the caller its final answer (a
+        branch's own `resp`, or the outcome's status), log, tell the pushed devices."""
+        ending = ENDINGS[outcome]
+        call.state = CallState.ENDED
         call.outcome = outcome
         self._finish(call)
         for branch in call.pending_branches():
             if branch.tx is not None:
-                branch.tx.cancel(cancel_reason)
+                branch.tx.cancel(ending.cancel_reason)
         last = call.st.last_response
         if last is None or last.status < 200:
-            final = make_response(call.invite, status, to_tag=call.to_tag)
-            if resp is not None and resp.status == status:
+            if resp is not None:
                 final = resp
-            elif status == 503:
-                final.add("Retry-After", "5")
+            else:
+                final = make_response(call.invite, ending.status, to_tag=call.to_tag)
+                if ending.status == 503:
+                    final.add("Retry-After", RETRY_AFTER)
             call.st.respond(final)
         devices = list(call.pushed.values())
-        if outcome == "declined":
+        if outcome is Outcome.DECLINED:
             self._push(devices, CallCancelledNotification(call_id=call.id, reason="declined"))
-        if missed:
+        if outcome.missed:
             self._push(
                 devices,
                 MissedCallNotification(
@@ -333,9 +404,9 @@ class CallService:
         for device_id in call.voip_pushed - call.branches.keys() - {call.answered_by}:
             self.late_by_device.setdefault(device_id, {})[call.id] = call
         # a device woken by the push registers within a park timeout of it
-        keep = max(0.0, call.deadline - time.time()) + self.park_timeout
-        asyncio.get_running_loop().call_later(keep, self._forget, call)
-        write = asyncio.ensure_future(self.server.store.put_call(self._record(call)))
+        keep = max(0.0, call.deadline - self.clock()) + self.settings.park_timeout
+        self.scheduler.call_later(keep, lambda: self._forget(call))
+        write = asyncio.ensure_future(self.call_log.put_call(self._record(call)))
         self._log_writes.add(write)
         write.add_done_callback(self._logged)
 
@@ -357,23 +428,19 @@ class CallService:
         """(Re)start the timer that ends an unanswered call."""
         if call.timeout is not None:
             call.timeout.cancel()
-        call.timeout = asyncio.get_running_loop().call_later(seconds, self._timeout, call)
+        call.timeout = self.scheduler.call_later(seconds, lambda: self._timeout(call))
 
     def _timeout(self, call: Call) -> None:
-        if call.state == RINGING:
-            self._end(call, 480, REASON_MISSED, "timeout", missed=True)
+        if call.ringing:
+            self._end(call, Outcome.TIMEOUT)
 
     def _may_push(self, source: str, aor: str) -> bool:
         """Whether this call may wake `aor`'s devices: no source rings a phone more than
         a few times a minute, and no phone is rung more than its limit by everyone."""
-        if self.source_pushes.take(f"{source}|{aor}") == 0 and self.callee_pushes.take(aor) == 0:
-            return True
-        now = time.monotonic()
         key = f"{source}|{aor}"
-        if now - self._limited_logged.get(key, -LIMIT_LOG_EVERY) >= LIMIT_LOG_EVERY:
-            if len(self._limited_logged) > 10_000:
-                self._limited_logged.clear()
-            self._limited_logged[key] = now  # one line a minute per source and callee
+        if self.source_pushes.take(key) == 0 and self.callee_pushes.take(aor) == 0:
+            return True
+        if self._limited.due(key) is not None:  # one line a minute per source and callee
             log.warning("calls from %s to %s over the push limit: not pushed", source, aor)
         return False
 
@@ -383,17 +450,17 @@ class CallService:
         a missed call. Returns how many calls were ended."""
         ringing = list(self.calls.values())
         for call in ringing:
-            self._end(call, 503, REASON_MISSED, "stopped", missed=True)
+            self._end(call, Outcome.STOPPED)
         return len(ringing)
 
     def on_cancel(self, invite: ServerTransaction) -> bool:
         call = self.by_st.get(invite)
         if call is None:
             return False
-        if call.pushed and time.time() - call.started_at < QUICK_CANCEL:
+        if call.pushed and self.clock() - call.started_at < QUICK_CANCEL:
             # INVITE + CANCEL at once rings a phone for nothing: it costs the source twice
             self.source_pushes.take(f"{call.source}|{call.aor}")
-        self._end(call, 487, REASON_MISSED, "cancelled", missed=True)
+        self._end(call, Outcome.CANCELLED)
         return True
 
     def decline(self, call_id: str, user: User) -> str:
@@ -403,31 +470,27 @@ class CallService:
             return "gone" if call_id in self.ended else "unknown"
         if call.aor != user.aor:
             return "forbidden"
-        self._end(call, 603, REASON_DECLINED, "declined", missed=False)
+        self._end(call, Outcome.DECLINED)
         return "declined"
 
     # ------------------------------------------------ devices coming online
-    def on_registered(self, binding: Binding, device: Device | None) -> None:
+    def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:
         """RFC 8599 fork-late: a device registered while a call waits for it."""
         for call in list(self.ringing_by_aor.get(binding.aor, {}).values()):
             if self._fork(call, binding):
-                since = self.server.registrar.register_received_at
-                self.server.metrics.register_invite.observe(time.perf_counter() - since)
+                self.metrics.register_invite.observe(time.perf_counter() - received_at)
         if device is None:
             return
         for call in list(self.late_by_device.pop(device.device_id, {}).values()):
             if call.aor == binding.aor:
-                self._late_cancel(call, binding, device)
+                self._late_cancel(call, binding)
 
-    def _late_cancel(self, call: Call, binding: Binding, device: Device) -> None:
+    def _late_cancel(self, call: Call, binding: Binding) -> None:
         """CallKit shows every VoIP push as a call: give the late device the INVITE and
         at once a CANCEL with the reason, so it can end that call cleanly."""
         msg, peer = self._to_binding(call, binding)
-        tx = self.server.uac.start(msg, peer, lambda resp: None)
-        reason = REASON_ANSWERED if call.outcome == "answered" else (
-            REASON_DECLINED if call.outcome == "declined" else REASON_MISSED
-        )  # fmt: skip
-        tx.cancel(reason)
+        tx = self.uac.start(msg, peer, lambda resp: None)
+        tx.cancel(_LATE_REASONS.get(call.outcome or Outcome.FAILED, REASON_MISSED))
 
     # ----------------------------------------------------------------- pushes
     def _push_call(self, call: Call, devices: list[Device]) -> None:
@@ -449,20 +512,19 @@ class CallService:
             # iOS alert mode plays its ringtone once (~15 s): repeat while parked
             if d.platform == "ios" and d.call_mode == "alert":
                 repeat.append((d, note))
-        if repeat and self.alert_repeat > 0:
+        if repeat and self.settings.alert_repeat > 0:
             self._schedule_repeat(call, repeat)
 
     def _schedule_repeat(self, call: Call, pushes: list[tuple[Device, Notification]]) -> None:
         def again() -> None:
-            if call.state == RINGING:
+            if call.ringing:
                 for device, note in pushes:
                     self._push([device], note)
                 self._schedule_repeat(call, pushes)
 
-        loop = asyncio.get_running_loop()
-        call.timers.append(loop.call_later(self.alert_repeat, again))
+        call.timers.append(self.scheduler.call_later(self.settings.alert_repeat, again))
 
-    def _push_accepted(self, note: Notification, sent: float, answered: float) -> None:
+    def push_accepted(self, note: Notification, sent: float, answered: float) -> None:
         """The first call push a provider accepted: INVITE in → push out, and → accepted."""
         if not isinstance(note, CallNotification):
             return
@@ -470,31 +532,29 @@ class CallService:
         if call is not None and not call.push_measured:
             call.push_measured = True
             received = call.invite.received_at
-            self.server.metrics.call_push.observe(sent - received)
-            self.server.metrics.call_push_accepted.observe(answered - received)
+            self.metrics.call_push.observe(sent - received)
+            self.metrics.call_push_accepted.observe(answered - received)
 
     def _push(self, devices: list[Device], note: Notification) -> None:
         for device in devices:  # a task each: one loop turn sooner out than gather()
-            self.server.spawn(self.server.push.send(device, note))
+            self.spawn(self.pusher.send(device, note))
 
     # ---------------------------------------------------------------- pickup
     async def _pickup(
         self, st: ServerTransaction, park_id: str, device_id: str, user: User | None
     ) -> None:
-        """Explicit pickup: the woken app INVITEs the pickup URI without SDP; it gets
-        the caller's offer in our 200, its answer comes in the ACK and goes to the
-        caller in our 200. Then the two dialogs are bridged."""
+        """Explicit pickup: which call, and whether this device may take it; then the
+        bridge (pickup.py) carries it out."""
         req = st.request
         if user is None:  # a pickup is always made as the callee, never trusted
-            checked = await self.server.admission.authenticate(req, proxy=True)
+            checked = await self.gate.authenticate(req, proxy=True)
             if isinstance(checked, Message):
                 st.respond(checked)
                 return
             user = checked
         call = self.calls.get(park_id)
         if call is None:
-            gone = park_id in self.ended
-            st.reply(481, "Call Gone" if gone else None)
+            st.reply(481, "Call Gone" if park_id in self.ended else None)
             return
         if call.aor != user.aor:
             st.reply(403, "Forbidden (not your call)")
@@ -502,57 +562,9 @@ class CallService:
         if req.body:
             st.reply(488, "Not Acceptable Here (pickup carries no offer)")
             return
-        device_tag = new_tag()
-        ok = make_response(req, 200, to_tag=device_tag)
-        ok.add("Contact", self.dialogs.contact(req.source))
-        content_type = call.invite.get("Content-Type")
-        if content_type:
-            ok.add("Content-Type", content_type)
-        ok.body = call.invite.body
-        by = self._picked_up_by(call, device_id, req)
-        self._settle_answered(call, by or f"pickup:{req.source}")
-        ack_future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.pending_pickups[req.call_id] = ack_future
-        st.respond(ok)
-
-        invite = call.invite
-        caller_leg = Leg(
-            call_id=invite.call_id,
-            local_uri=f"{invite.get('To')};tag={call.to_tag}",
-            remote_uri=invite.get("From") or "",
-            remote_target=str(invite.contacts[0].uri) if invite.contacts else invite.uri,
-            peer=invite.source,
-        )
-        device_leg = Leg(
-            call_id=req.call_id,
-            local_uri=f"{req.get('To')};tag={device_tag}",
-            remote_uri=req.get("From") or "",
-            remote_target=str(req.contacts[0].uri) if req.contacts else str(req.source),
-            peer=req.source,
-        )
-        bridge = Bridge(caller_leg, device_leg)
-        try:
-            async with asyncio.timeout(32 * self.server.config.sip.t1 * 2):
-                ack = await ack_future
-        except TimeoutError:
-            ack = None
-        finally:
-            self.pending_pickups.pop(req.call_id, None)
-        last = call.st.last_response
-        if last is not None and last.status >= 200:
-            self.dialogs.bye(device_leg)  # the caller hung up meanwhile
-            return
-        if ack is None or not ack.body:
-            if ack is not None:
-                self.dialogs.bye(device_leg)
-            call.st.respond(make_response(invite, 480, to_tag=call.to_tag))
-            return
-        answer = make_response(invite, 200, to_tag=call.to_tag)
-        answer.add("Contact", self.dialogs.contact(invite.source))
-        answer.add("Content-Type", ack.get("Content-Type") or "application/sdp")
-        answer.body = ack.body
-        self.dialogs.add_bridge(bridge)
-        call.st.respond(answer)
+        by = self._picked_up_by(call, device_id, req) or f"pickup:{req.source}"
+        self._settle_answered(call, by)
+        await self.pickups.bridge(st, call)
 
     def _picked_up_by(self, call: Call, device_id: str, req: Message) -> str:
         """Which pushed device picked up: so it is not sent the call again (INVITE +
@@ -566,7 +578,7 @@ class CallService:
             if d.instance and d.instance in contact:
                 return d.device_id
         source = req.source
-        for b in self.server.registrar.live_bindings(call.aor):
+        for b in self.locations.live_bindings(call.aor):
             if b.device_id in call.pushed and source is not None and (
                 (b.flow and b.flow == source.flow) or b.received == str(source)
             ):
@@ -577,16 +589,12 @@ class CallService:
 
     # ------------------------------------------------------- in-dialog traffic
     def on_in_dialog(self, st: ServerTransaction) -> None:
-        self._pop_own_routes(st.request)
+        proxy.pop_own_routes(st.request, self.wire.is_us)
         self.dialogs.request(st)
 
     def on_ack(self, ack: Message) -> bool:
-        self._pop_own_routes(ack)
-        waiting = self.pending_pickups.get(ack.call_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(ack)
-            return True
-        return self.dialogs.ack(ack)
+        proxy.pop_own_routes(ack, self.wire.is_us)
+        return self.pickups.on_ack(ack) or self.dialogs.ack(ack)
 
     def on_stray_response(self, resp: Message) -> bool:
         """A retransmitted 2xx after the branch transaction ended: on to the caller."""
@@ -597,44 +605,11 @@ class CallService:
             return False
         resp.pop_first("Via")
         scrub_contacts(resp)
-        self.server.transport.send(resp, d.caller)
+        self.wire.send(resp, d.caller)
         return True
 
-    # ------------------------------------------------------------ helpers
-    def _record_route(self, msg: Message, inbound: Peer | None, outbound: Peer) -> None:
-        """Stay in the dialog's path. Between two transports (a caller on UDP, a phone
-        on a WebSocket) each side must reach us over its own: two entries, the callee's
-        on top (RFC 5658 double Record-Route)."""
-        sides = [outbound]
-        if inbound is not None and inbound.transport != outbound.transport:
-            sides.append(inbound)
-        for peer in reversed(sides):
-            host, port = self.server.uac.local_address(peer.transport)
-            host = f"[{host}]" if ":" in host else host
-            route = f"<sip:{host}:{port};transport={peer.transport};lr>"
-            msg.add("Record-Route", route, first=True)
-
-    def _pop_own_routes(self, req: Message) -> None:
-        """Loose routing (RFC 3261 §16.4): Route entries naming us are ours to remove."""
-        while True:
-            top = req.get_all("Route")[:1]
-            if not top:
-                return
-            try:
-                uri = NameAddr.parse(top[0]).uri
-            except SipParseError:
-                return
-            if not self.server.transport.is_us(uri.host, uri.port, uri.secure):
-                return
-            req.pop_first("Route")
-
-    def _looped(self, req: Message) -> bool:
-        """Our own Via further down means this request came back to us (RFC 3261 §16.3)."""
-        is_us = self.server.transport.is_us
-        return any(is_us(v.host, v.port, v.transport.upper() == "TLS") for v in req.vias[1:])
-
     def _record(self, call: Call) -> CallRecord:
-        ended = call.state != RINGING
+        outcome = call.outcome
         return CallRecord(
             call_id=call.id,
             aor=call.aor,
@@ -642,10 +617,10 @@ class CallService:
             caller_number=call.caller.number,
             caller_name=call.caller.name,
             started_at=call.started_at,
-            ended_at=time.time() if ended else 0.0,
-            answered=call.state == ANSWERED,
-            missed=call.outcome in ("cancelled", "timeout", "stopped"),
-            reason=call.outcome,
+            ended_at=self.clock() if not call.ringing else 0.0,
+            answered=call.state is CallState.ANSWERED,
+            missed=outcome is not None and outcome.missed,
+            reason=str(outcome or ""),
             answered_by=call.answered_by,
         )
 
@@ -678,13 +653,7 @@ def _address(req: Message) -> str:
     return req.source.host if req.source is not None else "?"
 
 
-def _better(new: Message, old: Message) -> bool:
-    """RFC 3261 §16.7.6-ish: 6xx > auth challenges > other 4xx > 5xx."""
-    rank = {6: 0, 4: 2, 5: 3, 3: 1}
-    return rank.get(new.status // 100, 9) < rank.get(old.status // 100, 9)
-
-
 def _retry_later(req: Message, status: int) -> Message:
     resp = make_response(req, status, to_tag=new_tag())
-    resp.add("Retry-After", "5")
+    resp.add("Retry-After", RETRY_AFTER)
     return resp

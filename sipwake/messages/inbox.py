@@ -237,7 +237,7 @@ class Inbox:
         self._full.pop(aor, None)
 
     # ---------------------------------------------------------------- REGISTER
-    def on_registered(self, binding: Binding, device: Device | None) -> None:
+    def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:
         if binding.aor in self._has_mail:
             self.courier.registered(binding)
 

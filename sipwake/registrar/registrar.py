@@ -54,9 +54,11 @@ DEVICE_CACHE_MAX = 100_000
 
 
 class RegistrationListener(Protocol):
-    """Later flows (parked calls, inbox) react to a device completing a REGISTER."""
+    """Later flows (parked calls, inbox) react to a device completing a REGISTER;
+    `received_at` is when the REGISTER came in (perf_counter, for latency metrics)."""
 
-    def on_registered(self, binding: Binding, device: Device | None) -> None: ...
+    def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:
+        ...
 
 
 class Registrar:
@@ -84,7 +86,6 @@ class Registrar:
         self._joined: dict[str, str] = {}
         self.listeners: list[RegistrationListener] = []
         self.flow_alive: Callable[[str], bool] = lambda flow: True
-        self.register_received_at = 0.0  # perf_counter of the REGISTER being dispatched
 
     async def load(self) -> None:
         """Read back the bindings that were live when the server stopped."""
@@ -149,12 +150,10 @@ class Registrar:
         """Process one REGISTER: send the final response, then tell the listeners."""
         registered: list[tuple[Binding, Device | None]] = []
         respond(await self._register(request, registered))
-        # listeners run synchronously: they may read when this REGISTER came in
-        self.register_received_at = request.received_at
         for binding, device in registered:
             for listener in self.listeners:
                 try:
-                    listener.on_registered(binding, device)
+                    listener.on_registered(binding, device, request.received_at)
                 except Exception:
                     log.exception("registration listener failed")
 

@@ -8,13 +8,18 @@ from collections.abc import Callable
 from sipwake.sip.message import Message
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ClientTransaction, TransactionLayer, new_branch, new_tag
-from sipwake.sip.transport import TransportLayer
 
 
 class Uac:
-    def __init__(self, transport: TransportLayer, transactions: TransactionLayer) -> None:
-        self.transport = transport
+    def __init__(
+        self,
+        address: Callable[[str], tuple[str, int]],
+        transactions: TransactionLayer,
+        send: Callable[[Message, Peer], bool],
+    ) -> None:
+        self.address = address  # transport → where others reach us over it
         self.transactions = transactions
+        self.send_stateless = send  # an ACK to a 2xx: no transaction of its own
 
     def via(self, peer: Peer, branch: str | None = None) -> str:
         """Our Via value for a request going to `peer` over its transport."""
@@ -24,7 +29,7 @@ class Uac:
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport"
 
     def local_address(self, transport: str) -> tuple[str, int]:
-        return self.transport.address(transport)
+        return self.address(transport)
 
     def new_request(
         self,
