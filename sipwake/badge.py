@@ -8,15 +8,22 @@ not worth losing the push over.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from sipwake.store.base import Store
 from sipwake.store.errors import log_failure
+from sipwake.store.models import Mailbox
 
 log = logging.getLogger("sipwake.badge")
 
 
+class Counts(Protocol):
+    async def unread_count(self, aor: str) -> int: ...
+
+    async def get_mailbox(self, aor: str) -> Mailbox | None: ...
+
+
 async def badge(
-    store: Store, aor: str, *, unread: int | None = None, new_voicemails: int | None = None
+    store: Counts, aor: str, *, unread: int | None = None, new_voicemails: int | None = None
 ) -> int:
     if unread is None:
         try:

@@ -38,6 +38,7 @@ from sipwake.store import open_store
 from sipwake.store.base import Store
 from sipwake.store.errors import log_failure
 from sipwake.store.models import PushAttempt
+from sipwake.tasks import Tasks
 from sipwake.voicemail import Voicemail
 
 log = logging.getLogger("sipwake.server")
@@ -88,7 +89,8 @@ class Server:
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
         self.metrics = Metrics()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Tasks("server")  # background work; each service has a group of its own
+        self._groups = [self.tasks]
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -139,11 +141,24 @@ class Server:
             spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1,
         )  # fmt: skip
         self._wire_calls(self.calls)
-        self.inbox = Inbox(self)  # MESSAGE: store, deliver, push
-        self.inbox.install()
+        self.inbox = Inbox(  # MESSAGE: store, deliver, push
+            cfg.messages, cfg.sip.domain,
+            store=self.store, locations=self.registrar, users=self.users, gate=self.admission,
+            uac=self.uac, pusher=self.push, tasks=self._group("inbox"), scheduler=loop,
+        )  # fmt: skip
+        self.router.route("MESSAGE", self.inbox.on_message)
+        self.registrar.listeners.append(self.inbox)
+        if cfg.messages.retention_days > 0:
+            self.spawn(self.inbox.purge_every())
         await self.inbox.load()
-        self.voicemail = Voicemail(self)  # NOTIFY/SUBSCRIBE message-summary, pushes
-        self.voicemail.install()
+        self.voicemail = Voicemail(  # NOTIFY/SUBSCRIBE message-summary, pushes
+            cfg.voicemail, cfg.sip,
+            store=self.store, users=self.users, locations=self.registrar, gate=self.admission,
+            trusted=self.trusted_peers, is_us=self.transport.is_us, uac=self.uac,
+            pusher=self.push, tasks=self._group("voicemail"),
+        )  # fmt: skip
+        self.voicemail.install(self.router)
+        self.spawn(self.voicemail.subscriptions.expire_forever())
 
         self._fit_connections()
         tls = self._tls_context()
@@ -222,9 +237,13 @@ class Server:
                 log_failure(log, exc, "binding sweep")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(coro)
+
+    def _group(self, name: str) -> Tasks:
+        """A service's own group of background tasks, stopped with the node."""
+        group = Tasks(name)
+        self._groups.append(group)
+        return group
 
     async def stop(self) -> None:
         """SIGTERM (DESIGN "Stopping"): take no new work (503 + Retry-After), give every
@@ -248,9 +267,8 @@ class Server:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(left(STOP_DRAIN)):
                 await self.inbox.courier.idle()  # 2xx answers in flight, marked
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for group in self._groups:
+            await group.stop()
         try:
             async with asyncio.timeout(left(STOP_TIMEOUT)):
                 await self.registrar.writer.flush()

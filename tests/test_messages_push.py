@@ -76,7 +76,8 @@ class Providers:
                 url=self.fcm.url, token_url=self.fcm.token_url, allow_insecure=True,
             )),
         )  # fmt: skip
-        r.server.push = service
+        r.server.push = service  # closed by the server's stop
+        r.server.inbox.pushes.pusher = service  # the message pushes go through it
         return service
 
 

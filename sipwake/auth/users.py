@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from sipwake.store.base import Store
 from sipwake.store.models import User
+
+
+class Users(Protocol):
+    """Who is provisioned, as the services look it up (UserDirectory's cached read)."""
+
+    async def get(self, username: str, domain: str) -> User | None: ...
 
 
 class UserDirectory:

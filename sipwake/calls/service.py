@@ -42,6 +42,7 @@ from sipwake.calls.pickup import Pickups
 from sipwake.config import CallsConfig
 from sipwake.ids import random_urlsafe
 from sipwake.lograte import LogRate
+from sipwake.push.facade import Pusher
 from sipwake.push.notification import (
     CallCancelledNotification,
     CallNotification,
@@ -102,10 +103,6 @@ class Wire(Protocol):
     def send(self, msg: Message, peer: Peer) -> bool: ...
 
     def is_us(self, host: str, port: int | None, secure: bool = False) -> bool: ...
-
-
-class Pusher(Protocol):
-    async def send(self, device: Device, notification: Notification) -> object: ...
 
 
 class CallLog(Protocol):

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sipwake.lograte import LogRate
 from sipwake.registrar.registrar import reach
@@ -37,7 +37,6 @@ from sipwake.sip.message import Message
 from sipwake.sip.peer import Peer
 from sipwake.sip.uac import Uac
 from sipwake.sip.uri import URI, NameAddr
-from sipwake.store.base import Store
 from sipwake.store.errors import unavailable
 from sipwake.store.models import Binding, InboxMessage
 
@@ -111,10 +110,24 @@ class Lane:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class DeliveryStore(Protocol):
+    """The store, as deliveries use it."""
+
+    async def undelivered_messages(
+        self, aor: str, device: str, after: int = 0, limit: int = 100
+    ) -> list[InboxMessage]: ...
+
+    async def mark_delivered(self, message_id: int, device: str, at: float) -> None: ...
+
+    async def delivery_cursor(self, aor: str, device: str) -> int: ...
+
+    async def advance_cursor(self, aor: str, device: str, last_id: int) -> None: ...
+
+
 class Courier:
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         uac: Uac,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         window: int = WINDOW,

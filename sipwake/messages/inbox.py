@@ -14,18 +14,20 @@ survives a crash of the server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
+from sipwake.auth import Caller
+from sipwake.badge import Counts
+from sipwake.config import MessagesConfig
 from sipwake.messages.content import Content, parse_content
-from sipwake.messages.delivery import Courier
+from sipwake.messages.delivery import Courier, DeliveryStore
 from sipwake.messages.encoding import (
     ACCEPT_ENCODING,
     BadEncoding,
@@ -35,14 +37,15 @@ from sipwake.messages.encoding import (
     decode,
 )
 from sipwake.messages.notify import PushCoalescer
+from sipwake.push.facade import Broadcaster
 from sipwake.ratelimit import RateLimiter
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
+from sipwake.sip.uac import Uac
 from sipwake.store.errors import log_failure
-from sipwake.store.models import Binding, Device, InboxMessage
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
+from sipwake.store.models import Binding, Device, InboxMessage, User
+from sipwake.tasks import Tasks
+from sipwake.timing import Scheduler, sleep, timeout
 
 log = logging.getLogger("sipwake.messages")
 
@@ -64,28 +67,72 @@ class Sender:
         return uri, content.sender_name or self.name
 
 
+class InboxStore(DeliveryStore, Counts, Protocol):
+    """The store, as the inbox uses it."""
+
+    async def add_message(self, message: InboxMessage) -> tuple[InboxMessage, bool]: ...
+
+    async def count_messages(self, aor: str) -> int: ...
+
+    async def trim_messages(self, aor: str, count: int) -> int: ...
+
+    async def purge_messages(self, before: float, limit: int = 1000) -> int: ...
+
+    async def inbox_aors(self) -> set[str]: ...
+
+
+class Locations(Protocol):
+    """The registrar, as the inbox sees it."""
+
+    def live_bindings(self, aor: str) -> list[Binding]: ...
+
+    async def devices_of(self, aor: str) -> list[Device]: ...
+
+
+class Users(Protocol):
+    async def get(self, username: str, domain: str) -> User | None: ...
+
+
+class Gate(Protocol):
+    async def admit(self, request: Message) -> Caller | Message: ...
+
+
 class Inbox:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.cfg = server.config.messages
-        self.domain = server.config.sip.domain
-        self.limiter = RateLimiter(self.cfg.sender_rate, self.cfg.sender_burst)
-        self.courier = Courier(server.store, server.uac, self._task,
-                               on_delivered=self.messages_delivered)
-        self.pushes = PushCoalescer(server)
+    def __init__(
+        self,
+        settings: MessagesConfig,
+        domain: str,
+        *,
+        store: InboxStore,
+        locations: Locations,
+        users: Users,
+        gate: Gate,
+        uac: Uac,
+        pusher: Broadcaster,
+        tasks: Tasks,
+        scheduler: Scheduler,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = settings
+        self.domain = domain
+        self.store = store
+        self.locations = locations
+        self.users = users
+        self.gate = gate
+        self.tasks = tasks
+        self.scheduler = scheduler
+        self.clock = clock
+        self.limiter = RateLimiter(settings.sender_rate, settings.sender_burst, scheduler.time)
+        self.courier = Courier(store, uac, tasks.spawn, clock=clock,
+                               on_delivered=self.messages_delivered)  # fmt: skip
+        self.pushes = PushCoalescer(store, locations, pusher, tasks.spawn, scheduler)
         self._counts: dict[str, int] = {}  # aor → stored messages (for the cap), lazily read
-        self._full: dict[str, float] = {}  # aor → until when it counts as full (monotonic)
+        self._full: dict[str, float] = {}  # aor → until when it counts as full (scheduler)
         # recipients with anything stored: a REGISTER of anyone else costs no store read
         self._has_mail: set[str] = set()
 
     async def load(self) -> None:
-        self._has_mail = await self.server.store.inbox_aors()
-
-    def install(self) -> None:
-        self.server.router.route("MESSAGE", self.on_message)
-        self.server.registrar.listeners.append(self)
-        if self.cfg.retention_days > 0:
-            self.server.spawn(self._purge_every(PURGE_INTERVAL))
+        self._has_mail = await self.store.inbox_aors()
 
     # ---------------------------------------------------------------- MESSAGE
     async def on_message(self, st: ServerTransaction) -> None:
@@ -97,31 +144,14 @@ class Inbox:
         sender = await self._sender(st)
         if sender is None:
             return  # challenged or refused
-        user = await self.server.users.get(ruri.user, self.domain)
+        user = await self.users.get(ruri.user, self.domain)
         if user is None:
             st.reply(404)
             return
-        too_large = f"Request Entity Too Large (body over {self.cfg.max_body})"
-        if len(req.body) > self.cfg.max_body:
-            st.reply(413, too_large)
-            return
-        try:
-            encoding = content_encoding(req.get("Content-Encoding"))
-            readable = decode(encoding, req.body, self.cfg.max_body)
-        except UnsupportedEncoding:
-            resp = make_response(req, 415, to_tag=new_tag())
-            resp.add("Accept-Encoding", ACCEPT_ENCODING)
-            st.respond(resp)
-            return
-        except DecodedTooLarge:
-            st.reply(413, too_large)
-            return
-        except BadEncoding as exc:
-            st.reply(400, f"Bad Request ({exc})")
-            return
-        if not readable:
-            st.reply(400, "Bad Request (empty MESSAGE)")
-            return
+        body = self._readable(st)
+        if body is None:
+            return  # refused: 413, 415 or 400
+        encoding, readable = body
         wait = self.limiter.take(sender.uri)
         if wait > 0:
             log.info("MESSAGE from %s over its rate limit", sender.uri)
@@ -134,11 +164,11 @@ class Inbox:
         content = parse_content(content_type, readable)
         from_uri, from_name = sender.resolve(content)
         aor = user.aor
-        live = self.server.registrar.live_bindings(aor)
+        live = self.locations.live_bindings(aor)
         if content.transient:  # "is typing…": worth nothing later, so never stored
             ok = False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.forward_timeout):
+                async with timeout(self.scheduler, self.cfg.forward_timeout):
                     ok = await self.courier.forward_once(
                         live, from_uri, from_name, content_type, req.body, encoding
                     )
@@ -159,9 +189,9 @@ class Inbox:
             content_encoding=encoding,
             imdn_id=content.imdn_id,
             silent=content.silent,
-            received_at=time.time(),
+            received_at=self.clock(),
         )
-        stored, new = await self.server.store.add_message(message)  # committed
+        stored, new = await self.store.add_message(message)  # committed
         self._has_mail.add(aor)
         if not new:  # a resend: same answer as the first time, nothing stored
             log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
@@ -171,7 +201,40 @@ class Inbox:
             return
         if aor in self._counts:
             self._counts[aor] += 1
+        await self._hand_over(st, stored, live, content.text)
 
+    def _readable(self, st: ServerTransaction) -> tuple[str, bytes] | None:
+        """The body's Content-Encoding and the body as it reads with that undone; None
+        when it is refused (413 too big, 415 an encoding we can't read, 400 bad/empty)."""
+        req = st.request
+        too_large = f"Request Entity Too Large (body over {self.cfg.max_body})"
+        if len(req.body) > self.cfg.max_body:
+            st.reply(413, too_large)
+            return None
+        try:
+            encoding = content_encoding(req.get("Content-Encoding"))
+            readable = decode(encoding, req.body, self.cfg.max_body)
+        except UnsupportedEncoding:
+            resp = make_response(req, 415, to_tag=new_tag())
+            resp.add("Accept-Encoding", ACCEPT_ENCODING)
+            st.respond(resp)
+            return None
+        except DecodedTooLarge:
+            st.reply(413, too_large)
+            return None
+        except BadEncoding as exc:
+            st.reply(400, f"Bad Request ({exc})")
+            return None
+        if not readable:
+            st.reply(400, "Bad Request (empty MESSAGE)")
+            return None
+        return encoding, readable
+
+    async def _hand_over(
+        self, st: ServerTransaction, stored: InboxMessage, live: list[Binding], preview: str
+    ) -> None:
+        """A new message, stored: to the live bindings at once (200 when one takes it in
+        time), else 202 and a push to the sleeping devices."""
         delivered = False
         # a binding the message can't go to (too big for UDP) is not waited for
         waiting = any(self.courier.can_take(b, stored) for b in live)
@@ -181,19 +244,19 @@ class Inbox:
             self.courier.kick(binding)
         if waiting:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.forward_timeout):
+                async with timeout(self.scheduler, self.cfg.forward_timeout):
                     await self.courier.delivered(stored.id)
                     delivered = True
         st.reply(200 if delivered else 202)
-        log.debug("MESSAGE %d to %s from %s: %s", stored.id, aor, from_uri,
-                  "delivered" if delivered else "stored")
+        log.debug("MESSAGE %d to %s from %s: %s", stored.id, stored.aor, stored.from_uri,
+                  "delivered" if delivered else "stored")  # fmt: skip
         if not delivered and not stored.silent:
-            self.pushes.message_stored(stored, content.text)
+            self.pushes.message_stored(stored, preview)
 
     async def _sender(self, st: ServerTransaction) -> Sender | None:
         """Who sent it; None when a challenge or a refusal was sent instead."""
         req = st.request
-        caller = await self.server.admission.admit(req)
+        caller = await self.gate.admit(req)
         if isinstance(caller, Message):
             st.respond(caller)
             return None
@@ -209,28 +272,22 @@ class Inbox:
         cap = self.cfg.inbox_cap
         if cap <= 0:
             return True
-        if self._full.get(aor, 0.0) > time.monotonic():
+        if self._full.get(aor, 0.0) > self.scheduler.time():
             return False  # found full a moment ago: don't scan the inbox per MESSAGE
         count = self._counts.get(aor)
         if count is None:
-            count = await self.server.store.count_messages(aor)
+            count = await self.store.count_messages(aor)
             if len(self._counts) >= MAX_COUNTED_USERS:
                 self._counts.clear()
                 self._full.clear()
         if count >= cap:
-            count -= await self.server.store.trim_messages(aor, count - cap + 1)
+            count -= await self.store.trim_messages(aor, count - cap + 1)
         self._counts[aor] = count
         if count >= cap:
-            self._full[aor] = time.monotonic() + FULL_RECHECK
+            self._full[aor] = self.scheduler.time() + FULL_RECHECK
             return False
         self._full.pop(aor, None)
         return True
-
-    def _task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """A task of ours that the server's stop() cancels too (through its watcher)."""
-        task = asyncio.ensure_future(coro)
-        self.server.spawn(_watch(task))
-        return task
 
     def messages_delivered(self, aor: str) -> None:
         """Some of `aor`'s messages were delivered or acknowledged: they may make room."""
@@ -247,10 +304,10 @@ class Inbox:
         days = self.cfg.retention_days
         if days <= 0:
             return 0
-        before = (time.time() if now is None else now) - days * 86400.0
+        before = (self.clock() if now is None else now) - days * 86400.0
         total = 0
         while True:
-            gone = await self.server.store.purge_messages(before, PURGE_CHUNK)
+            gone = await self.store.purge_messages(before, PURGE_CHUNK)
             total += gone
             if gone < PURGE_CHUNK:
                 break
@@ -260,13 +317,14 @@ class Inbox:
             log.info("inbox retention: %d messages older than %d days deleted", total, days)
         return total
 
-    async def _purge_every(self, interval: float) -> None:
+    async def purge_every(self, interval: float = PURGE_INTERVAL) -> None:
+        """Forever: the retention purge, every `interval` seconds."""
         while True:
             try:
                 await self.purge()
             except Exception as exc:
                 log_failure(log, exc, "inbox purge")
-            await asyncio.sleep(interval)
+            await sleep(self.scheduler, interval)
 
 
 def _dedup_key(req: Message, sender: Sender, from_uri: str, content: Content) -> str:
@@ -277,7 +335,3 @@ def _dedup_key(req: Message, sender: Sender, from_uri: str, content: Content) ->
     else:
         raw = f"sip\n{sender.uri}\n{req.call_id}\n{req.cseq[0]}"
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-async def _watch(task: asyncio.Task[None]) -> None:
-    await task  # cancelled with the server's tasks: cancels `task` with it

@@ -12,37 +12,46 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sipwake.badge import badge
+from sipwake.badge import Counts, badge
 from sipwake.messages.content import number_of
+from sipwake.push.facade import Broadcaster
 from sipwake.push.notification import MessageNotification
 from sipwake.store.errors import log_failure
-from sipwake.store.models import InboxMessage
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
+from sipwake.store.models import Device, InboxMessage
+from sipwake.timing import Scheduler, sleep
 
 log = logging.getLogger("sipwake.messages")
+
+
+class Devices(Protocol):
+    async def devices_of(self, aor: str) -> list[Device]: ...
 
 
 @dataclass(slots=True)
 class _Pending:
     latest: tuple[InboxMessage, str] | None = None  # message and its preview text
-    next_at: float = 0.0  # loop time before which no push may go
+    next_at: float = 0.0  # scheduler time before which no push may go
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # nothing left to push
 
 
 class PushCoalescer:
     def __init__(
         self,
-        server: Server,
+        counts: Counts,
+        devices: Devices,
+        pusher: Broadcaster,
+        spawn: Callable[[Coroutine[Any, Any, Any]], object],
+        scheduler: Scheduler,
         interval: float = 1.0,
-        spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None,
     ) -> None:
-        self.server = server
+        self.counts = counts  # unread messages and new voicemails: the push and its badge
+        self.devices = devices
+        self.pusher = pusher
+        self._spawn = spawn
+        self.scheduler = scheduler
         self.interval = interval
-        self._spawn = spawn or server.spawn
         self._users: dict[str, _Pending] = {}
 
     def message_stored(self, message: InboxMessage, preview: str) -> None:
@@ -61,12 +70,11 @@ class PushCoalescer:
             await pending.settled.wait()
 
     async def _run(self, aor: str, pending: _Pending) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while True:
-                delay = pending.next_at - loop.time()
+                delay = pending.next_at - self.scheduler.time()
                 if delay > 0:
-                    await asyncio.sleep(delay)  # the rate limit itself, not a wait for an event
+                    await sleep(self.scheduler, delay)  # the rate limit itself
                     continue
                 latest, pending.latest = pending.latest, None
                 if latest is None:
@@ -83,11 +91,10 @@ class PushCoalescer:
             pending.settled.set()
 
     async def _push(self, pending: _Pending, message: InboxMessage, preview: str) -> None:
-        store = self.server.store
-        unread = await store.unread_count(message.aor)
+        unread = await self.counts.unread_count(message.aor)
         if unread == 0:
             return  # delivered meanwhile
-        devices = [d for d in await self.server.registrar.devices_of(message.aor) if d.enabled]
+        devices = [d for d in await self.devices.devices_of(message.aor) if d.enabled]
         if not devices:
             return
         notification = MessageNotification(
@@ -97,12 +104,12 @@ class PushCoalescer:
             from_name=message.from_name,
             body=preview,
             unread=unread,
-            badge=await badge(store, message.aor, unread=unread),
+            badge=await badge(self.counts, message.aor, unread=unread),
         )
         # the interval runs from the moment pushes go out, not from when we started
         # reading the count: under load the reads may take a while
-        pending.next_at = asyncio.get_running_loop().time() + self.interval
-        results = await self.server.push.send_all(devices, notification)
+        pending.next_at = self.scheduler.time() + self.interval
+        results = await self.pusher.send_all(devices, notification)
         log.info(
             "message push for %s (%d unread): %s", message.aor, unread,
             ", ".join(f"{r.device_id}={r.outcome}" for r in results),

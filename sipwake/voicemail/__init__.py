@@ -16,61 +16,82 @@ and writes the RFC 3842 body; trust.py says who may report voicemail.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from sipwake.auth import Admission
+from sipwake.auth.users import Users
+from sipwake.config import SipConfig, VoicemailConfig
+from sipwake.push.facade import Broadcaster
 from sipwake.router import Handler
+from sipwake.sip.peer import TrustedPeers
 from sipwake.sip.transaction import ServerTransaction
-from sipwake.store.models import Mailbox
-from sipwake.voicemail.background import Background
+from sipwake.sip.uac import Uac
+from sipwake.store.models import Binding, Device, Mailbox
+from sipwake.tasks import Tasks
 from sipwake.voicemail.forward import Forwarder
-from sipwake.voicemail.mailbox import Change, Mailboxes, Report
+from sipwake.voicemail.mailbox import Change, Mailboxes, MailboxStore, Report
 from sipwake.voicemail.notify_in import NotifyIn
 from sipwake.voicemail.subscriptions import Subscriptions, bad_event, parse_event
 from sipwake.voicemail.summary import EVENT
 from sipwake.voicemail.trust import Trust
 
-if TYPE_CHECKING:
-    from sipwake.server import Server
-
 __all__ = ["Change", "Report", "Voicemail"]
 
 
+class Locations(Protocol):
+    def live_bindings(self, aor: str) -> list[Binding]: ...
+
+    async def devices_of(self, aor: str) -> list[Device]: ...
+
+
+class Routes(Protocol):
+    """The router: which handler takes a method."""
+
+    handlers: dict[str, Handler]
+
+    def route(self, method: str, handler: Handler) -> None: ...
+
+
 class Voicemail:
-    def __init__(self, server: Server) -> None:
-        cfg = server.config
-        self.tasks = Background(server.spawn)
-        self.trust = Trust(
-            cfg.sip.domain,
-            server.trusted_peers,
-            cfg.voicemail.notifiers,
-            server.transport.is_us,
-        )
-        self.mailboxes = Mailboxes(
-            server.store, server.push, self.tasks, server.registrar.devices_of
-        )
+    def __init__(
+        self,
+        settings: VoicemailConfig,
+        sip: SipConfig,
+        *,
+        store: MailboxStore,
+        users: Users,
+        locations: Locations,
+        gate: Admission,
+        trusted: TrustedPeers,
+        is_us: Callable[[str, int | None, bool], bool],
+        uac: Uac,
+        pusher: Broadcaster,
+        tasks: Tasks,
+    ) -> None:
+        self.tasks = tasks
+        self.trust = Trust(sip.domain, trusted, settings.notifiers, is_us)
+        self.mailboxes = Mailboxes(store, pusher, tasks, locations.devices_of)
         self.subscriptions = Subscriptions(
-            store=server.store,
-            auth=server.admission,
-            uac=server.uac,
+            users=users,
+            auth=gate,
+            uac=uac,
             trust=self.trust,
             mailboxes=self.mailboxes,
-            tasks=self.tasks,
-            min_expires=cfg.sip.min_expires,
-            max_expires=cfg.sip.max_expires,
+            tasks=tasks,
+            min_expires=sip.min_expires,
+            max_expires=sip.max_expires,
         )
-        self.forwarder = Forwarder(server.registrar, server.uac, self.subscriptions, self.tasks)
-        self.notify_in = NotifyIn(server.store, server.admission, self.trust, self.mailboxes)
+        self.forwarder = Forwarder(locations, uac, self.subscriptions, tasks)
+        self.notify_in = NotifyIn(users, gate, self.trust, self.mailboxes)
         self.mailboxes.on_change = self._changed
-        self.server = server
 
-    def install(self) -> None:
+    def install(self, router: Routes) -> None:
         """Take NOTIFY and SUBSCRIBE for the message-summary package; other event
-        packages go to whoever had the method before (489 when nobody did)."""
-        router = self.server.router
+        packages go to whoever had the method before (489 when nobody did). The
+        subscriptions' expiry (`expire_forever`) is the caller's to run."""
         for method, handler in (("NOTIFY", self.notify_in.on_notify),
                                 ("SUBSCRIBE", self.subscriptions.on_subscribe)):
             router.route(method, _by_event(handler, router.handlers.get(method)))
-        self.subscriptions.start(self.server.spawn)
 
     async def report(self, aor: str, report: Report) -> Change:
         """A voicemail system's report on one mailbox (the webhook's entry point)."""

@@ -6,11 +6,12 @@ dialog). Push parameters never leave: the binding is reached through `reach()`."
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from sipwake.registrar.registrar import Registrar, reach
+from sipwake.registrar.registrar import reach
 from sipwake.sip.uac import Uac
 from sipwake.store.models import Binding, Mailbox
-from sipwake.voicemail.background import Background
+from sipwake.tasks import Tasks
 from sipwake.voicemail.mailbox import summary_body
 from sipwake.voicemail.subscriptions import Subscriptions
 from sipwake.voicemail.summary import CONTENT_TYPE, EVENT
@@ -18,9 +19,13 @@ from sipwake.voicemail.summary import CONTENT_TYPE, EVENT
 log = logging.getLogger("sipwake.voicemail")
 
 
+class LiveBindings(Protocol):
+    def live_bindings(self, aor: str) -> list[Binding]: ...
+
+
 class Forwarder:
     def __init__(
-        self, registrar: Registrar, uac: Uac, subscriptions: Subscriptions, tasks: Background
+        self, registrar: LiveBindings, uac: Uac, subscriptions: Subscriptions, tasks: Tasks
     ) -> None:
         self.registrar = registrar
         self.uac = uac
@@ -31,7 +36,7 @@ class Forwarder:
         body = summary_body(mailbox)
         for binding in self.registrar.live_bindings(mailbox.aor):
             if not self.subscriptions.covers(binding):
-                self.tasks.run(self._notify(binding, body), f"MWI NOTIFY to {binding.aor}")
+                self.tasks.spawn(self._notify(binding, body), f"MWI NOTIFY to {binding.aor}")
 
     async def _notify(self, binding: Binding, body: bytes) -> None:
         target = reach(binding)

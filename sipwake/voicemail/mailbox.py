@@ -16,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
+from sipwake.badge import Counts as BadgeCounts
 from sipwake.badge import badge
+from sipwake.push.facade import Broadcaster, Result
 from sipwake.push.notification import VoicemailNotification
-from sipwake.push.service import PushResult, PushService
-from sipwake.store.base import Store
 from sipwake.store.errors import log_failure
 from sipwake.store.models import Device, Mailbox
-from sipwake.voicemail.background import Background
+from sipwake.tasks import Tasks
 from sipwake.voicemail.summary import Caller, Counts, render
 
 log = logging.getLogger("sipwake.voicemail")
@@ -60,12 +61,18 @@ def _shown(m: Mailbox) -> tuple[object, ...]:
     return (m.waiting, m.account, m.new_count, m.old_count, m.urgent_new, m.urgent_old)
 
 
+class MailboxStore(BadgeCounts, Protocol):
+    """The store, as voicemail uses it (the badge reads unread messages too)."""
+
+    async def put_mailbox(self, mailbox: Mailbox) -> None: ...
+
+
 class Mailboxes:
     def __init__(
         self,
-        store: Store,
-        push: PushService,
-        tasks: Background,
+        store: MailboxStore,
+        push: Broadcaster,
+        tasks: Tasks,
         devices_of: Callable[[str], Awaitable[list[Device]]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -120,11 +127,11 @@ class Mailboxes:
                 except Exception as exc:
                     log_failure(log, exc, "voicemail change fan-out for %s", aor)
         if rose:
-            self.tasks.run(self._push(after, report.caller), f"voicemail push to {aor}")
+            self.tasks.spawn(self._push(after, report.caller), f"voicemail push to {aor}")
         return Change(after, rose, changed)
 
     # ------------------------------------------------------------------ push
-    async def _push(self, mailbox: Mailbox, caller: Caller) -> list[PushResult]:
+    async def _push(self, mailbox: Mailbox, caller: Caller) -> Sequence[Result]:
         devices = [d for d in await self.devices_of(mailbox.aor) if d.enabled]
         if not devices:
             log.info("voicemail for %s: no push device", mailbox.aor)
@@ -138,7 +145,7 @@ class Mailboxes:
             badge=await badge(self.store, mailbox.aor, new_voicemails=mailbox.new_count),
         )
         results = await self.push.send_all(devices, notification)
-        delivered = sum(r.delivered for r in results)
+        delivered = sum(r.outcome == "delivered" for r in results)
         log.info("voicemail push to %s: %d/%d devices", mailbox.aor, delivered, len(results))
         return results
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 
 from sipwake.auth import Admission
+from sipwake.auth.users import Users
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
-from sipwake.store.base import Store
 from sipwake.voicemail import summary
 from sipwake.voicemail.mailbox import Mailboxes, Report
 from sipwake.voicemail.subscriptions import media_type
@@ -29,12 +29,12 @@ log = logging.getLogger("sipwake.voicemail")
 class NotifyIn:
     def __init__(
         self,
-        store: Store,
+        users: Users,
         auth: Admission,
         trust: Trust,
         mailboxes: Mailboxes,
     ) -> None:
-        self.store = store
+        self.users = users
         self.auth = auth
         self.trust = trust
         self.mailboxes = mailboxes
@@ -50,7 +50,7 @@ class NotifyIn:
         if refusal is not None:
             st.respond(refusal)
             return
-        if await self.store.get_user(user, self.trust.domain) is None:
+        if await self.users.get(user, self.trust.domain) is None:
             st.respond(make_response(request, 404, "Not Found (no such user)"))
             return
         content_type = media_type(request.get("Content-Type"))

@@ -20,19 +20,17 @@ import contextlib
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 from sipwake.auth import Admission
+from sipwake.auth.users import Users
 from sipwake.registrar.registrar import reach
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.sip.uac import Uac
-from sipwake.store.base import Store
 from sipwake.store.models import Binding, Mailbox
-from sipwake.voicemail.background import Background
+from sipwake.tasks import Tasks
 from sipwake.voicemail.mailbox import Mailboxes, summary_body
 from sipwake.voicemail.summary import CONTENT_TYPE, EVENT
 from sipwake.voicemail.trust import Trust
@@ -101,16 +99,16 @@ class Subscriptions:
     def __init__(
         self,
         *,
-        store: Store,
+        users: Users,
         auth: Admission,
         uac: Uac,
         trust: Trust,
         mailboxes: Mailboxes,
-        tasks: Background,
+        tasks: Tasks,
         min_expires: int,
         max_expires: int,
     ) -> None:
-        self.store = store
+        self.users = users
         self.auth = auth
         self.uac = uac
         self.trust = trust
@@ -123,9 +121,6 @@ class Subscriptions:
         self._heap: list[tuple[float, int, Subscription]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-
-    def start(self, spawn: Callable[[Coroutine[Any, Any, Any]], None]) -> None:
-        spawn(self._expire_forever())
 
     # ------------------------------------------------------------- SUBSCRIBE
     async def on_subscribe(self, st: ServerTransaction) -> None:
@@ -145,7 +140,7 @@ class Subscriptions:
             st.respond(make_response(request, 403, "Forbidden (not your mailbox)"))
             return
         aor = f"sip:{user}@{self.trust.domain}"
-        if await self.store.get_user(user, self.trust.domain) is None:
+        if await self.users.get(user, self.trust.domain) is None:
             st.respond(make_response(request, 404))
             return
         contact = self._contact_of(st)
@@ -306,7 +301,7 @@ class Subscriptions:
         if earliest is None or sub.expires_at < earliest:
             self._wake.set()
 
-    async def _expire_forever(self) -> None:
+    async def expire_forever(self) -> None:
         while True:
             self._wake.clear()
             if not self._heap:
@@ -352,7 +347,7 @@ class Subscriptions:
         )
 
     def _send(self, sub: Subscription, body: bytes, state: str) -> None:
-        self.tasks.run(self._notify(sub, body, state), f"NOTIFY to {sub.aor}")
+        self.tasks.spawn(self._notify(sub, body, state), f"NOTIFY to {sub.aor}")
 
     async def _notify(self, sub: Subscription, body: bytes, state: str) -> None:
         async with sub.lock:  # FIFO: NOTIFYs leave in the order they were queued
