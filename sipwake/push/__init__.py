@@ -14,6 +14,7 @@ from sipwake.push.notification import (
     Notification,
     VoicemailNotification,
 )
+from sipwake.push.provider import Outcome
 from sipwake.push.service import PushLog, PushResult, PushService, RetryPolicy
 from sipwake.push.sink import PushSink
 
@@ -27,6 +28,7 @@ __all__ = [
     "MessageNotification",
     "MissedCallNotification",
     "Notification",
+    "Outcome",
     "PushLog",
     "PushResult",
     "PushService",

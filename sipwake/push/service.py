@@ -49,6 +49,7 @@ from sipwake.push.provider import (
     SKIPPED,
     AttemptResult,
     InvalidDeviceToken,
+    Outcome,
     PreparedPush,
     Provider,
     SkipPush,
@@ -106,7 +107,7 @@ class PushResult:
     provider: str  # "apns" | "fcm" | "sink" | "" (no provider for this device)
     # delivered | invalid_token | failed | expired | skipped, or queued: the service
     # stopped first and the push waits in the store's outbox for the next start
-    outcome: str
+    outcome: Outcome
     status: int = 0  # last HTTP status, 0 if none
     reason: str = ""
     attempts: int = 0  # requests made
@@ -581,7 +582,7 @@ class PushService:
     def _provider_for(self, device: Device) -> Provider | None:
         return self.sink or self._providers.get(device.provider)
 
-    def _result(self, p: _Push, outcome: str, status: int, reason: str) -> PushResult:
+    def _result(self, p: _Push, outcome: Outcome, status: int, reason: str) -> PushResult:
         return PushResult(p.device.device_id, p.notification.kind, p.provider.name, outcome,
                           status, reason, p.attempts, p.push_id)
 
@@ -602,7 +603,7 @@ class PushService:
         else:
             self._settle(p, self._result(p, FAILED, p.status, "stopped before it got through"))
 
-    async def _done(self, p: _Push, outcome: str, status: int, reason: str,
+    async def _done(self, p: _Push, outcome: Outcome, status: int, reason: str,
                     latency: float) -> PushResult:
         result = self._result(p, outcome, status, reason)
         try:  # settled even when the push log's write is cancelled (a stop)
@@ -669,7 +670,7 @@ class PushService:
         push_id: str,
         attempt: int,
         status: int,
-        outcome: str,
+        outcome: Outcome,
         reason: str,
         latency: float,
     ) -> PushResult:
@@ -681,7 +682,7 @@ class PushService:
         return PushResult(device.device_id, kind, provider, outcome, status, reason, attempt,
                           push_id)
 
-    async def _record_push(self, p: _Push, outcome: str, status: int, reason: str,
+    async def _record_push(self, p: _Push, outcome: Outcome, status: int, reason: str,
                            latency: float) -> None:
         await self._record(p.device, p.notification.kind, p.provider.name, p.push_id,
                            p.attempts, status, outcome, reason, latency)
@@ -694,7 +695,7 @@ class PushService:
         push_id: str,
         attempt: int,
         status: int,
-        outcome: str,
+        outcome: Outcome,
         reason: str,
         latency: float,
     ) -> None:
