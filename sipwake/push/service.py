@@ -119,6 +119,35 @@ class PushResult:
         return self.outcome == DELIVERED
 
 
+@dataclass(slots=True)
+class Attempt:
+    """A row of the push log in the making: one request and what came of it (attempt
+    >= 1), or a push skipped, expired before a request, or resumed (attempt 0). The
+    last one of a push is also what its sender hears (`result()`)."""
+
+    device: Device
+    kind: str
+    provider: str  # "apns" | "fcm" | "sink" | "" (no provider for this device)
+    outcome: Outcome
+    status: int = 0  # HTTP status, 0 if none
+    reason: str = ""
+    attempt: int = 0  # requests made for the push so far, this one included
+    push_id: str = ""
+    latency: float = 0.0  # milliseconds the request took
+
+    def result(self) -> PushResult:
+        return PushResult(self.device.device_id, self.kind, self.provider, self.outcome,
+                          self.status, self.reason, self.attempt, self.push_id)
+
+    def row(self, at: float) -> PushAttempt:
+        return PushAttempt(
+            device_id=self.device.device_id, kind=self.kind, provider=self.provider,
+            push_id=self.push_id, attempt=self.attempt, status=self.status,
+            outcome=self.outcome, reason=self.reason, latency_ms=round(self.latency, 3),
+            at=at,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     base_delay: float = 0.5
@@ -151,6 +180,13 @@ class _Push:
     stored: asyncio.Future[None] | None = None  # its outbox row's write (durable kinds)
     done: asyncio.Future[PushResult] | None = None  # for the caller, once queued
     queued: bool = False  # counted in the outbox gauge
+
+    def attempt(self, outcome: Outcome, status: int = 0, reason: str = "",
+                latency: float = 0.0) -> Attempt:
+        """Where the push stands after its latest request (or before any) as a push-log
+        record."""
+        return Attempt(self.device, self.notification.kind, self.provider.name, outcome,
+                       status, reason, self.attempts, self.push_id, latency)
 
 
 @dataclass(slots=True)
@@ -235,24 +271,28 @@ class PushService:
         """
         kind = notification.kind
         provider = self._provider_for(device)
+        name = provider.name if provider is not None else ""
+
+        def unsent(outcome: Outcome, reason: str) -> Attempt:  # no request made
+            return Attempt(device, kind, name, outcome, reason=reason)
+
         if provider is None:
             reason = f"no {device.provider or 'push'} provider configured"
-            return await self._skip(device, kind, "", "", reason)
+            return await self._skip(unsent(SKIPPED, reason))
         if not device.enabled:
-            return await self._skip(device, kind, provider.name, "", "device disabled")
+            return await self._skip(unsent(SKIPPED, "device disabled"))
         now = self._clock()
         if now >= notification.deadline:
-            return await self._finish(device, kind, provider.name, "", 0, 0, EXPIRED,
-                                      "deadline passed before sending", 0.0)
+            return await self._finish(unsent(EXPIRED, "deadline passed before sending"))
         try:
             push = provider.prepare(device, notification, now)
         except SkipPush as exc:
-            return await self._skip(device, kind, provider.name, "", str(exc))
+            return await self._skip(unsent(SKIPPED, str(exc)))
         except InvalidDeviceToken as exc:
-            return await self._invalid(device, kind, provider.name, "", 0, 0, str(exc), None, 0.0)
+            return await self._finish(unsent(INVALID_TOKEN, str(exc)))
         except (PayloadTooLarge, ValueError) as exc:
             log.error("cannot encode %s push for device %s: %s", kind, device.device_id, exc)
-            return await self._finish(device, kind, provider.name, "", 0, 0, FAILED, str(exc), 0.0)
+            return await self._finish(unsent(FAILED, str(exc)))
         p = _Push(device, notification, provider, push, push.push_id)
         if self._outbox is not None and kind in DURABLE_KINDS and provider is not self.sink:
             await self._keep(p, now)
@@ -321,92 +361,76 @@ class PushService:
     async def _step(self, p: _Push) -> PushResult | None:
         """Attempts until `p` is done (its result) or must wait for a retry (queued,
         None). Never raises for provider errors."""
-        n, provider = p.notification, p.provider
         while True:
             now = self._clock()
-            if p.attempts and now >= n.deadline:
+            if p.attempts and now >= p.notification.deadline:
                 # No attempt starts after the deadline (a sleep that overran, a slow
                 # request before an immediate retry).
-                return await self._done(p, EXPIRED, 0, "deadline passed before the next attempt",
-                                        0.0)
-            assert p.push is not None
-            p.attempts += 1
-            started = time.perf_counter()
-            try:
-                result = await provider.attempt(p.push, max(0.001, n.deadline - now))
-            except Exception as exc:  # a provider's bug must not lose the push
-                log.exception("%s provider failed on a %s push", provider.name, n.kind)
-                result = AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "))
-            answered_at = time.perf_counter()
-            latency = (answered_at - started) * 1000.0
-            outcome = result.outcome
-            p.status, p.reason = result.status, result.reason
+                reason = "deadline passed before the next attempt"
+                return await self._done(p, p.attempt(EXPIRED, reason=reason))
+            result, latency = await self._request(p, now)
+            status, reason, outcome = result.status, result.reason, result.outcome
             if outcome == DELIVERED:
-                if self.on_accepted is not None:  # now, not after the push log's write
-                    self.on_accepted(n, result.sent_at or started, answered_at)
-                return await self._done(p, DELIVERED, result.status, "", latency)
+                return await self._done(p, p.attempt(DELIVERED, status, "", latency))
             if outcome == INVALID_TOKEN:
-                return await self._invalid_push(p, result, latency)
+                refused = p.attempt(INVALID_TOKEN, status, reason, latency)
+                return await self._done(p, refused, result.token_at)
             if outcome == REAUTH and not p.renewed:
                 # The provider says our credential expired: get a new one (once,
                 # shared by all requests that saw the same one) and retry at once.
                 p.renewed = True
-                await provider.reauthorize(result.credential)
-                await self._record_push(p, RETRY, result.status, result.reason, latency)
+                await p.provider.reauthorize(result.credential)
+                await self._record(p.attempt(RETRY, status, reason, latency))
                 continue
             if outcome != RETRY:  # permanent error, or a fresh credential refused too
-                return await self._done(p, FAILED, result.status, result.reason, latency)
-            if self._retry.max_attempts and p.attempts >= self._retry.max_attempts:
-                return await self._done(p, FAILED, result.status,
-                                        result.reason or "too many attempts", latency)
-            delay = self._retry.delay(p.attempts, result.retry_after, self._rand())
-            if self._clock() + delay >= n.deadline:
-                # The next attempt would start after the deadline: a call push
-                # arriving after the call ended is worse than none.
-                return await self._done(p, EXPIRED, result.status, result.reason, latency)
-            await self._record_push(p, RETRY, result.status, result.reason, latency)
-            log.info("%s push to device %s failed (%s %s), retry in %.2fs", n.kind,
-                     p.device.device_id, result.status, result.reason, delay)
-            self._queue(p, self._clock() + delay)
-            return None
+                return await self._done(p, p.attempt(FAILED, status, reason, latency))
+            return await self._retry_later(p, result, latency)
+
+    async def _request(self, p: _Push, now: float) -> tuple[AttemptResult, float]:
+        """One request for `p` and its latency (ms). A delivery is told to `on_accepted`
+        at once, before the push log's write."""
+        n, provider = p.notification, p.provider
+        assert p.push is not None
+        p.attempts += 1
+        started = time.perf_counter()
+        try:
+            result = await provider.attempt(p.push, max(0.001, n.deadline - now))
+        except Exception as exc:  # a provider's bug must not lose the push
+            log.exception("%s provider failed on a %s push", provider.name, n.kind)
+            result = AttemptResult(0, RETRY, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        answered_at = time.perf_counter()
+        p.status, p.reason = result.status, result.reason
+        if result.outcome == DELIVERED and self.on_accepted is not None:
+            self.on_accepted(n, result.sent_at or started, answered_at)
+        return result, (answered_at - started) * 1000.0
+
+    async def _retry_later(self, p: _Push, result: AttemptResult,
+                           latency: float) -> PushResult | None:
+        """`p`'s request failed and may be sent again: queued for a retry after a
+        backoff (None), unless out of attempts or the retry would come too late."""
+        status, reason = result.status, result.reason
+        if self._retry.max_attempts and p.attempts >= self._retry.max_attempts:
+            out = p.attempt(FAILED, status, reason or "too many attempts", latency)
+            return await self._done(p, out)
+        delay = self._retry.delay(p.attempts, result.retry_after, self._rand())
+        if self._clock() + delay >= p.notification.deadline:
+            # The next attempt would start after the deadline: a call push
+            # arriving after the call ended is worse than none.
+            return await self._done(p, p.attempt(EXPIRED, status, reason, latency))
+        await self._record(p.attempt(RETRY, status, reason, latency))
+        log.info("%s push to device %s failed (%s %s), retry in %.2fs", p.notification.kind,
+                 p.device.device_id, status, reason, delay)
+        self._queue(p, self._clock() + delay)
+        return None
 
     async def _retry_once(self, p: _Push, lane: _Lane) -> None:
-        """One retry from the queue: the device as it is now, the request prepared
-        again (FCM's ttl counts down), then `_step`."""
+        """One retry from the queue: `p` made ready again (`_refresh`), then `_step`."""
         try:
-            n = p.notification
-            if self._clock() >= n.deadline:
-                await self._done(p, EXPIRED, p.status,
-                                 p.reason or "deadline passed in the outbox", 0.0)
-                return
-            if self._outbox is not None and n.kind in DURABLE_KINDS:
-                # hours may have passed: the token may have moved to another user's
-                # phone, or the device been deleted
-                try:
-                    device = await self._outbox.get_device(p.device.device_id)
-                except Exception as exc:
-                    log_failure(log, exc, "reading device %s before a retry (retried with "
-                                "what we knew)", p.device.device_id)
-                    device = p.device
-                if device is None:
-                    await self._done(p, SKIPPED, 0, "device deleted", 0.0)
-                    return
-                if not device.enabled:
-                    await self._done(p, SKIPPED, 0, "device disabled", 0.0)
-                    return
-                p.device = device
-            try:
-                p.push = p.provider.prepare(p.device, n, self._clock(), p.push_id)
-            except SkipPush as exc:
-                await self._done(p, SKIPPED, 0, str(exc), 0.0)
-                return
-            except InvalidDeviceToken as exc:
-                await self._invalid_push(p, AttemptResult(0, INVALID_TOKEN, str(exc)), 0.0)
-                return
-            except Exception as exc:  # cannot be encoded any more: nothing to retry
-                await self._done(p, FAILED, 0, str(exc), 0.0)
-                return
-            await self._step(p)
+            ended = await self._refresh(p)
+            if ended is not None:
+                await self._done(p, ended)
+            else:
+                await self._step(p)
         except Exception:
             log.exception("retry of a %s push to device %s failed", p.notification.kind,
                           p.device.device_id)
@@ -415,6 +439,42 @@ class PushService:
         finally:
             lane.running -= 1
             self._wakeup.set()
+
+    async def _refresh(self, p: _Push) -> Attempt | None:
+        """Ready `p` for its retry: the device as it is now, the request prepared again
+        (FCM's ttl counts down). Or why the push ends here: its deadline passed, its
+        device went, or it cannot be prepared any more."""
+        n = p.notification
+        if self._clock() >= n.deadline:
+            return p.attempt(EXPIRED, p.status, p.reason or "deadline passed in the outbox")
+        if self._outbox is not None and n.kind in DURABLE_KINDS:
+            device = await self._device_now(p.device)
+            if device is None:
+                return p.attempt(SKIPPED, reason="device deleted")
+            if not device.enabled:
+                return p.attempt(SKIPPED, reason="device disabled")
+            p.device = device
+        try:
+            p.push = p.provider.prepare(p.device, n, self._clock(), p.push_id)
+        except SkipPush as exc:
+            return p.attempt(SKIPPED, reason=str(exc))
+        except InvalidDeviceToken as exc:
+            return p.attempt(INVALID_TOKEN, reason=str(exc))
+        except Exception as exc:  # cannot be encoded any more: nothing to retry
+            return p.attempt(FAILED, reason=str(exc))
+        return None
+
+    async def _device_now(self, device: Device) -> Device | None:
+        """The device as the store has it now: hours may have passed, and its token
+        moved to another user's phone, or the device been deleted. As we knew it when
+        the store cannot say."""
+        assert self._outbox is not None
+        try:
+            return await self._outbox.get_device(device.device_id)
+        except Exception as exc:
+            log_failure(log, exc, "reading device %s before a retry (retried with what we "
+                        "knew)", device.device_id)
+            return device
 
     # -- the queue ----------------------------------------------------------------------
 
@@ -538,39 +598,45 @@ class PushService:
                 await asyncio.sleep(pause)  # the store's recovery: wall time
 
     async def _resume(self, kept: list[OutboxPush]) -> None:
-        assert self._outbox is not None
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         for row in kept:
             if self._closed:
                 return
-            try:
-                notification = from_json(row.kind, row.notification)
-                device = await self._outbox.get_device(row.device_id)
-            except Exception as exc:
-                log.error("cannot resume push %s from the outbox (%s): dropped", row.push_id, exc)
-                self._forget_row(row.push_id)
-                continue
-            if device is None:
-                await self._record(Device(row.device_id, "", "", ""), row.kind, "",
-                                   row.push_id, 0, 0, SKIPPED, "device deleted", 0.0)
-                self._forget_row(row.push_id)
-                continue
-            provider = self._provider_for(device)
-            if provider is None or not device.enabled:
-                why = "device disabled" if provider is not None else (
-                    f"no {device.provider or 'push'} provider configured")
-                await self._record(device, row.kind, provider.name if provider else "",
-                                   row.push_id, 0, 0, SKIPPED, why, 0.0)
-                self._forget_row(row.push_id)
-                continue
-            p = _Push(device, notification, provider, None, row.push_id, stored=done)
-            if self._clock() >= notification.deadline:
-                await self._done(p, EXPIRED, 0, "deadline passed while stopped", 0.0)
-                continue
-            await self._record_push(p, QUEUED, 0, "resumed from the outbox after a restart",
-                                    0.0)
-            self._queue(p, self._clock())
+            await self._resume_one(row, done)
+
+    async def _resume_one(self, row: OutboxPush, stored: asyncio.Future[None]) -> None:
+        """Queue a push a previous process left in the outbox (`stored`: its row, written
+        long ago), or forget it: unreadable, device deleted or disabled, or expired."""
+        assert self._outbox is not None
+        try:
+            notification = from_json(row.kind, row.notification)
+            device = await self._outbox.get_device(row.device_id)
+        except Exception as exc:
+            log.error("cannot resume push %s from the outbox (%s): dropped", row.push_id, exc)
+            self._forget_row(row.push_id)
+            return
+        if device is None:
+            await self._record(Attempt(Device(row.device_id, "", "", ""), row.kind, "",
+                                       SKIPPED, reason="device deleted",
+                                       push_id=row.push_id))
+            self._forget_row(row.push_id)
+            return
+        provider = self._provider_for(device)
+        if provider is None or not device.enabled:
+            why = "device disabled" if provider is not None else (
+                f"no {device.provider or 'push'} provider configured")
+            await self._record(Attempt(device, row.kind, provider.name if provider else "",
+                                       SKIPPED, reason=why, push_id=row.push_id))
+            self._forget_row(row.push_id)
+            return
+        p = _Push(device, notification, provider, None, row.push_id, stored=stored)
+        if self._clock() >= notification.deadline:
+            await self._done(p, p.attempt(EXPIRED, reason="deadline passed while stopped"))
+            return
+        await self._record(p.attempt(QUEUED,
+                                     reason="resumed from the outbox after a restart"))
+        self._queue(p, self._clock())
 
     def _forget_row(self, push_id: str) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -581,10 +647,6 @@ class PushService:
 
     def _provider_for(self, device: Device) -> Provider | None:
         return self.sink or self._providers.get(device.provider)
-
-    def _result(self, p: _Push, outcome: Outcome, status: int, reason: str) -> PushResult:
-        return PushResult(p.device.device_id, p.notification.kind, p.provider.name, outcome,
-                          status, reason, p.attempts, p.push_id)
 
     def _settle(self, p: _Push, result: PushResult) -> None:
         """`p` is done, or abandoned: off the queue, out of the outbox (when done), and
@@ -599,115 +661,65 @@ class PushService:
         """The service stops before `p` is done."""
         if p.stored is not None:
             reason = "stopped: kept in the outbox for the next start"
-            self._settle(p, self._result(p, QUEUED, p.status, reason))
+            self._settle(p, p.attempt(QUEUED, p.status, reason).result())
         else:
-            self._settle(p, self._result(p, FAILED, p.status, "stopped before it got through"))
+            reason = "stopped before it got through"
+            self._settle(p, p.attempt(FAILED, p.status, reason).result())
 
-    async def _done(self, p: _Push, outcome: Outcome, status: int, reason: str,
-                    latency: float) -> PushResult:
-        result = self._result(p, outcome, status, reason)
-        try:  # settled even when the push log's write is cancelled (a stop)
-            await self._record_push(p, outcome, status, reason, latency)
-            if outcome in (FAILED, EXPIRED):
-                log.warning("%s push to device %s %s after %d attempt(s): %s %s",
-                            p.notification.kind, p.device.device_id, outcome, p.attempts,
-                            status, reason)
-        finally:
-            self._settle(p, result)
+    async def _done(self, p: _Push, last: Attempt,
+                    token_at: float | None = None) -> PushResult:
+        """`p` ends with `last` (`_finish`), and is settled."""
+        try:
+            result = await self._finish(last, token_at)
+        except BaseException:  # settled even when the push log's write is cancelled (a stop)
+            self._settle(p, last.result())
+            raise
+        self._settle(p, result)
         return result
 
-    async def _invalid_push(self, p: _Push, result: AttemptResult,
-                            latency: float) -> PushResult:
-        pushed = self._result(p, INVALID_TOKEN, result.status, result.reason)
-        try:
-            pushed = await self._invalid(p.device, p.notification.kind, p.provider.name,
-                                         p.push_id, p.attempts, result.status, result.reason,
-                                         result.token_at, latency)
-        finally:
-            self._settle(p, pushed)
-        return pushed
+    async def _skip(self, last: Attempt) -> PushResult:
+        log.info("%s push to device %s skipped: %s", last.kind, last.device.device_id,
+                 last.reason)
+        return await self._finish(last)
 
-    async def _invalid(
-        self,
-        device: Device,
-        kind: str,
-        provider: str,
-        push_id: str,
-        attempt: int,
-        status: int,
-        reason: str,
-        token_at: float | None,
-        latency: float,
-    ) -> PushResult:
+    async def _finish(self, last: Attempt, token_at: float | None = None) -> PushResult:
+        """A push ends with `last`: a refused token's device disabled (`_disable`), the
+        push-log row written, a push that failed or expired logged."""
+        disabled = last.outcome == INVALID_TOKEN and await self._disable(last, token_at)
+        await self._record(last)
+        if last.outcome in (FAILED, EXPIRED):
+            log.warning("%s push to device %s %s after %d attempt(s): %s %s", last.kind,
+                        last.device.device_id, last.outcome, last.attempt, last.status,
+                        last.reason)
+        result = last.result()
+        result.disabled = disabled
+        return result
+
+    async def _disable(self, refused: Attempt, token_at: float | None) -> bool:
+        """Disable the device whose token the provider refused; False when the store
+        kept it (its token was uploaded again since) or could not be reached."""
         # APNs 410 carries when the token became invalid: a token uploaded after that
         # is a new one and must be kept. Other rejections are about the token as of now.
         at = token_at if token_at is not None else self._clock()
+        device, reason = refused.device, refused.reason
         try:
             disabled = await self._store.disable_device(device.device_id, reason, at)
         except Exception as exc:
             log_failure(log, exc, "disabling device %s", device.device_id)
-            disabled = False
+            return False
         if disabled:
             device.enabled = False
             device.disabled_reason = reason
             log.warning("device %s disabled: %s rejected its token (%s)", device.device_id,
-                        provider, reason)
-        result = await self._finish(device, kind, provider, push_id, attempt, status,
-                                    INVALID_TOKEN, reason, latency)
-        result.disabled = disabled
-        return result
+                        refused.provider, reason)
+        return disabled
 
-    async def _skip(self, device: Device, kind: str, provider: str, push_id: str,
-                    reason: str) -> PushResult:
-        log.info("%s push to device %s skipped: %s", kind, device.device_id, reason)
-        return await self._finish(device, kind, provider, push_id, 0, 0, SKIPPED, reason, 0.0)
-
-    async def _finish(
-        self,
-        device: Device,
-        kind: str,
-        provider: str,
-        push_id: str,
-        attempt: int,
-        status: int,
-        outcome: Outcome,
-        reason: str,
-        latency: float,
-    ) -> PushResult:
-        await self._record(device, kind, provider, push_id, attempt, status, outcome, reason,
-                           latency)
-        if outcome in (FAILED, EXPIRED):
-            log.warning("%s push to device %s %s after %d attempt(s): %s %s", kind,
-                        device.device_id, outcome, attempt, status, reason)
-        return PushResult(device.device_id, kind, provider, outcome, status, reason, attempt,
-                          push_id)
-
-    async def _record_push(self, p: _Push, outcome: Outcome, status: int, reason: str,
-                           latency: float) -> None:
-        await self._record(p.device, p.notification.kind, p.provider.name, p.push_id,
-                           p.attempts, status, outcome, reason, latency)
-
-    async def _record(
-        self,
-        device: Device,
-        kind: str,
-        provider: str,
-        push_id: str,
-        attempt: int,
-        status: int,
-        outcome: Outcome,
-        reason: str,
-        latency: float,
-    ) -> None:
+    async def _record(self, a: Attempt) -> None:
         """One push-log row per request (attempt >= 1), or per push skipped, expired
         before a request, or resumed (attempt 0)."""
         if self._observer is not None:
-            self._observer.push_attempt(provider, kind, outcome)
+            self._observer.push_attempt(a.provider, a.kind, a.outcome)
         try:
-            await self._store.add_push_attempt(PushAttempt(
-                device_id=device.device_id, kind=kind, provider=provider, push_id=push_id,
-                attempt=attempt, status=status, outcome=outcome, reason=reason,
-                latency_ms=round(latency, 3), at=self._clock(),
-            ))
+            await self._store.add_push_attempt(a.row(self._clock()))
         except Exception as exc:  # the push log must never stop a push
-            log_failure(log, exc, "push log row for device %s", device.device_id)
+            log_failure(log, exc, "push log row for device %s", a.device.device_id)
