@@ -508,25 +508,11 @@ class PushService:
     async def _run(self) -> None:
         """The retry queue's worker: starts retries when due, within each provider's
         drain limits; sleeps until the next is due, a slot frees or a push is queued."""
-        policy = self._retry
         while not self._closed:
             self._wakeup.clear()
             now = self._clock()
-            while self._due and self._due[0][0] <= now:
-                at, seq, p = heapq.heappop(self._due)
-                lane = self._lanes.setdefault(p.provider.name, _Lane())
-                urgent = 0 if p.notification.kind in URGENT_KINDS else 1
-                heapq.heappush(lane.ready, (urgent, at, seq, p))
-            wait: float | None = None
-            for lane in self._lanes.values():
-                while lane.ready and lane.running < policy.drain_concurrency:
-                    hold = lane.take(now, policy.drain_rate)
-                    if hold > 0:
-                        wait = hold if wait is None else min(wait, hold)
-                        break
-                    p = heapq.heappop(lane.ready)[3]
-                    lane.running += 1
-                    self._spawn(self._retry_once(p, lane))
+            self._move_due(now)
+            wait = self._start_ready(now)
             if self._due:
                 until = self._due[0][0] - now
                 wait = until if wait is None else min(wait, until)
@@ -534,6 +520,30 @@ class PushService:
                 await self._wakeup.wait()
             else:
                 await self._nap(wait)
+
+    def _move_due(self, now: float) -> None:
+        """Retries that are due join their provider's lane, call pushes first."""
+        while self._due and self._due[0][0] <= now:
+            at, seq, p = heapq.heappop(self._due)
+            lane = self._lanes.setdefault(p.provider.name, _Lane())
+            urgent = 0 if p.notification.kind in URGENT_KINDS else 1
+            heapq.heappush(lane.ready, (urgent, at, seq, p))
+
+    def _start_ready(self, now: float) -> float | None:
+        """Start the retries each lane's limits allow now; the seconds until a lane's
+        rate lets it start another (None: no lane is held back by its rate)."""
+        policy = self._retry
+        wait: float | None = None
+        for lane in self._lanes.values():
+            while lane.ready and lane.running < policy.drain_concurrency:
+                hold = lane.take(now, policy.drain_rate)
+                if hold > 0:
+                    wait = hold if wait is None else min(wait, hold)
+                    break
+                p = heapq.heappop(lane.ready)[3]
+                lane.running += 1
+                self._spawn(self._retry_once(p, lane))
+        return wait
 
     async def _nap(self, seconds: float) -> None:
         """The injected sleep, cut short when the queue changes."""
