@@ -3,11 +3,19 @@
 A provider section counts as configured when any of its credential keys is set;
 then all of them must be. With neither configured, pushes go to the developer
 sink (`GET /v1/dev/pushes`) instead of Apple or Google.
+
+A provider's settings are its config section passed key by key
+(`dataclasses.asdict`): each `[push.apns]` key is the `APNsSettings` field of the
+same name (`[push.fcm]`: `FCMSettings`), which add a few that are not configured
+(timeouts, pool sizes). push/ does not import config.py (docs/architecture.md), so
+the keys are declared twice; tests/push/test_push_setup.py checks they agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
 from sipwake.config import ApnsConfig, ConfigError, FcmConfig, PushConfig
 from sipwake.push.apns import APNsProvider, APNsSettings
@@ -36,32 +44,23 @@ def build_push(
     return service
 
 
-def _require(section: str, values: dict[str, str]) -> bool:
-    """False when the section is left empty; ConfigError when it is half filled in."""
-    if not any(values.values()):
+def _require(section: str, values: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """False when the section's `keys` are left empty; ConfigError when they are half
+    filled in."""
+    if not any(values[k] for k in keys):
         return False
-    missing = [f"'{section}.{k}'" for k, v in values.items() if not v]
+    missing = [f"'{section}.{k}'" for k in keys if not values[k]]
     if missing:
         raise ConfigError(f"[{section}] is incomplete: set {', '.join(missing)}")
     return True
 
 
 def _apns(cfg: ApnsConfig) -> APNsProvider | None:
-    keys = {"team_id": cfg.team_id, "key_id": cfg.key_id, "key_file": cfg.key_file}
-    if not _require("push.apns", keys):
+    section = dataclasses.asdict(cfg)
+    if not _require("push.apns", section, ("team_id", "key_id", "key_file")):
         return None
-    settings = APNsSettings(
-        team_id=cfg.team_id,
-        key_id=cfg.key_id,
-        key_file=cfg.key_file,
-        topic=cfg.topic,
-        url=cfg.url,
-        sandbox_url=cfg.sandbox_url,
-        ca_file=cfg.ca_file,
-        allow_insecure=cfg.allow_insecure,
-    )
     try:
-        provider = APNsProvider(settings)
+        provider = APNsProvider(APNsSettings(**section))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"[push.apns]: {exc}") from None
     log.info("APNs provider: team %s, key %s, %s", cfg.team_id, cfg.key_id, cfg.url)
@@ -69,19 +68,11 @@ def _apns(cfg: ApnsConfig) -> APNsProvider | None:
 
 
 def _fcm(cfg: FcmConfig) -> FCMProvider | None:
-    keys = {"project_id": cfg.project_id, "service_account_file": cfg.service_account_file}
-    if not _require("push.fcm", keys):
+    section = dataclasses.asdict(cfg)
+    if not _require("push.fcm", section, ("project_id", "service_account_file")):
         return None
-    settings = FCMSettings(
-        project_id=cfg.project_id,
-        service_account_file=cfg.service_account_file,
-        url=cfg.url,
-        token_url=cfg.token_url,
-        ca_file=cfg.ca_file,
-        allow_insecure=cfg.allow_insecure,
-    )
     try:
-        provider = FCMProvider(settings)
+        provider = FCMProvider(FCMSettings(**section))
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"[push.fcm]: {exc}") from None
     log.info("FCM provider: project %s, %s", cfg.project_id, cfg.url)

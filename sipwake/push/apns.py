@@ -42,6 +42,8 @@ TOKEN_REJECTED = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic", "TopicDi
 
 @dataclass(frozen=True, slots=True)
 class APNsSettings:
+    # team_id .. allow_insecure: the keys of [push.apns] (config.ApnsConfig), passed by
+    # name by push_setup.py
     team_id: str
     key_id: str
     key_file: str  # .p8 auth key

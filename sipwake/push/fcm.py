@@ -42,6 +42,8 @@ from sipwake.store.models import Device
 
 @dataclass(frozen=True, slots=True)
 class FCMSettings:
+    # project_id .. allow_insecure: the keys of [push.fcm] (config.FcmConfig), passed by
+    # name by push_setup.py
     project_id: str
     service_account_file: str
     url: str = "https://fcm.googleapis.com"
