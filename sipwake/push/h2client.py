@@ -273,50 +273,73 @@ class H2Connection(asyncio.Protocol):
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                for name, value in event.headers:
-                    key = bytes(name).decode("latin-1")
-                    if key == ":status":
-                        stream.status = int(value) if value.isdigit() else 0
-                    else:
-                        stream.headers[key] = bytes(value).decode("latin-1")
+            self._on_response(event)
         elif isinstance(event, h2.events.DataReceived):
-            stream_id = event.stream_id or 0
-            self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
-            stream = self._streams.get(stream_id)
-            if stream is not None and event.data:
-                stream.body += event.data
+            self._on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
-            stream_id = event.stream_id or 0
-            stream = self._streams.pop(stream_id, None)
-            if stream is not None:
-                self._finish(stream_id, stream, None,
-                             Response(stream.status, stream.headers, stream.body,
-                                      stream.sent_at))
+            self._on_end(event.stream_id or 0)
         elif isinstance(event, h2.events.StreamReset):
-            stream_id = event.stream_id or 0
-            stream = self._streams.pop(stream_id, None)
-            if stream is not None:
-                if event.error_code == ErrorCodes.REFUSED_STREAM:
-                    self._finish(stream_id, stream, StreamRefused("stream refused"))
-                else:
-                    self._finish(stream_id, stream,
-                                 H2Error(f"stream reset: {event.error_code!r}"))
+            self._on_reset(event)
         elif isinstance(event, h2.events.WindowUpdated):
-            for stream_id in list(self._blocked):
-                blocked = self._streams.get(stream_id)
-                self._blocked.discard(stream_id)
-                if blocked is not None:
-                    self._send_body(stream_id, blocked)
+            self._on_window()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            if not self.ready.done():
-                self.ready.set_result(None)
-            self._pool._capacity_changed()
+            self._on_settings()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event)
         elif isinstance(event, h2.events.PingAckReceived):
             self._ping_outstanding = False
+
+    def _on_response(self, event: h2.events.ResponseReceived) -> None:
+        """The response's headers: its status (0 when unreadable), the others by name."""
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        for name, value in event.headers:
+            key = bytes(name).decode("latin-1")
+            if key == ":status":
+                stream.status = int(value) if value.isdigit() else 0
+            else:
+                stream.headers[key] = bytes(value).decode("latin-1")
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id or 0
+        self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is not None and event.data:
+            stream.body += event.data
+
+    def _on_end(self, stream_id: int) -> None:
+        """The response is complete."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            response = Response(stream.status, stream.headers, stream.body, stream.sent_at)
+            self._finish(stream_id, stream, None, response)
+
+    def _on_reset(self, event: h2.events.StreamReset) -> None:
+        """The server reset a stream: refused (never processed, safe to resend) or not."""
+        stream_id = event.stream_id or 0
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if event.error_code == ErrorCodes.REFUSED_STREAM:
+            self._finish(stream_id, stream, StreamRefused("stream refused"))
+        else:
+            self._finish(stream_id, stream, H2Error(f"stream reset: {event.error_code!r}"))
+
+    def _on_window(self) -> None:
+        """Flow-control window opened: bodies waiting for it go on."""
+        for stream_id in list(self._blocked):
+            blocked = self._streams.get(stream_id)
+            self._blocked.discard(stream_id)
+            if blocked is not None:
+                self._send_body(stream_id, blocked)
+
+    def _on_settings(self) -> None:
+        """The server's SETTINGS: the first make the connection ready; any may change
+        how many streams it takes."""
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._pool._capacity_changed()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         last = event.last_stream_id if event.last_stream_id is not None else 0
@@ -461,12 +484,7 @@ class H2Pool:
         while True:
             conn = self._ready_connection(avoid=refused)
             if conn is None:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await self._acquire(avoid=refused)
-                except TimeoutError:
-                    raise H2Error(f"request timed out waiting for a connection to "
-                                  f"{self.origin}") from None
+                conn = await self._connection(deadline, avoid=refused)
             left = deadline - loop.time()
             if left <= 0:
                 raise H2Error("request timed out")
@@ -495,6 +513,16 @@ class H2Pool:
         for conn in list(self._all):
             conn.close()
         self._conns.clear()
+
+    async def _connection(self, deadline: float, avoid: H2Connection | None) -> H2Connection:
+        """A connection with a free stream (other than `avoid`), waiting for one (or
+        opening one) until `deadline` (loop time)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._acquire(avoid=avoid)
+        except TimeoutError:
+            raise H2Error(f"request timed out waiting for a connection to "
+                          f"{self.origin}") from None
 
     def _ready_connection(self, avoid: H2Connection | None = None) -> H2Connection | None:
         """A connection with a free stream, `avoid` (which refused a stream but is still
