@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any
 
-from sipwake.api.http import HttpApi
+from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory
 from sipwake.calls.service import IN_DIALOG_METHODS, CallService
 from sipwake.config import Config, parse_listen
@@ -171,7 +171,7 @@ class Server:
                     "%s listens on every address: Via and Record-Route will say %s, which "
                     "phones can't reach; set [sip] advertise", spec, listen.host
                 )
-        self.http = HttpApi(self)
+        self.http = HttpApi(self._api_deps())
         await self.http.start(cfg.http.listen, self._http_tls())
         self.spawn(self._sweep())
         self.transport.start_sweeping()
@@ -225,6 +225,20 @@ class Server:
     def _http_tls(self) -> ssl.SSLContext | None:
         http = self.config.http
         return _server_tls(http.tls_cert, http.tls_key) if http.tls_cert else None
+
+    def _api_deps(self) -> ApiDeps:
+        """What the HTTP API uses of this node (it never sees the node itself)."""
+        cfg = self.config
+        return ApiDeps(
+            settings=ApiSettings(
+                domain=cfg.sip.domain, realm=cfg.sip.realm, api_token=cfg.http.api_token,
+                token_ttl=cfg.auth.token_ttl, secret=self.secret,
+            ),
+            store=self.store, admission=self.admission, users=self.users,
+            registry=self.registrar, inbox=self.inbox, calls=self.calls,
+            voicemail=self.voicemail, sink=self.push.sink, metrics=self.metrics,
+            counts={"calls": self.calls.counts, "transactions": self.transactions.counts},
+        )  # fmt: skip
 
     async def _sweep(self) -> None:
         while True:

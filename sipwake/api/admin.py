@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sipwake.api.auth import require_service
+from sipwake.api.auth import ApiAuth
+from sipwake.metrics import Metrics
 
-if TYPE_CHECKING:
-    from sipwake.server import Server
+Counts = Mapping[str, Callable[[], Mapping[str, int]]]  # name in the snapshot → live counts
 
 
-def add_routes(app: web.Application, server: Server) -> None:
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(server.metrics.registry)
+def add_routes(app: web.Application, auth: ApiAuth, metrics: Metrics, counts: Counts) -> None:
+    async def prometheus(request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def stats(request: web.Request) -> web.Response:
-        require_service(request, server)
-        if request.query.get("reset") in ("1", "true"):
-            server.metrics.call_push.reset()
-            server.metrics.call_push_accepted.reset()
-            server.metrics.register_invite.reset()
-        return web.json_response(
-            {
-                "call_push": server.metrics.call_push.summary(),
-                "call_push_accepted": server.metrics.call_push_accepted.summary(),
-                "register_to_invite": server.metrics.register_invite.summary(),
-                "calls": server.calls.counts(),
-                "transactions": server.transactions.counts(),
-            }
-        )
+    latencies = {
+        "call_push": metrics.call_push,
+        "call_push_accepted": metrics.call_push_accepted,
+        "register_to_invite": metrics.register_invite,
+    }
 
-    app.router.add_get("/metrics", metrics)
+    async def stats(request: web.Request) -> web.Response:
+        auth.service(request)
+        if request.query.get("reset") in ("1", "true"):
+            for latency in latencies.values():
+                latency.reset()
+        snapshot: dict[str, object] = {name: m.summary() for name, m in latencies.items()}
+        snapshot.update({name: dict(count()) for name, count in counts.items()})
+        return web.json_response(snapshot)
+
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/admin/stats", stats)

@@ -21,7 +21,8 @@ import hashlib
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -29,34 +30,50 @@ from multidict import CIMultiDict
 from sipwake.auth import HttpRefusal
 from sipwake.store.models import User
 
-if TYPE_CHECKING:
-    from sipwake.server import Server
-
 SCOPES = ("all", "devices")
 
 
-def _unauthorized(server: Server, why: str, stale: bool = False) -> web.HTTPUnauthorized:
-    """401 offering every scheme: Digest (one challenge per algorithm), Basic, Bearer."""
-    realm = server.config.sip.realm
-    headers: CIMultiDict[str] = CIMultiDict()
-    for challenge in server.admission.digest.challenges(stale=stale):
-        headers.add("WWW-Authenticate", challenge)
-    headers.add("WWW-Authenticate", f'Basic realm="{realm}", Bearer realm="{realm}"')
-    return web.HTTPUnauthorized(
-        headers=headers,
-        text=json.dumps({"error": "unauthorized", "field": None, "detail": why}),
-        content_type="application/json",
-    )
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The configuration the HTTP API reads."""
+
+    domain: str  # [sip] domain: the users it serves
+    realm: str  # [sip] realm, offered in the Basic and Bearer challenges
+    api_token: str  # [http] api_token: service endpoints; empty: none accepted
+    token_ttl: int  # [auth] token_ttl: seconds a bearer token is valid
+    secret: bytes  # [sip] secret: the bearer tokens' HMAC key
 
 
-def _refused(server: Server, refusal: HttpRefusal) -> web.HTTPError:
-    if refusal.retry_after:
-        return web.HTTPForbidden(
-            headers={"Retry-After": str(refusal.retry_after)},
-            text=json.dumps({"error": "forbidden", "field": None, "detail": refusal.detail}),
-            content_type="application/json",
-        )
-    return _unauthorized(server, refusal.detail, refusal.stale)
+class Challenges(Protocol):
+    def challenges(self, stale: bool = False) -> list[str]: ...
+
+
+class Authenticator(Protocol):
+    """The HTTP side of `sipwake.auth.Admission`: credentials checked, failures counted
+    against the client's address, a throttled address refused."""
+
+    @property
+    def digest(self) -> Challenges: ...
+
+    async def http_basic(self, ip: str, username: str, password: str) -> User | HttpRefusal: ...
+
+    async def http_digest(
+        self, ip: str, header: str, method: str, path: str
+    ) -> User | HttpRefusal: ...
+
+
+class UserLookup(Protocol):
+    """Provisioned users (`sipwake.auth.UserDirectory`)."""
+
+    async def get(self, username: str, domain: str) -> User | None: ...
+
+
+class TokenStore(Protocol):
+    """Revoked bearer tokens, remembered until they would have expired."""
+
+    async def revoke_token(self, token_id: str, expires_at: float) -> None: ...
+
+    async def token_revoked(self, token_id: str) -> bool: ...
 
 
 def _mac(secret: bytes, body: str, user: User) -> str:
@@ -83,73 +100,116 @@ def _token_parts(token: str) -> tuple[str, int, str, str] | None:
     return username, int(expiry), scope, mac
 
 
-async def _bearer_user(server: Server, token: str, scope: str) -> tuple[User, str, int]:
-    """The user a valid token was issued for, with the token's id and expiry."""
-    parts = _token_parts(token)
-    if parts is None:
-        raise _unauthorized(server, "malformed token")
-    username, expiry, token_scope, mac = parts
-    if expiry < time.time():
-        raise _unauthorized(server, "token expired")
-    user = await server.users.get(username, server.config.sip.domain)
-    body = token[: -len(mac) - 1]
-    if user is None or not hmac.compare_digest(_mac(server.secret, body, user), mac):
-        raise _unauthorized(server, "invalid token (or the password changed)")
-    if await server.store.token_revoked(mac):
-        raise _unauthorized(server, "token revoked")
-    if token_scope != "all" and token_scope != scope:
-        raise web.HTTPForbidden(
-            text=json.dumps({"error": "forbidden", "field": None,
-                             "detail": f"this token's scope is {token_scope}"}),
-            content_type="application/json",
-        )  # fmt: skip
-    return user, mac, expiry
+class ApiAuth:
+    """The checks every handler starts with: `user` (SIP credentials or a bearer token)
+    or `service` (`[http] api_token`)."""
 
+    def __init__(
+        self,
+        settings: ApiSettings,
+        admission: Authenticator,
+        users: UserLookup,
+        tokens: TokenStore,
+    ) -> None:
+        self.settings = settings
+        self.admission = admission
+        self.users = users
+        self.tokens = tokens
 
-async def require_user(
-    request: web.Request, server: Server, *, bearer: bool = True, scope: str = "all"
-) -> User:
-    """The SIP user making this request, or 401 (403 while the client's address is
-    throttled). `bearer=False`: SIP credentials only (a token must not mint its own
-    successors). `scope`: what the endpoint needs of a bearer token."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    ip = request.remote or ""
-    if scheme == "basic":
-        try:
-            username, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise _unauthorized(server, "malformed Basic credentials") from None
-        found = await server.admission.http_basic(ip, username, password)
-    elif scheme == "digest":
-        found = await server.admission.http_digest(ip, header, request.method, request.raw_path)
-    elif scheme == "bearer" and bearer:
-        return (await _bearer_user(server, value.strip(), scope))[0]
-    else:
-        raise _unauthorized(server, "credentials required")
-    if isinstance(found, HttpRefusal):
-        raise _refused(server, found)
-    return found
-
-
-async def revoke_bearer(request: web.Request, server: Server) -> None:
-    """Revoke the bearer token this request carries (any scope may end itself)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        raise _unauthorized(server, "a bearer token is required to revoke it")
-    parts = _token_parts(value.strip())
-    scope = parts[2] if parts is not None else "all"
-    _, token_id, expiry = await _bearer_user(server, value.strip(), scope)
-    await server.store.revoke_token(token_id, float(expiry))
-
-
-def require_service(request: web.Request, server: Server) -> None:
-    """Service calls (webhooks, admin) carry `Authorization: Bearer <[http] api_token>`."""
-    token = server.config.http.api_token
-    header = request.headers.get("Authorization", "")
-    if not token or not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-        raise web.HTTPUnauthorized(
-            text='{"error": "unauthorized", "field": null, "detail": "service token required"}',
+    def _unauthorized(self, why: str, stale: bool = False) -> web.HTTPUnauthorized:
+        """401 offering every scheme: Digest (one challenge per algorithm), Basic, Bearer."""
+        realm = self.settings.realm
+        headers: CIMultiDict[str] = CIMultiDict()
+        for challenge in self.admission.digest.challenges(stale=stale):
+            headers.add("WWW-Authenticate", challenge)
+        headers.add("WWW-Authenticate", f'Basic realm="{realm}", Bearer realm="{realm}"')
+        return web.HTTPUnauthorized(
+            headers=headers,
+            text=json.dumps({"error": "unauthorized", "field": None, "detail": why}),
             content_type="application/json",
         )
+
+    def _refused(self, refusal: HttpRefusal) -> web.HTTPError:
+        if refusal.retry_after:
+            return web.HTTPForbidden(
+                headers={"Retry-After": str(refusal.retry_after)},
+                text=json.dumps({"error": "forbidden", "field": None,
+                                 "detail": refusal.detail}),
+                content_type="application/json",
+            )  # fmt: skip
+        return self._unauthorized(refusal.detail, refusal.stale)
+
+    def issue(self, user: User, scope: str, now: float) -> str:
+        return issue_token(self.settings.secret, user, self.settings.token_ttl, now, scope)
+
+    async def _bearer_user(self, token: str, scope: str) -> tuple[User, str, int]:
+        """The user a valid token was issued for, with the token's id and expiry."""
+        parts = _token_parts(token)
+        if parts is None:
+            raise self._unauthorized("malformed token")
+        username, expiry, token_scope, mac = parts
+        if expiry < time.time():
+            raise self._unauthorized("token expired")
+        user = await self.users.get(username, self.settings.domain)
+        body = token[: -len(mac) - 1]
+        if user is None or not hmac.compare_digest(_mac(self.settings.secret, body, user), mac):
+            raise self._unauthorized("invalid token (or the password changed)")
+        if await self.tokens.token_revoked(mac):
+            raise self._unauthorized("token revoked")
+        if token_scope != "all" and token_scope != scope:
+            raise web.HTTPForbidden(
+                text=json.dumps({"error": "forbidden", "field": None,
+                                 "detail": f"this token's scope is {token_scope}"}),
+                content_type="application/json",
+            )  # fmt: skip
+        return user, mac, expiry
+
+    async def user(
+        self, request: web.Request, *, bearer: bool = True, scope: str = "all"
+    ) -> User:
+        """The SIP user making this request, or 401 (403 while the client's address is
+        throttled). `bearer=False`: SIP credentials only (a token must not mint its own
+        successors). `scope`: what the endpoint needs of a bearer token."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        ip = request.remote or ""
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise self._unauthorized("malformed Basic credentials") from None
+            username, _, password = decoded.partition(":")
+            found = await self.admission.http_basic(ip, username, password)
+        elif scheme == "digest":
+            found = await self.admission.http_digest(
+                ip, header, request.method, request.raw_path
+            )
+        elif scheme == "bearer" and bearer:
+            return (await self._bearer_user(value.strip(), scope))[0]
+        else:
+            raise self._unauthorized("credentials required")
+        if isinstance(found, HttpRefusal):
+            raise self._refused(found)
+        return found
+
+    async def revoke(self, request: web.Request) -> None:
+        """Revoke the bearer token this request carries (any scope may end itself)."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise self._unauthorized("a bearer token is required to revoke it")
+        parts = _token_parts(value.strip())
+        scope = parts[2] if parts is not None else "all"
+        _, token_id, expiry = await self._bearer_user(value.strip(), scope)
+        await self.tokens.revoke_token(token_id, float(expiry))
+
+    def service(self, request: web.Request) -> None:
+        """Service calls (webhooks, admin) carry `Authorization: Bearer <[http] api_token>`."""
+        token = self.settings.api_token
+        header = request.headers.get("Authorization", "")
+        if not token or not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(
+                text='{"error": "unauthorized", "field": null, '
+                     '"detail": "service token required"}',
+                content_type="application/json",
+            )  # fmt: skip

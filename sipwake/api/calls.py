@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
-from sipwake.api.auth import require_user
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
+from sipwake.api.auth import ApiAuth
+from sipwake.store.models import CallRecord, User
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+class CallLog(Protocol):
+    async def calls(
+        self, aor: str, missed_only: bool = False, limit: int = 100
+    ) -> list[CallRecord]: ...
+
+
+class CallControl(Protocol):
+    """The call service's answer to the push's Decline action."""
+
+    def decline(self, call_id: str, user: User) -> str:
+        """`declined`, or why not: `unknown`, `gone`, `forbidden` (another's call)."""
+        ...
+
+
+def add_routes(
+    app: web.Application, auth: ApiAuth, store: CallLog, calls: CallControl
+) -> None:
     async def call_log(request: web.Request) -> web.Response:
-        user = await require_user(request, server)
+        user = await auth.user(request)
         missed = request.query.get("missed", "0") in ("1", "true", "yes")
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
@@ -22,7 +36,7 @@ def add_routes(app: web.Application, server: Server) -> None:
             raise web.HTTPBadRequest(
                 text='{"error": "invalid", "field": "limit"}', content_type="application/json"
             ) from None
-        records = await server.store.calls(user.aor, missed_only=missed, limit=limit)
+        records = await store.calls(user.aor, missed_only=missed, limit=limit)
         return web.json_response(
             {
                 "calls": [
@@ -43,8 +57,8 @@ def add_routes(app: web.Application, server: Server) -> None:
         )
 
     async def decline(request: web.Request) -> web.Response:
-        user = await require_user(request, server)
-        outcome = server.calls.decline(request.match_info["call_id"], user)
+        user = await auth.user(request)
+        outcome = calls.decline(request.match_info["call_id"], user)
         if outcome == "declined":
             return web.json_response({"status": "declined"})
         if outcome == "forbidden":

@@ -7,30 +7,41 @@ push/sink.py); 404 otherwise. Newest first; `?limit=` (1-200, default 50) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sipwake.api.auth import require_user
+from sipwake.api.auth import ApiAuth
 from sipwake.api.jsonapi import api_error
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
+from sipwake.store.models import Device
 
 MAX_LIMIT = 200
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+class PushRecord(Protocol):
+    """The developer sink (`sipwake.push.sink.PushSink`): pushes kept instead of sent."""
+
+    def pushes(
+        self, limit: int | None = None, device_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
+class OwnDevices(Protocol):
+    async def devices(self, aor: str) -> list[Device]: ...
+
+
+def add_routes(
+    app: web.Application, auth: ApiAuth, sink: PushRecord | None, store: OwnDevices
+) -> None:
     async def pushes(request: web.Request) -> web.Response:
-        user = await require_user(request, server)
-        sink = server.push.sink
+        user = await auth.user(request)
         if sink is None:
             raise api_error(404, "not_found", "a push provider is configured: no sink")
         text = request.query.get("limit", "50")
         if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
             raise api_error(400, "bad_request", f"limit must be 1-{MAX_LIMIT}", "limit")
         wanted = request.query.get("device_id")
-        own = {d.device_id for d in await server.store.devices(user.aor)}
+        own = {d.device_id for d in await store.devices(user.aor)}
         shown = [
             p for p in sink.pushes(device_id=wanted)
             if p["device_id"] in own

@@ -22,21 +22,34 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sipwake.api.auth import require_user
+from sipwake.api.auth import ApiAuth
 from sipwake.api.jsonapi import api_error, invalid, read_json_object
 from sipwake.push.tokens import apns_token_problem, fcm_token_problem
 from sipwake.store.models import Device
 
-if TYPE_CHECKING:
-    from sipwake.server import Server
-
 MAX_BODY = 16 * 1024  # an FCM token is at most 4 KiB; the rest is small
 DEVICE_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 PROVIDERS = {"ios": "apns", "android": "fcm"}
+
+
+class DeviceStore(Protocol):
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+    async def devices(self, aor: str) -> list[Device]: ...
+
+    async def delete_device(self, device_id: str) -> bool: ...
+
+
+class DeviceRegistry(Protocol):
+    """The registrar, owner of the device cache: writes go through it."""
+
+    async def save_device(self, device: Device) -> None: ...
+
+    def device_deleted(self, device_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +229,10 @@ def apply_input(old: Device | None, device_id: str, aor: str, d: DeviceInput,
 
 
 class DeviceApi:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, auth: ApiAuth, store: DeviceStore, registry: DeviceRegistry) -> None:
+        self.auth = auth
+        self.store = store
+        self.registry = registry
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
@@ -238,34 +253,34 @@ class DeviceApi:
     async def _own(self, request: web.Request, aor: str) -> Device:
         """The caller's device named in the path, or 404 (also when it is someone else's)."""
         device_id = _device_id(request)
-        device = await self.server.store.get_device(device_id)
+        device = await self.store.get_device(device_id)
         if device is None or device.aor != aor:
             raise api_error(404, "not_found", "no such device", "device_id")
         return device
 
     async def list(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server, scope="devices")
-        devices = await self.server.store.devices(user.aor)
+        user = await self.auth.user(request, scope="devices")
+        devices = await self.store.devices(user.aor)
         return web.json_response({"devices": [device_json(d) for d in devices]})
 
     async def get(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server, scope="devices")
+        user = await self.auth.user(request, scope="devices")
         return web.json_response(device_json(await self._own(request, user.aor)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server, scope="devices")
+        user = await self.auth.user(request, scope="devices")
         device_id = _device_id(request)
         async with self._locked(device_id):
             device = await self._own(request, user.aor)
-            await self.server.store.delete_device(device.device_id)
-            self.server.registrar.device_deleted(device.device_id)
+            await self.store.delete_device(device.device_id)
+            self.registry.device_deleted(device.device_id)
         return web.Response(status=204)
 
     async def put(self, request: web.Request) -> web.Response:
-        user = await require_user(request, self.server, scope="devices")
+        user = await self.auth.user(request, scope="devices")
         device_id = _device_id(request)
         body = parse_device(await read_json_object(request, MAX_BODY))
-        store = self.server.store
+        store = self.store
         async with self._locked(device_id):
             old = await store.get_device(device_id)
             if old is not None and old.aor != user.aor:
@@ -277,7 +292,7 @@ class DeviceApi:
                                         f"device {other.device_id} already has this instance",
                                         "instance", device_id=other.device_id)
             device = apply_input(old, device_id, user.aor, body, time.time())
-            await self.server.registrar.save_device(device)
+            await self.registry.save_device(device)
         if old is None:
             return web.json_response(device_json(device), status=201,
                                      headers={"Location": f"/v1/devices/{device_id}"})
@@ -292,8 +307,10 @@ def _device_id(request: web.Request) -> str:
     return device_id
 
 
-def add_routes(app: web.Application, server: Server) -> None:
-    api = DeviceApi(server)
+def add_routes(
+    app: web.Application, auth: ApiAuth, store: DeviceStore, registry: DeviceRegistry
+) -> None:
+    api = DeviceApi(auth, store, registry)
     app.router.add_get("/v1/devices", api.list)
     app.router.add_put("/v1/devices/{device_id}", api.put)
     app.router.add_get("/v1/devices/{device_id}", api.get)

@@ -1,4 +1,5 @@
-"""The HTTP side of a node: health now; device, call and message APIs join it later."""
+"""The HTTP side of a node: the app-facing API, the voicemail webhook, metrics and
+`/healthz`. It gets what it uses as `ApiDeps` (server.py fills them in), never the node."""
 
 from __future__ import annotations
 
@@ -6,38 +7,63 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from sipwake.api import admin, calls, dev, devices, openapi, tokens
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
+from sipwake.api.auth import ApiAuth, ApiSettings, Authenticator, TokenStore, UserLookup
 from sipwake.lograte import LogRate
+from sipwake.metrics import Metrics
 from sipwake.store.errors import unavailable
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["ApiDeps", "ApiSettings", "HttpApi"]
 
-if TYPE_CHECKING:
-    from sipwake.server import Server
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("sipwake.api")
 
 
+class ApiStore(
+    devices.DeviceStore, TokenStore, calls.CallLog, messages_api.MessageStore,
+    voicemail_api.Users, Protocol,
+):  # fmt: skip
+    """Every part of the store the API reads or writes (`sipwake.store.base.Store`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDeps:
+    settings: ApiSettings
+    store: ApiStore
+    admission: Authenticator  # sipwake.auth.Admission
+    users: UserLookup  # sipwake.auth.UserDirectory
+    registry: devices.DeviceRegistry  # the registrar
+    inbox: messages_api.InboxEvents
+    calls: calls.CallControl
+    voicemail: voicemail_api.MailboxReports
+    sink: dev.PushRecord | None  # the developer sink; None with a push provider configured
+    metrics: Metrics
+    counts: admin.Counts  # live counts for /v1/admin/stats: calls, transactions
+
+
 class HttpApi:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, deps: ApiDeps) -> None:
+        self.store = deps.store
         self.app = web.Application(client_max_size=1024 * 1024, middlewares=[self._outages])
         self._outage_log = LogRate(60.0)
+        auth = ApiAuth(deps.settings, deps.admission, deps.users, deps.store)
         self.app.router.add_get("/healthz", self.healthz)
-        calls.add_routes(self.app, server)
-        admin.add_routes(self.app, server)
-        devices.add_routes(self.app, server)
-        tokens.add_routes(self.app, server)
-        dev.add_routes(self.app, server)
-        openapi.add_routes(self.app, server)
-        messages_api.add_routes(self.app, server)
-        voicemail_api.add_routes(self.app, server)
+        calls.add_routes(self.app, auth, deps.store, deps.calls)
+        admin.add_routes(self.app, auth, deps.metrics, deps.counts)
+        devices.add_routes(self.app, auth, deps.store, deps.registry)
+        tokens.add_routes(self.app, auth)
+        dev.add_routes(self.app, auth, deps.sink, deps.store)
+        openapi.add_routes(self.app)
+        messages_api.add_routes(self.app, auth, deps.store, deps.inbox)
+        voicemail_api.add_routes(self.app, auth, deps.store, deps.voicemail)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -78,7 +104,7 @@ class HttpApi:
 
     async def healthz(self, request: web.Request) -> web.Response:
         try:
-            await self.server.store.get_user("-", "-")  # the store answers
+            await self.store.get_user("-", "-")  # the store answers
         except Exception as exc:
             log.warning("health check: store down: %s", exc)
             return web.json_response({"status": "store unavailable"}, status=503)

@@ -16,24 +16,36 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sipwake.api.auth import require_user
+from sipwake.api.auth import ApiAuth
 from sipwake.api.jsonapi import invalid, read_json_object
 from sipwake.messages.content import number_of
 from sipwake.messages.encoding import decode
 from sipwake.store.models import InboxMessage
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 MAX_ACK_IDS = 1000
 MAX_ACK_BODY = 64 * 1024
 MAX_DECODED = 16 * 1024 * 1024  # [messages] max_body bounded it when it was stored
+
+
+class MessageStore(Protocol):
+    async def messages(
+        self, aor: str, after: int = 0, limit: int = 100
+    ) -> list[InboxMessage]: ...
+
+    async def ack_messages(self, aor: str, ids: Sequence[int], at: float) -> list[int]: ...
+
+
+class InboxEvents(Protocol):
+    def messages_delivered(self, aor: str) -> None:
+        """Some of `aor`'s messages were acknowledged: they may make room."""
+        ...
 
 
 def message_json(m: InboxMessage) -> dict[str, Any]:
@@ -70,12 +82,14 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(text)
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+def add_routes(
+    app: web.Application, auth: ApiAuth, store: MessageStore, inbox: InboxEvents
+) -> None:
     async def list_messages(request: web.Request) -> web.Response:
-        user = await require_user(request, server)
+        user = await auth.user(request)
         after = _int_param(request, "after", 0, 0, 2**63 - 1)
         limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        rows = await server.store.messages(user.aor, after, limit + 1)
+        rows = await store.messages(user.aor, after, limit + 1)
         page = rows[:limit]
         return web.json_response({
             "messages": [message_json(m) for m in page],
@@ -84,7 +98,7 @@ def add_routes(app: web.Application, server: Server) -> None:
         })  # fmt: skip
 
     async def ack(request: web.Request) -> web.Response:
-        user = await require_user(request, server)
+        user = await auth.user(request)
         body = await read_json_object(request, MAX_ACK_BODY)
         ids = body.get("ids")
         if (
@@ -94,9 +108,9 @@ def add_routes(app: web.Application, server: Server) -> None:
             raise invalid("ids", "must be a list of message ids (positive integers)")
         if len(ids) > MAX_ACK_IDS:
             raise invalid("ids", f"at most {MAX_ACK_IDS} ids at a time")
-        mine = set(await server.store.ack_messages(user.aor, ids, time.time()))
+        mine = set(await store.ack_messages(user.aor, ids, time.time()))
         if mine:
-            server.inbox.messages_delivered(user.aor)
+            inbox.messages_delivered(user.aor)
         unknown = sorted({i for i in ids if i not in mine})
         return web.json_response({"acked": sorted(mine), "unknown": unknown})
 

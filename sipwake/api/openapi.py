@@ -7,7 +7,7 @@ the voicemail webhook body's fields and limits (api/voicemail.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -18,9 +18,6 @@ from sipwake.api.dev import MAX_LIMIT
 from sipwake.api.devices import DEVICE_ID, FIELDS, MAX_BODY, REQUIRED, Field
 from sipwake.config import AuthConfig
 from sipwake.voicemail.summary import MAX_COUNT
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
 
 Json = dict[str, Any]
 
@@ -515,7 +512,7 @@ def spec() -> Json:
     }
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+def add_routes(app: web.Application) -> None:
     document = spec()
 
     async def openapi(request: web.Request) -> web.Response:

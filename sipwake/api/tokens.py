@@ -9,22 +9,18 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sipwake.api.auth import SCOPES, issue_token, require_user, revoke_bearer
+from sipwake.api.auth import SCOPES, ApiAuth
 from sipwake.api.jsonapi import invalid, read_json_object
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
 
 MAX_BODY = 1024
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+def add_routes(app: web.Application, auth: ApiAuth) -> None:
     async def create(request: web.Request) -> web.Response:
-        user = await require_user(request, server, bearer=False)
+        user = await auth.user(request, bearer=False)
         scope = "all"
         if request.can_read_body:
             body = await read_json_object(request, MAX_BODY)
@@ -34,9 +30,9 @@ def add_routes(app: web.Application, server: Server) -> None:
             scope = body.get("scope", "all")
             if scope not in SCOPES:
                 raise invalid("scope", f"must be one of {', '.join(SCOPES)}")
-        ttl = server.config.auth.token_ttl
+        ttl = auth.settings.token_ttl
         now = time.time()
-        token = issue_token(server.secret, user, ttl, now, scope)
+        token = auth.issue(user, scope, now)
         doc = {
             "token": token,
             "token_type": "Bearer",
@@ -47,7 +43,7 @@ def add_routes(app: web.Application, server: Server) -> None:
         return web.json_response(doc, headers={"Cache-Control": "no-store"})
 
     async def revoke(request: web.Request) -> web.Response:
-        await revoke_bearer(request, server)
+        await auth.revoke(request)
         return web.Response(status=204)
 
     app.router.add_post("/v1/tokens", create)

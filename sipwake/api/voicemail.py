@@ -12,17 +12,15 @@ The answer is the stored state and whether a push went out (`pushed`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sipwake.api.auth import require_service
+from sipwake.api.auth import ApiAuth
 from sipwake.api.jsonapi import api_error, invalid, read_json_object
+from sipwake.store.models import Mailbox, User
 from sipwake.voicemail import Report
 from sipwake.voicemail.summary import MAX_COUNT, Caller, Counts, is_uri
-
-if TYPE_CHECKING:
-    from sipwake.server import Server
 
 MAX_BODY = 8 * 1024
 MAX_TEXT = {"user": 256, "caller_uri": 2048, "caller_name": 1024, "account": 2048}
@@ -31,15 +29,36 @@ REQUIRED = ("user", "new", "old")
 FIELDS = frozenset((*MAX_TEXT, *COUNTS, "waiting"))
 
 
-def add_routes(app: web.Application, server: Server) -> None:
+class Users(Protocol):
+    async def get_user(self, username: str, domain: str) -> User | None: ...
+
+
+class MailboxChange(Protocol):
+    @property
+    def mailbox(self) -> Mailbox: ...  # the state now stored
+
+    @property
+    def rose(self) -> bool: ...  # the new count went up: a push is on its way
+
+
+class MailboxReports(Protocol):
+    """The voicemail service's webhook entry point."""
+
+    async def report(self, aor: str, report: Report) -> MailboxChange: ...
+
+
+def add_routes(
+    app: web.Application, auth: ApiAuth, users: Users, voicemail: MailboxReports
+) -> None:
+    domain = auth.settings.domain
+
     async def post(request: web.Request) -> web.Response:
-        require_service(request, server)
+        auth.service(request)
         body = await read_json_object(request, MAX_BODY)
         report, user = _report(body)
-        domain = server.config.sip.domain
-        if await server.store.get_user(user, domain) is None:
+        if await users.get_user(user, domain) is None:
             raise api_error(404, "not_found", f"no user {user!r}", "user")
-        change = await server.voicemail.report(f"sip:{user}@{domain}", report)
+        change = await voicemail.report(f"sip:{user}@{domain}", report)
         m = change.mailbox
         return web.json_response({
             "user": m.aor, "waiting": m.waiting, "new": m.new_count, "old": m.old_count,
