@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,6 +26,7 @@ from typing import Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
+from sipwake.api.jsonapi import api_error
 from sipwake.auth import HttpRefusal
 from sipwake.store.models import User
 
@@ -116,27 +116,19 @@ class ApiAuth:
         self.users = users
         self.tokens = tokens
 
-    def _unauthorized(self, why: str, stale: bool = False) -> web.HTTPUnauthorized:
+    def _unauthorized(self, why: str, stale: bool = False) -> web.HTTPError:
         """401 offering every scheme: Digest (one challenge per algorithm), Basic, Bearer."""
         realm = self.settings.realm
         headers: CIMultiDict[str] = CIMultiDict()
         for challenge in self.admission.digest.challenges(stale=stale):
             headers.add("WWW-Authenticate", challenge)
         headers.add("WWW-Authenticate", f'Basic realm="{realm}", Bearer realm="{realm}"')
-        return web.HTTPUnauthorized(
-            headers=headers,
-            text=json.dumps({"error": "unauthorized", "field": None, "detail": why}),
-            content_type="application/json",
-        )
+        return api_error(401, "unauthorized", why, headers=headers)
 
     def _refused(self, refusal: HttpRefusal) -> web.HTTPError:
         if refusal.retry_after:
-            return web.HTTPForbidden(
-                headers={"Retry-After": str(refusal.retry_after)},
-                text=json.dumps({"error": "forbidden", "field": None,
-                                 "detail": refusal.detail}),
-                content_type="application/json",
-            )  # fmt: skip
+            headers = {"Retry-After": str(refusal.retry_after)}
+            return api_error(403, "forbidden", refusal.detail, headers=headers)
         return self._unauthorized(refusal.detail, refusal.stale)
 
     def issue(self, user: User, scope: str, now: float) -> str:
@@ -157,11 +149,7 @@ class ApiAuth:
         if await self.tokens.token_revoked(mac):
             raise self._unauthorized("token revoked")
         if token_scope != "all" and token_scope != scope:
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": "forbidden", "field": None,
-                                 "detail": f"this token's scope is {token_scope}"}),
-                content_type="application/json",
-            )  # fmt: skip
+            raise api_error(403, "forbidden", f"this token's scope is {token_scope}")
         return user, mac, expiry
 
     async def user(
@@ -208,8 +196,4 @@ class ApiAuth:
         token = self.settings.api_token
         header = request.headers.get("Authorization", "")
         if not token or not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-            raise web.HTTPUnauthorized(
-                text='{"error": "unauthorized", "field": null, '
-                     '"detail": "service token required"}',
-                content_type="application/json",
-            )  # fmt: skip
+            raise api_error(401, "unauthorized", "service token required")

@@ -7,6 +7,7 @@ from typing import Protocol
 from aiohttp import web
 
 from sipwake.api.auth import ApiAuth
+from sipwake.api.jsonapi import api_error
 from sipwake.store.models import CallRecord, User
 
 
@@ -33,9 +34,7 @@ def add_routes(
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
         except ValueError:
-            raise web.HTTPBadRequest(
-                text='{"error": "invalid", "field": "limit"}', content_type="application/json"
-            ) from None
+            raise api_error(400, "invalid", "must be an integer", "limit") from None
         records = await store.calls(user.aor, missed_only=missed, limit=limit)
         return web.json_response(
             {
@@ -61,11 +60,10 @@ def add_routes(
         outcome = calls.decline(request.match_info["call_id"], user)
         if outcome == "declined":
             return web.json_response({"status": "declined"})
-        if outcome == "forbidden":
-            # not the callee: same answer as an unknown call, so ids can't be probed
-            outcome = "unknown"
-        status = 410 if outcome == "gone" else 404
-        return web.json_response({"error": f"call {outcome}"}, status=status)
+        if outcome == "gone":
+            raise api_error(410, "call gone", "the call has ended", "call_id")
+        # not the callee: same answer as an unknown call, so ids can't be probed
+        raise api_error(404, "call unknown", "no such call is ringing for you", "call_id")
 
     app.router.add_get("/v1/calls", call_log)
     app.router.add_post("/v1/calls/{call_id}/decline", decline)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from sipwake.api import admin, calls, dev, devices, openapi, tokens
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
 from sipwake.api.auth import ApiAuth, ApiSettings, Authenticator, TokenStore, UserLookup
+from sipwake.api.jsonapi import api_error
 from sipwake.lograte import LogRate
 from sipwake.metrics import Metrics
 from sipwake.store.errors import unavailable
@@ -94,9 +94,8 @@ class HttpApi:
                 log.error("store unavailable (%s): %s %s answered 503%s", outage,
                           request.method, request.path,
                           f"; {skipped} more since the last line" if skipped else "")  # fmt: skip
-            body = json.dumps({"error": "unavailable", "field": None,
-                               "detail": "the store is unavailable: try again later"})
-            return web.json_response(text=body, status=503, headers={"Retry-After": "5"})
+            raise api_error(503, "unavailable", "the store is unavailable: try again later",
+                            headers={"Retry-After": "5"}) from None
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -107,5 +106,6 @@ class HttpApi:
             await self.store.get_user("-", "-")  # the store answers
         except Exception as exc:
             log.warning("health check: store down: %s", exc)
-            return web.json_response({"status": "store unavailable"}, status=503)
+            raise api_error(503, "unavailable", "the store is unavailable",
+                            status="store unavailable") from None
         return web.json_response({"status": "ok"})

@@ -8,27 +8,36 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import LooseHeaders
 
 log = logging.getLogger("sipwake.api")
 
-_ERRORS: dict[int, type[web.HTTPError]] = {
+_ERRORS: dict[int, Callable[..., web.HTTPError]] = {
     400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
     403: web.HTTPForbidden,
     404: web.HTTPNotFound,
     409: web.HTTPConflict,
+    410: web.HTTPGone,
+    413: partial(web.HTTPRequestEntityTooLarge, 0),
     422: web.HTTPUnprocessableEntity,
+    503: web.HTTPServiceUnavailable,
 }
 
 
 def api_error(
-    status: int, error: str, detail: str, field: str | None = None, **extra: Any
+    status: int, error: str, detail: str, field: str | None = None, /, *,
+    headers: LooseHeaders | None = None, **extra: Any,
 ) -> web.HTTPError:
-    """An exception for a handler to raise; aiohttp sends it as the response."""
+    """Every error the API answers: an exception for a handler to raise (aiohttp sends
+    it as the response), its body `{"error", "field", "detail"}` plus `extra` keys."""
     body = json.dumps({"error": error, "field": field, "detail": detail, **extra})
-    return _ERRORS[status](text=body, content_type="application/json")
+    return _ERRORS[status](headers=headers, text=body, content_type="application/json")
 
 
 def invalid(field: str, detail: str) -> web.HTTPError:
@@ -59,13 +68,13 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object: 413 beyond `limit` bytes, 400 when it is
     not JSON or not an object. Never reads more than `limit + 1` bytes."""
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise api_error(413, "too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():  # also bounds chunked bodies
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise api_error(413, "too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
@@ -79,9 +88,3 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
         raise api_error(400, "bad_json", "body must be a JSON object")
     return value
 
-
-def _too_large(limit: int) -> web.HTTPError:
-    body = json.dumps(
-        {"error": "too_large", "field": None, "detail": f"body exceeds {limit} bytes"}
-    )
-    return web.HTTPRequestEntityTooLarge(limit, text=body, content_type="application/json")
