@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sipwake.api.auth import ApiAuth
-from sipwake.metrics import Metrics
 
 Counts = Mapping[str, Callable[[], Mapping[str, int]]]  # name in the snapshot → live counts
 
 
-def add_routes(app: web.Application, auth: ApiAuth, metrics: Metrics, counts: Counts) -> None:
+class Latency(Protocol):
+    def summary(self) -> dict[str, float]: ...  # count, p50_ms, p99_ms
+
+    def reset(self) -> None: ...
+
+
+class NodeMetrics(Protocol):
+    """What the node measures (`sipwake.metrics.Metrics`)."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    @property
+    def call_push(self) -> Latency: ...
+
+    @property
+    def call_push_accepted(self) -> Latency: ...
+
+    @property
+    def register_invite(self) -> Latency: ...
+
+
+def add_routes(
+    app: web.Application, auth: ApiAuth, metrics: NodeMetrics, counts: Counts
+) -> None:
     async def prometheus(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

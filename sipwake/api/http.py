@@ -17,7 +17,6 @@ from sipwake.api import voicemail as voicemail_api
 from sipwake.api.auth import ApiAuth, ApiSettings, Authenticator, TokenStore, UserLookup
 from sipwake.api.jsonapi import api_error
 from sipwake.lograte import LogRate
-from sipwake.metrics import Metrics
 from sipwake.store.errors import unavailable
 
 __all__ = ["ApiDeps", "ApiSettings", "HttpApi"]
@@ -45,7 +44,7 @@ class ApiDeps:
     calls: calls.CallControl
     voicemail: voicemail_api.MailboxReports
     sink: dev.PushRecord | None  # the developer sink; None with a push provider configured
-    metrics: Metrics
+    metrics: admin.NodeMetrics  # sipwake.metrics.Metrics
     counts: admin.Counts  # live counts for /v1/admin/stats: calls, transactions
 
 
