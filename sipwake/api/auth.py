@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -30,7 +30,8 @@ from sipwake.api.jsonapi import api_error
 from sipwake.auth import HttpRefusal
 from sipwake.store.models import User
 
-SCOPES = ("all", "devices")
+Scope = Literal["all", "devices"]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 
 @dataclass(frozen=True, slots=True)

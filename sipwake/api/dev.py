@@ -7,15 +7,20 @@ push/sink.py); 404 otherwise. Newest first; `?limit=` (1-200, default 50) and
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 
 from sipwake.api.auth import ApiAuth
 from sipwake.api.jsonapi import api_error
+from sipwake.api.schema import UNAUTHORIZED, Json, error, query, returns
 from sipwake.store.models import Device
 
 MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+PushType = Literal["call", "call_cancelled", "missed_call", "message", "voicemail"]
 
 
 class PushRecord(Protocol):
@@ -30,6 +35,43 @@ class OwnDevices(Protocol):
     async def devices(self, aor: str) -> list[Device]: ...
 
 
+class Push(msgspec.Struct):
+    """A push as it would have been sent (the sink's record, push/sink.py)."""
+
+    provider: Literal["apns", "fcm"] | UnsetType = UNSET
+    device_id: str | UnsetType = UNSET
+    type: PushType | UnsetType = UNSET
+    push_id: str | UnsetType = UNSET
+    sandbox: bool | UnsetType = UNSET
+    headers: dict[str, str] | UnsetType = UNSET
+    payload: Annotated[dict[str, Any] | UnsetType,
+                       Meta(description="APNs payload, or FCM message")] = UNSET
+    at: float | UnsetType = UNSET
+    size: Annotated[int | UnsetType, Meta(description="body bytes")] = UNSET
+
+
+class PushList(msgspec.Struct):
+    pushes: list[Push]
+
+
+BODIES = (PushList,)
+
+
+def openapi_paths() -> Json:
+    return {"/v1/dev/pushes": {"get": {
+        "summary": "Pushes the caller's devices would have received (no provider configured)",
+        "parameters": [
+            query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                            "default": DEFAULT_LIMIT}),
+            query("device_id", {"type": "string"}),
+        ],
+        "responses": {"200": returns(PushList, "newest first"),
+                      "400": error("bad limit"),
+                      "401": UNAUTHORIZED,
+                      "404": error("a push provider is configured: no sink")},
+    }}}  # fmt: skip
+
+
 def add_routes(
     app: web.Application, auth: ApiAuth, sink: PushRecord | None, store: OwnDevices
 ) -> None:
@@ -37,7 +79,7 @@ def add_routes(
         user = await auth.user(request)
         if sink is None:
             raise api_error(404, "not_found", "a push provider is configured: no sink")
-        text = request.query.get("limit", "50")
+        text = request.query.get("limit", str(DEFAULT_LIMIT))
         if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
             raise api_error(400, "bad_request", f"limit must be 1-{MAX_LIMIT}", "limit")
         wanted = request.query.get("device_id")

@@ -21,15 +21,18 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Annotated, Literal, Protocol
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 
 from sipwake.api.auth import ApiAuth
-from sipwake.api.jsonapi import api_error, invalid, read_json_object
+from sipwake.api.jsonapi import api_error, convert, invalid, read_json_object, reply, text, view
+from sipwake.api.schema import UNAUTHORIZED, Json, error, request, returns
 from sipwake.push.tokens import apns_token_problem, fcm_token_problem
-from sipwake.store.models import Device
+from sipwake.store import models
 
 MAX_BODY = 16 * 1024  # an FCM token is at most 4 KiB; the rest is small
 DEVICE_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
@@ -37,9 +40,9 @@ PROVIDERS = {"ios": "apns", "android": "fcm"}
 
 
 class DeviceStore(Protocol):
-    async def get_device(self, device_id: str) -> Device | None: ...
+    async def get_device(self, device_id: str) -> models.Device | None: ...
 
-    async def devices(self, aor: str) -> list[Device]: ...
+    async def devices(self, aor: str) -> list[models.Device]: ...
 
     async def delete_device(self, device_id: str) -> bool: ...
 
@@ -47,106 +50,84 @@ class DeviceStore(Protocol):
 class DeviceRegistry(Protocol):
     """The registrar, owner of the device cache: writes go through it."""
 
-    async def save_device(self, device: Device) -> None: ...
+    async def save_device(self, device: models.Device) -> None: ...
 
     def device_deleted(self, device_id: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One accepted body field. `pattern` is matched whole (and published, anchored,
-    in the OpenAPI schema); the empty string always means "none"."""
+class DeviceInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A PUT body: the device's push tokens and preferences."""
 
-    type: type
-    description: str
-    enum: tuple[str, ...] = ()
-    max_length: int = 0
-    pattern: str = ""
-
-
-FIELDS: dict[str, Field] = {
-    "platform": Field(str, "`ios` (pushed through APNs) or `android` (FCM).",
-                      enum=("ios", "android")),
-    "push_token": Field(str, "iOS: APNs alert token (hex). Android: FCM registration token. "
-                             "Required on Android.", max_length=4096),
-    "voip_token": Field(str, "iOS only: PushKit (VoIP) token (hex). iOS needs push_token, "
-                             "voip_token or both.", max_length=400),
-    "topic": Field(str, "iOS: the app's bundle id (without `.voip`). Android: the Firebase "
-                        "project id.", max_length=255, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*"),
-    "sandbox": Field(bool, "iOS: the token is for the APNs development environment."),
-    "call_mode": Field(str, "iOS: `voip` (PushKit push, CallKit rings; needs voip_token) or "
-                            "`alert` (a ringing notification). Default: `voip` when a "
-                            "voip_token is given, else `alert`.", enum=("voip", "alert")),
-    "ringtone": Field(str, "Sound file in the app bundle played by alert-mode call pushes.",
-                      max_length=255, pattern=r"[^/\\\x00-\x1f\x7f]+"),
-    "locale": Field(str, "BCP 47 language tag, e.g. `en-US`.", max_length=35,
-                    pattern=r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*"),
-    "privacy": Field(bool, "Pushes carry no names or message text, only ids."),
-    "instance": Field(str, "The `+sip.instance` the app registers with (e.g. "
-                           "`urn:uuid:…`), so its RFC 8599 REGISTERs update this device.",
-                      max_length=255, pattern=r"[\x21-\x7e]+"),
-}
-REQUIRED = ("platform",)
+    platform: Annotated[Literal["ios", "android"], Meta(
+        description="`ios` (pushed through APNs) or `android` (FCM).")]
+    push_token: Annotated[str, text(
+        "iOS: APNs alert token (hex). Android: FCM registration token. Required on Android.",
+        max_length=4096)] = ""
+    voip_token: Annotated[str, text(
+        "iOS only: PushKit (VoIP) token (hex). iOS needs push_token, voip_token or both.",
+        max_length=400)] = ""
+    topic: Annotated[str, text(
+        "iOS: the app's bundle id (without `.voip`). Android: the Firebase project id.",
+        max_length=255, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")] = ""
+    sandbox: Annotated[bool, Meta(
+        description="iOS: the token is for the APNs development environment.")] = False
+    call_mode: Annotated[Literal["voip", "alert"] | UnsetType, Meta(
+        description="iOS: `voip` (PushKit push, CallKit rings; needs voip_token) or `alert` "
+                    "(a ringing notification). Default: `voip` when a voip_token is given, "
+                    "else `alert`.")] = UNSET
+    ringtone: Annotated[str, text(
+        "Sound file in the app bundle played by alert-mode call pushes.",
+        max_length=255, pattern=r"[^/\\\x00-\x1f\x7f]+")] = ""
+    locale: Annotated[str, text(
+        "BCP 47 language tag, e.g. `en-US`.",
+        max_length=35, pattern=r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")] = ""
+    privacy: Annotated[bool, Meta(
+        description="Pushes carry no names or message text, only ids.")] = False
+    instance: Annotated[str, text(
+        "The `+sip.instance` the app registers with (e.g. `urn:uuid:…`), so its RFC 8599 "
+        "REGISTERs update this device.", max_length=255, pattern=r"[\x21-\x7e]+")] = ""
 
 
-@dataclass(slots=True)
-class DeviceInput:
-    """A validated PUT body."""
-
-    platform: str
-    push_token: str = ""
-    voip_token: str = ""
-    topic: str = ""
-    sandbox: bool = False
-    call_mode: str = ""
-    ringtone: str = ""
-    locale: str = ""
-    privacy: bool = False
-    instance: str = ""
+FIELDS = DeviceInput.__struct_fields__
+Unix = Annotated[float, Meta(description="unix seconds")]
 
 
-def parse_device(body: dict[str, Any]) -> DeviceInput:
-    """Check a PUT body field by field; raises 422 naming the first field at fault."""
-    for name in body:
-        if name not in FIELDS:
-            raise invalid(name, f"unknown field (accepted: {', '.join(FIELDS)})")
-    values: dict[str, Any] = {}
-    for name, spec in FIELDS.items():
-        value = body.get(name)
-        if value is None:  # absent, or null: the default
-            if name in REQUIRED:
-                raise invalid(name, "required")
-            continue
-        values[name] = _check(name, spec, value)
-    device = DeviceInput(**values)
+class Device(msgspec.Struct):
+    """A device as its owner sees it (tokens included)."""
+
+    device_id: str
+    platform: Annotated[str, Meta(extra_json_schema={"enum": ["ios", "android"]})]
+    provider: Annotated[str, Meta(extra_json_schema={"enum": ["apns", "fcm"]})]
+    push_token: str
+    voip_token: str
+    topic: str
+    sandbox: bool
+    call_mode: str
+    ringtone: str
+    locale: str
+    privacy: bool
+    instance: str
+    enabled: Annotated[bool, Meta(description="false once APNs/FCM rejected the token; "
+                                              "uploading a new token enables it again")]
+    disabled_reason: str
+    token_updated_at: Unix
+    created_at: Unix
+    updated_at: Unix
+
+
+class DeviceList(msgspec.Struct):
+    devices: list[Device]
+
+
+BODIES = (DeviceInput, Device, DeviceList)
+
+
+def parse_device(body: dict[str, object]) -> DeviceInput:
+    """Check a PUT body field by field; raises 422 naming the first field at fault.
+    null is the same as leaving the field out: its default."""
+    device = convert({k: v for k, v in body.items() if v is not None}, DeviceInput)
     _check_tokens(device)
     return device
-
-
-def _check(name: str, spec: Field, value: Any) -> Any:
-    if spec.type is bool:
-        if not isinstance(value, bool):
-            raise invalid(name, f"must be true or false, got {_json_type(value)}")
-        return value
-    if not isinstance(value, str):
-        raise invalid(name, f"must be a string, got {_json_type(value)}")
-    if spec.enum and value not in spec.enum:
-        raise invalid(name, f"must be one of {', '.join(spec.enum)}, got {value[:40]!r}")
-    if spec.max_length and len(value) > spec.max_length:
-        raise invalid(name, f"longer than {spec.max_length} characters")
-    if value and spec.pattern and not re.fullmatch(spec.pattern, value):
-        raise invalid(name, f"does not match {spec.pattern}")
-    return value
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _check_tokens(d: DeviceInput) -> None:
@@ -158,7 +139,7 @@ def _check_tokens(d: DeviceInput) -> None:
             setattr(d, name, token.lower())  # hex: one spelling, so one token is one device
         if not (d.push_token or d.voip_token):
             raise invalid("push_token", "iOS devices need push_token, voip_token or both")
-        if not d.call_mode:
+        if d.call_mode is UNSET:
             d.call_mode = "voip" if d.voip_token else "alert"
         if d.call_mode == "voip" and not d.voip_token:
             raise invalid("call_mode", "voip call mode needs a voip_token")
@@ -169,41 +150,19 @@ def _check_tokens(d: DeviceInput) -> None:
             raise invalid("push_token", "Android devices need push_token")
         if problem := fcm_token_problem(d.push_token):
             raise invalid("push_token", problem)
-        d.call_mode = d.call_mode or "alert"
+        if d.call_mode is UNSET:
+            d.call_mode = "alert"
 
 
-def device_json(d: Device) -> dict[str, Any]:
-    """A device as its owner sees it."""
-    return {
-        "device_id": d.device_id,
-        "platform": d.platform,
-        "provider": d.provider,
-        "push_token": d.push_token,
-        "voip_token": d.voip_token,
-        "topic": d.topic,
-        "sandbox": d.sandbox,
-        "call_mode": d.call_mode,
-        "ringtone": d.ringtone,
-        "locale": d.locale,
-        "privacy": d.privacy,
-        "instance": d.instance,
-        "enabled": d.enabled,
-        "disabled_reason": d.disabled_reason,
-        "token_updated_at": d.token_updated_at,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-    }
-
-
-def apply_input(old: Device | None, device_id: str, aor: str, d: DeviceInput,
-                now: float) -> Device:
+def apply_input(old: models.Device | None, device_id: str, aor: str, d: DeviceInput,
+                now: float) -> models.Device:
     """The device after a PUT: every client field replaced. A changed token counts as
     a new upload: it re-enables the device and moves token_updated_at, which the
     APNs 410 rule compares against. An unchanged token leaves `enabled` alone."""
     provider = PROVIDERS[d.platform]
     if old is None:
-        device = Device(device_id, aor, provider, d.platform, token_updated_at=now,
-                        created_at=now)
+        device = models.Device(device_id, aor, provider, d.platform, token_updated_at=now,
+                               created_at=now)
     else:
         device = replace(old)
         if (old.provider, old.push_token, old.voip_token) != (provider, d.push_token,
@@ -219,7 +178,7 @@ def apply_input(old: Device | None, device_id: str, aor: str, d: DeviceInput,
     device.voip_token = d.voip_token
     device.topic = d.topic
     device.sandbox = d.sandbox
-    device.call_mode = d.call_mode
+    device.call_mode = d.call_mode if isinstance(d.call_mode, str) else ""  # set by now
     device.ringtone = d.ringtone
     device.locale = d.locale
     device.privacy = d.privacy
@@ -250,7 +209,7 @@ class DeviceApi:
             else:
                 self._locks[device_id] = (lock, users - 1)
 
-    async def _own(self, request: web.Request, aor: str) -> Device:
+    async def _own(self, request: web.Request, aor: str) -> models.Device:
         """The caller's device named in the path, or 404 (also when it is someone else's)."""
         device_id = _device_id(request)
         device = await self.store.get_device(device_id)
@@ -261,11 +220,11 @@ class DeviceApi:
     async def list(self, request: web.Request) -> web.Response:
         user = await self.auth.user(request, scope="devices")
         devices = await self.store.devices(user.aor)
-        return web.json_response({"devices": [device_json(d) for d in devices]})
+        return reply(DeviceList([view(Device, d) for d in devices]))
 
     async def get(self, request: web.Request) -> web.Response:
         user = await self.auth.user(request, scope="devices")
-        return web.json_response(device_json(await self._own(request, user.aor)))
+        return reply(view(Device, await self._own(request, user.aor)))
 
     async def delete(self, request: web.Request) -> web.Response:
         user = await self.auth.user(request, scope="devices")
@@ -294,9 +253,8 @@ class DeviceApi:
             device = apply_input(old, device_id, user.aor, body, time.time())
             await self.registry.save_device(device)
         if old is None:
-            return web.json_response(device_json(device), status=201,
-                                     headers={"Location": f"/v1/devices/{device_id}"})
-        return web.json_response(device_json(device))
+            return reply(view(Device, device), 201, {"Location": f"/v1/devices/{device_id}"})
+        return reply(view(Device, device))
 
 
 def _device_id(request: web.Request) -> str:
@@ -305,6 +263,57 @@ def _device_id(request: web.Request) -> str:
         raise api_error(400, "bad_request", "device ids are 1-128 of A-Z a-z 0-9 . _ ~ -",
                         "device_id")
     return device_id
+
+
+DEVICE_ID_PARAM: Json = {
+    "name": "device_id", "in": "path", "required": True,
+    "description": "Chosen by the app (or by the registrar for devices first seen in a "
+                   "REGISTER). Global: an id that is someone else's is 404 to read and "
+                   "403 to write.",
+    "schema": {"type": "string", "pattern": f"^{DEVICE_ID.pattern}$"},
+}  # fmt: skip
+
+
+def openapi_paths() -> Json:
+    return {
+        "/v1/devices": {"get": {
+            "summary": "The caller's devices",
+            "responses": {"200": returns(DeviceList, "devices"), "401": UNAUTHORIZED},
+        }},
+        "/v1/devices/{device_id}": {
+            "parameters": [DEVICE_ID_PARAM],
+            "put": {
+                "summary": "Create or replace a device (push tokens and preferences)",
+                "description": "Fields left out (or null) take their defaults. A new token "
+                               "re-enables a device its provider disabled.",
+                "requestBody": request(DeviceInput),
+                "responses": {
+                    "200": returns(Device, "replaced"),
+                    "201": returns(Device, "created"),
+                    "400": error("not JSON, not an object, or a bad device id"),
+                    "401": UNAUTHORIZED,
+                    "403": error("the device id belongs to another user"),
+                    "409": error("another device of the caller has this instance"),
+                    "413": error(f"body over {MAX_BODY} bytes"),
+                    "422": error("a field is missing, unknown, or invalid; `field` names it"),
+                },
+            },
+            "get": {
+                "summary": "One of the caller's devices",
+                "responses": {"200": returns(Device, "the device"),
+                              "400": error("bad device id"),
+                              "401": UNAUTHORIZED,
+                              "404": error("no such device of the caller")},
+            },
+            "delete": {
+                "summary": "Remove a device: no more pushes to it",
+                "responses": {"204": {"description": "deleted"},
+                              "400": error("bad device id"),
+                              "401": UNAUTHORIZED,
+                              "404": error("no such device of the caller")},
+            },
+        },
+    }  # fmt: skip
 
 
 def add_routes(
