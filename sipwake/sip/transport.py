@@ -68,7 +68,7 @@ class TransportLayer:
         self._servers: list[asyncio.AbstractServer] = []
         self._flows: dict[str, Flow] = {}
         self._by_addr: dict[tuple[str, str, int], Flow] = {}
-        self._upgrading: set[WsConnection] = set()  # WebSockets not yet flows
+        self.upgrading: set[WsConnection] = set()  # WebSockets not yet flows
         self._client_ssl: ssl.SSLContext | None = None
         self.on_flow_closed: Callable[[str], None] | None = None
         self.parse_errors = 0
@@ -146,7 +146,7 @@ class TransportLayer:
             self._sweeper.cancel()
         for server in self._servers:
             server.close()
-        for conn in [*self._flows.values(), *self._upgrading]:
+        for conn in [*self._flows.values(), *self.upgrading]:
             conn.close()
         for dgram in set(self._udp.values()):
             dgram.close()
@@ -159,7 +159,8 @@ class TransportLayer:
         return flow in self._flows
 
     # ---------------------------------------------------------------- receiving
-    def _deliver(self, data: bytes, peer: Peer, stream: bool) -> None:
+    def deliver(self, data: bytes, peer: Peer, stream: bool) -> None:
+        """Bytes of one message from `peer`: parsed and handed on, or answered 400."""
         try:
             msg = parse(data, stream=stream)
         except SipParseError as exc:
@@ -277,11 +278,11 @@ class TransportLayer:
         return self._client_ssl
 
     # ---------------------------------------------------------- connection table
-    def _register(self, conn: Flow) -> None:
+    def add_flow(self, conn: Flow) -> None:
         self._flows[conn.flow] = conn
         self._by_addr[(conn.kind, conn.peer_host, conn.peer_port)] = conn
 
-    def _unregister(self, conn: Flow) -> None:
+    def remove_flow(self, conn: Flow) -> None:
         self._flows.pop(conn.flow, None)
         key = (conn.kind, conn.peer_host, conn.peer_port)
         if self._by_addr.get(key) is conn:
@@ -337,7 +338,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             head = data.split(b"\r\n\r\n", 1)[0]
             self.layer._refuse_oversize(head, peer)
             return
-        self.layer._deliver(data, peer, stream=False)
+        self.layer.deliver(data, peer, stream=False)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
@@ -365,11 +366,11 @@ class _StreamConnection(asyncio.Protocol):
         if not self.layer.guard.opened(self):
             self.transport.abort()  # over a connection cap: no flow, nothing read
             return
-        self.layer._register(self)
+        self.layer.add_flow(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.layer.guard.closed(self)
-        self.layer._unregister(self)
+        self.layer.remove_flow(self)
 
     def send(self, data: bytes) -> None:
         self.transport.write(data)
@@ -418,7 +419,7 @@ class _StreamConnection(asyncio.Protocol):
         length = _content_length(head)
         if length is None:
             log.warning("no valid Content-Length on stream from %s; closing", peer)
-            self.layer._deliver(head + b"\r\n\r\n", peer, stream=True)  # gets its 400
+            self.layer.deliver(head + b"\r\n\r\n", peer, stream=True)  # gets its 400
             self.transport.close()
             buf.clear()
             return False
@@ -435,7 +436,7 @@ class _StreamConnection(asyncio.Protocol):
         data = bytes(buf[:total])
         del buf[:total]
         if self.layer.sources.allow(self.peer_host):  # else dropped: a flood
-            self.layer._deliver(data, peer, stream=True)
+            self.layer.deliver(data, peer, stream=True)
         return True
 
 

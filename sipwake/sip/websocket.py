@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -32,10 +32,23 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from sipwake.sip.guard import ConnectionGuard, SourceLimiter
 from sipwake.sip.peer import Peer
 
-if TYPE_CHECKING:
-    from sipwake.sip.transport import TransportLayer
+
+class Host(Protocol):
+    """The transport layer, as a WebSocket connection uses it."""
+
+    max_size: int
+    guard: ConnectionGuard
+    sources: SourceLimiter
+    upgrading: set[WsConnection]  # not yet flows: shutdown closes them too
+
+    def add_flow(self, conn: WsConnection) -> None: ...
+
+    def remove_flow(self, conn: WsConnection) -> None: ...
+
+    def deliver(self, data: bytes, peer: Peer, stream: bool) -> None: ...
 
 log = logging.getLogger("sipwake.sip.websocket")
 
@@ -51,7 +64,7 @@ _NORMAL, _POLICY, _TOO_BIG = 1000, 1008, 1009
 class WsConnection(asyncio.Protocol):
     """One WebSocket carrying SIP, from the HTTP upgrade to the close."""
 
-    def __init__(self, layer: TransportLayer, kind: str) -> None:
+    def __init__(self, layer: Host, kind: str) -> None:
         self.layer = layer
         self.kind = kind  # "ws" or "wss"
         self.flow = f"{kind}-{next(_ids)}"
@@ -74,7 +87,7 @@ class WsConnection(asyncio.Protocol):
             self.transport.abort()  # over a connection cap
             return
         # tracked from the start: shutdown closes it, and it may not idle before upgrading
-        self.layer._upgrading.add(self)
+        self.layer.upgrading.add(self)
         self.deadline = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -152,7 +165,7 @@ class WsConnection(asyncio.Protocol):
         self._write(self.ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)))
         self._stop_waiting()
         self.open = True
-        self.layer._register(self)
+        self.layer.add_flow(self)
 
     def _too_slow(self) -> None:
         self.deadline = None
@@ -162,7 +175,7 @@ class WsConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _stop_waiting(self) -> None:
-        self.layer._upgrading.discard(self)
+        self.layer.upgrading.discard(self)
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
@@ -172,7 +185,7 @@ class WsConnection(asyncio.Protocol):
         self._stop_waiting()
         if self.open:
             self.open = False
-            self.layer._unregister(self)
+            self.layer.remove_flow(self)
 
     def _fragment(self, event: TextMessage | BytesMessage) -> None:
         data = event.data.encode() if isinstance(event, TextMessage) else event.data
@@ -201,7 +214,7 @@ class WsConnection(asyncio.Protocol):
         if not self.layer.sources.allow(self.peer_host):
             return  # a flood: dropped before any parsing
         peer = Peer(self.kind, self.peer_host, self.peer_port, self.flow)
-        self.layer._deliver(message, peer, stream=False)
+        self.layer.deliver(message, peer, stream=False)
 
     # ------------------------------------------------------------------ writing
     def _close(self, code: int, reason: str) -> None:
