@@ -1,0 +1,86 @@
+"""Who may import whom inside sipwake/ (docs/architecture.md, "Layers"): data flows one
+way, wire → SIP core → services → store and push; nothing below imports what is above
+it, the services don't import each other, and only cli.py imports server.py (the one
+place that wires the node together). Every import counts, TYPE_CHECKING ones too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "sipwake"
+
+FOUNDATIONS = {"config", "ids", "timing", "lograte", "ratelimit", "metrics"}
+SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
+
+# package (or top-level module) → what it may import besides itself
+ALLOWED: dict[str, set[str]] = {
+    **{name: set() for name in FOUNDATIONS},
+    "store": {"lograte"},
+    "sip": {"ids", "timing", "lograte"},
+    "tasks": {"store"},
+    "push": {"ids", "lograte", "store", "timing"},
+    "auth": {"ids", "lograte", "sip", "store", "timing"},
+    "badge": {"store"},
+    "router": {"lograte", "sip", "store"},
+    "retention": {"store"},
+    "testing": set(),
+    "registrar": {"auth", "ids", "lograte", "push", "sip", "store", "timing"},
+    "calls": SERVICE,
+    "messages": SERVICE,
+    "voicemail": SERVICE | {"router"},
+    "cluster": FOUNDATIONS | {"store", "tasks"},  # cross-node events: no SIP details
+    "push_setup": {"config", "push"},
+    "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
+    "server": {"*"},
+    "cli": {"config", "server", "sip", "store"},
+}
+
+
+def _unit(module: str) -> str | None:
+    """The package or top-level module of sipwake that `module` names."""
+    parts = module.split(".")
+    if parts[0] != "sipwake" or len(parts) == 1:
+        return None
+    return parts[1]
+
+
+def _imports() -> dict[str, dict[str, list[str]]]:
+    """unit → imported unit → the files that import it."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        unit = rel.parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                target = _unit(module)
+                if target is not None and target != unit:
+                    found.setdefault(unit, {}).setdefault(target, []).append(str(rel))
+    return found
+
+
+def test_every_unit_is_in_the_table() -> None:
+    units = {p.name.removesuffix(".py") for p in ROOT.iterdir()
+             if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())}  # fmt: skip
+    assert units - {"__init__"} == set(ALLOWED), "add the new package to ALLOWED and the docs"
+
+
+def test_no_import_goes_against_the_layers() -> None:
+    wrong = []
+    for unit, targets in _imports().items():
+        allowed = ALLOWED[unit]
+        for target, files in targets.items():
+            if "*" not in allowed and target not in allowed:
+                wrong.append(f"{unit} -> {target} ({', '.join(sorted(set(files)))})")
+    assert wrong == []
+
+
+def test_only_cli_imports_the_server() -> None:
+    importers = {u for u, targets in _imports().items() if "server" in targets}
+    assert importers <= {"cli"}
