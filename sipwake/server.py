@@ -15,6 +15,7 @@ import resource
 import secrets
 import ssl
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
@@ -49,21 +50,19 @@ STOP_TIMEOUT = 9.0  # seconds a stop may take, all in (DESIGN: exit within 10 s)
 STOP_DRAIN = 3.0  # seconds for requests and deliveries in flight to finish
 
 
+@dataclass(frozen=True, slots=True)
 class _PushLog:
-    """The store as the push service sees it. A device the provider refused also leaves
-    the registrar's cache, so a later REGISTER can't write the stale "enabled" back."""
+    """The push service's log: attempts go to the store; a refused token's device is
+    disabled through the registrar, the one owner of the device cache."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    registrar: Registrar
+    store: Store
 
     async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
-        disabled = await self.server.store.disable_device(device_id, reason, token_at)
-        if disabled:
-            self.server.registrar.device_deleted(device_id)
-        return disabled
+        return await self.registrar.disable_device(device_id, reason, token_at)
 
     async def add_push_attempt(self, attempt: PushAttempt) -> None:
-        await self.server.store.add_push_attempt(attempt)
+        await self.store.add_push_attempt(attempt)
 
 
 class Server:
@@ -97,9 +96,6 @@ class Server:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
-        self.push_log = _PushLog(self)
-        self.push = build_push(cfg.push, self.push_log, self.store, self.metrics)
-        await self.push.start()  # resumes the pushes a previous run left in the outbox
         self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
         if not cfg.sip.secret:
             log.warning(
@@ -126,6 +122,10 @@ class Server:
         )
         self.registrar = Registrar(settings, self.store, self.admission)
         await self.registrar.load()
+        self.push = build_push(
+            cfg.push, _PushLog(self.registrar, self.store), self.store, self.metrics
+        )
+        await self.push.start()  # resumes the pushes a previous run left in the outbox
         self.registrar.flow_alive = self.transport.flow_alive
         self.transport.guard.has_binding = self.registrar.flow_has_binding
         self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))

@@ -357,8 +357,8 @@ async def test_devices_of_sees_every_change(api: Api, running: Running) -> None:
     inst = instance_id()
     assert (await phone.register(params=APNS_VOIP, header_params=f';+sip.instance="<{inst}>"')).status == 200
     assert len(await registrar.devices_of(aor)) == 2
-    # the push service disables a refused token through the server's push log
-    assert await running.server.push_log.disable_device("d1", "UNREGISTERED", d1.token_updated_at)
+    # the push service disables a refused token through the registrar
+    assert await running.server.registrar.disable_device("d1", "UNREGISTERED", d1.token_updated_at)
     assert {d.device_id: d.enabled for d in await registrar.devices_of(aor)}["d1"] is False
     assert (await api.call("DELETE", "/v1/devices/d1", basic("alice")))[0] == 204
     assert [d.device_id for d in await registrar.devices_of(aor)] != ["d1"]

@@ -307,13 +307,11 @@ async def test_oversize_tcp_message_413_without_buffering(running: Running) -> N
 async def test_provider_refusal_is_not_undone_by_a_refresh(running: Running) -> None:
     """A token the provider refused stays disabled when the same token registers again,
     even with other fields changed (the registrar's cache must not write 'enabled' back)."""
-    from sipwake.server import _PushLog
-
     await running.add_user("alice")
     phone = await running.phone("alice")
     assert (await phone.register(params=APNS)).status == 200
     (device,) = await running.server.store.devices(f"sip:alice@{DOMAIN}")
-    assert await _PushLog(running.server).disable_device(
+    assert await running.server.registrar.disable_device(  # as the push service does
         device.device_id, "BadDeviceToken", device.token_updated_at
     )
     other_bundle = APNS.replace("com.example.dialer", "com.example.other")

@@ -44,15 +44,13 @@ class DeviceStore(Protocol):
 
     async def devices(self, aor: str) -> list[models.Device]: ...
 
-    async def delete_device(self, device_id: str) -> bool: ...
-
 
 class DeviceRegistry(Protocol):
     """The registrar, owner of the device cache: writes go through it."""
 
     async def save_device(self, device: models.Device) -> None: ...
 
-    def device_deleted(self, device_id: str) -> None: ...
+    async def delete_device(self, device_id: str) -> bool: ...
 
 
 class DeviceInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -231,8 +229,7 @@ class DeviceApi:
         device_id = _device_id(request)
         async with self._locked(device_id):
             device = await self._own(request, user.aor)
-            await self.store.delete_device(device.device_id)
-            self.registry.device_deleted(device.device_id)
+            await self.registry.delete_device(device.device_id)
         return web.Response(status=204)
 
     async def put(self, request: web.Request) -> web.Response:

@@ -132,6 +132,22 @@ class Registrar:
         else:
             self._by_aor.pop(aor, None)
 
+    # ---------------------------------------------------- devices, one owner
+    async def delete_device(self, device_id: str) -> bool:
+        """The owner deletes it (HTTP API): gone from the store and the cache."""
+        gone = await self.store.delete_device(device_id)
+        self.device_deleted(device_id)
+        return gone
+
+    async def disable_device(self, device_id: str, reason: str, token_at: float) -> bool:
+        """The provider refused its token: disabled, unless the token was uploaded
+        after `token_at` (APNs' 410 rule); it also leaves the cache, so a later
+        REGISTER can't write the stale "enabled" back."""
+        disabled = await self.store.disable_device(device_id, reason, token_at)
+        if disabled:
+            self.device_deleted(device_id)
+        return disabled
+
     # ------------------------------------------------------------ device cache
     def device_saved(self, device: Device) -> None:
         """`device` was stored: refresh the cache."""
