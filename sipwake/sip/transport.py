@@ -63,6 +63,7 @@ class TransportLayer:
         self.sources = SourceLimiter(limits.source_rate, limits.source_burst, exempt)
         self.guard = ConnectionGuard(limits)  # server.py hands it the registrar's flows
         self._sweeper: asyncio.TimerHandle | None = None
+        self._connecting: set[asyncio.Task[None]] = set()  # connections we are opening
         self.listeners: list[Listener] = []
         self._udp: dict[str, asyncio.DatagramTransport] = {}  # "ipv4"/"ipv6" → socket
         self._servers: list[asyncio.AbstractServer] = []
@@ -144,6 +145,8 @@ class TransportLayer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in self._connecting:
+            task.cancel()
         for server in self._servers:
             server.close()
         for conn in [*self._flows.values(), *self.upgrading]:
@@ -251,8 +254,11 @@ class TransportLayer:
         if peer.transport in ("ws", "wss"):
             log.info("no WebSocket open to %s: not sent (we never open one)", peer)
             return False
-        # no open connection: open one in the background (RFC 3261 §18.2.2 fallback)
-        asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        # no open connection: open one in the background (RFC 3261 §18.2.2 fallback);
+        # kept until done (a task nobody holds may be collected mid-flight)
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
         return True
 
     async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
