@@ -7,7 +7,6 @@ method; a handler may be a coroutine (its own task) or a plain function.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +15,7 @@ from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.store.errors import unavailable
+from sipwake.tasks import Tasks
 
 log = logging.getLogger("sipwake.router")
 
@@ -37,7 +37,7 @@ class Router:
         self.cancel_handlers: list[Callable[[ServerTransaction], bool]] = []
         self.ack_handlers: list[Callable[[Message], bool]] = []
         self.response_handlers: list[Callable[[Message], bool]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = Tasks("sip handlers")  # async handlers in flight
         self.stopping = False  # new out-of-dialog requests get 503: this node is going
         self._outages = LogRate(60.0)
 
@@ -78,9 +78,7 @@ class Router:
             self._bad_request(st, exc)
             return
         if result is not None:
-            task = asyncio.ensure_future(self._guard(st, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.tasks.spawn(self._guard(st, result))
 
     async def _guard(self, st: ServerTransaction, work: Awaitable[None]) -> None:
         """Run an async handler; a failure becomes 400/500 (503 while the store is
@@ -145,8 +143,7 @@ class Router:
 
     async def drain(self) -> None:
         """Until the handlers in flight are done (clean shutdown; the caller bounds it)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+        await self.tasks.settled()
 
 
 def _unsupported(request: Message) -> Message | None:

@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "push": {"ids", "lograte", "store", "timing"},
     "auth": {"ids", "lograte", "sip", "store", "timing"},
     "badge": {"store"},
-    "router": {"lograte", "sip", "store"},
+    "router": {"lograte", "sip", "store", "tasks"},
     "retention": {"store"},
     "testing": set(),
     "registrar": {"auth", "ids", "lograte", "push", "sip", "store", "timing"},
