@@ -93,30 +93,12 @@ class Server:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        """Store, who is who, the registrar and pushes; the SIP core; the services
+        wired to what each names; then the listeners and the housekeeping."""
         cfg = self.config
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
-        self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
-        if not cfg.sip.secret:
-            log.warning(
-                "[sip] secret is empty, so a random one is made at each start: every restart "
-                "voids the API bearer tokens (meant to last [auth] token_ttl, %g h) and the "
-                "digest nonces handed out; set [sip] secret (or SIPWAKE_SIP_SECRET) to a long "
-                "random string, e.g. from: "
-                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
-                cfg.auth.token_ttl / 3600,
-            )
-        digest = DigestAuth(
-            self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
-        )
-        self.users = UserDirectory(self.store)
-        throttle = AuthThrottle(
-            cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.block_time
-        )
-        self.admission = Admission(
-            digest, self.users, cfg.sip.domain, self.trusted_peers, throttle,
-            self.transport.is_us, self.metrics.auth_failures,
-        )  # fmt: skip
+        self.admission = self._admission()
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
         )
@@ -134,6 +116,48 @@ class Server:
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
         self.router.route("REGISTER", self._register)
+        await self._services(loop)
+        await self._listen()
+        self.spawn(self._sweep())
+        self.transport.start_sweeping()
+        retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
+        self.spawn(retention.run())
+        # Start-up objects never become garbage: keep the cyclic collector off them.
+        # Small young generations keep each pause short (bench/calls.py --gc: with
+        # 50,000/20 gen-0/1 collections stalled the loop 30-500 ms; with 1,000/5 none
+        # reached 5 ms at the same throughput); full collections stay rare.
+        gc.freeze()
+        gc.set_threshold(1_000, 5, 1_000)
+        log.info("sipwake serving domain %s", cfg.sip.domain)
+
+    def _admission(self) -> Admission:
+        """Digest (nonces keyed by [sip] secret), the users cache, the throttle."""
+        cfg = self.config
+        self.secret = cfg.sip.secret.encode() if cfg.sip.secret else secrets.token_bytes(32)
+        if not cfg.sip.secret:
+            log.warning(
+                "[sip] secret is empty, so a random one is made at each start: every restart "
+                "voids the API bearer tokens (meant to last [auth] token_ttl, %g h) and the "
+                "digest nonces handed out; set [sip] secret (or SIPWAKE_SIP_SECRET) to a long "
+                "random string, e.g. from: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                cfg.auth.token_ttl / 3600,
+            )
+        digest = DigestAuth(
+            self.secret, cfg.sip.realm, list(cfg.sip.digest_algorithms), cfg.sip.nonce_ttl
+        )
+        self.users = UserDirectory(self.store)
+        throttle = AuthThrottle(
+            cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.block_time
+        )
+        return Admission(
+            digest, self.users, cfg.sip.domain, self.trusted_peers, throttle,
+            self.transport.is_us, self.metrics.auth_failures,
+        )  # fmt: skip
+
+    async def _services(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Calls, the inbox and voicemail, each given what it names, and routed to."""
+        cfg = self.config
         self.calls = CallService(
             cfg.calls, cfg.sip.domain,
             locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
@@ -160,6 +184,9 @@ class Server:
         self.voicemail.install(self.router)
         self.spawn(self.voicemail.subscriptions.expire_forever())
 
+    async def _listen(self) -> None:
+        """SIP on every [sip] listen address, then the HTTP API."""
+        cfg = self.config
         self._fit_connections()
         tls = self._tls_context()
         self.transport.advertise = canonical_host(cfg.sip.advertise) if cfg.sip.advertise else ""
@@ -173,17 +200,6 @@ class Server:
                 )
         self.http = HttpApi(self._api_deps())
         await self.http.start(cfg.http.listen, self._http_tls())
-        self.spawn(self._sweep())
-        self.transport.start_sweeping()
-        retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
-        self.spawn(retention.run())
-        # Start-up objects never become garbage: keep the cyclic collector off them.
-        # Small young generations keep each pause short (bench/calls.py --gc: with
-        # 50,000/20 gen-0/1 collections stalled the loop 30-500 ms; with 1,000/5 none
-        # reached 5 ms at the same throughput); full collections stay rare.
-        gc.freeze()
-        gc.set_threshold(1_000, 5, 1_000)
-        log.info("sipwake serving domain %s", cfg.sip.domain)
 
     def _wire_calls(self, calls: CallService) -> None:
         """INVITE and what follows it go to the calls service; it hears of registrations

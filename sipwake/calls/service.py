@@ -252,13 +252,26 @@ class CallService:
                 return
         if st.last_response is not None and st.last_response.status >= 200:
             return  # the caller gave up (CANCEL) while we looked things up
+        self._ring(st, aor, _caller_id(req, caller.user), source, live, sleeping)
 
+    def _ring(
+        self,
+        st: ServerTransaction,
+        aor: str,
+        caller: CallerId,
+        source: str,
+        live: list[Binding],
+        sleeping: list[Device],
+    ) -> None:
+        """The call begins: forked to the live bindings, pushed to the sleeping devices,
+        parked (180 at once) when nobody is live."""
+        req = st.request
         now = self.clock()
         call = Call(
             id=random_urlsafe(12),
             aor=aor,
             st=st,
-            caller=_caller_id(req, caller.user),
+            caller=caller,
             started_at=now,
             deadline=now + self.settings.park_timeout,
             to_tag=new_tag(),
