@@ -165,14 +165,18 @@ class Store:
 
 @dataclass
 class Registry:
+    """The device owner: deletes go through it to the store."""
+
+    store: Store
     saved: list[Device] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
     async def save_device(self, device: Device) -> None:
         self.saved.append(device)
 
-    def device_deleted(self, device_id: str) -> None:
+    async def delete_device(self, device_id: str) -> bool:
         self.deleted.append(device_id)
+        return await self.store.delete_device(device_id)
 
 
 @dataclass
@@ -210,7 +214,8 @@ class Fakes:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[Fakes]:
-    store, registry, inbox = Store(), Registry(), Inbox()
+    store = Store()
+    registry, inbox = Registry(store), Inbox()
     deps = ApiDeps(
         settings=ApiSettings("example.com", "example.com", "svc", 3600, b"k"),
         store=store, admission=Admission(), users=Users(), registry=registry, inbox=inbox,
