@@ -505,9 +505,19 @@ def _finish(config: Config) -> None:
     config.log.level = config.log.level.upper()
     if config.log.level not in LOG_LEVELS:
         raise ConfigError(f"'log.level' must be one of {', '.join(LOG_LEVELS)}")
-    if not sip.secret and config.cluster.redis_url:
-        log.warning(
-            "[sip] secret is empty: each node picks its own nonce secret, so a client "
-            "challenged by one node fails authentication on another; set the same secret "
-            "on every node"
-        )
+    if config.cluster.redis_url:
+        # DESIGN "Cluster": the same secret signs nonces and the routes between nodes,
+        # and durable state is shared in PostgreSQL
+        if not sip.secret:
+            raise ConfigError(
+                "[cluster] redis_url is set but [sip] secret is empty: every node of a "
+                "cluster needs the same secret (nonces and routes between nodes are "
+                "signed with it)"
+            )
+        if not config.store.url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(
+                "[cluster] redis_url is set but [store] url is not PostgreSQL: the nodes "
+                "of a cluster share one PostgreSQL database"
+            )
+        if not config.cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("[cluster] redis_url must be redis://, rediss:// or unix://")

@@ -21,6 +21,8 @@ class RateLimiter:
         self.burst = max(1, burst)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
+        # a cluster's other nodes are told of each token taken (sipwake.cluster)
+        self.on_take: Callable[[str], None] | None = None
 
     def take(self, key: str) -> float:
         """0 when `key` may send now (a token is taken), else seconds until it may."""
@@ -35,7 +37,21 @@ class RateLimiter:
         if len(self._buckets) >= MAX_SENDERS and key not in self._buckets:
             self._forget_idle(now)
         self._buckets[key] = (tokens - 1.0, now)
+        if self.on_take is not None:
+            self.on_take(key)
         return 0.0
+
+    def consume(self, key: str) -> None:
+        """Another node let `key` through: one token less here too (down to a burst's
+        worth of debt, so a cluster-wide flood is paid back before it may go on)."""
+        if self.rate <= 0:
+            return
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if len(self._buckets) >= MAX_SENDERS and key not in self._buckets:
+            self._forget_idle(now)
+        self._buckets[key] = (max(tokens - 1.0, -float(self.burst)), now)
 
     def _forget_idle(self, now: float) -> None:
         """Drop buckets that have refilled: forgetting them changes nothing."""

@@ -34,6 +34,8 @@ STORE_RETRY_AFTER = 5  # seconds: what we ask for while the store is failing
 class Router:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
+        # asked first: one may take a request whatever its method (a cluster relay)
+        self.claims: list[Callable[[ServerTransaction], bool]] = []
         self.cancel_handlers: list[Callable[[ServerTransaction], bool]] = []
         self.ack_handlers: list[Callable[[Message], bool]] = []
         self.response_handlers: list[Callable[[Message], bool]] = []
@@ -58,6 +60,9 @@ class Router:
             resp.add("Retry-After", str(STOP_RETRY_AFTER))
             st.respond(resp)
             return
+        for claim in self.claims:
+            if claim(st):
+                return
         handler = self.handlers.get(request.method.upper())
         if handler is None:
             resp = make_response(request, 405, to_tag=new_tag())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import resource
 import secrets
@@ -21,6 +22,10 @@ from typing import Any
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory
 from sipwake.calls.service import IN_DIALOG_METHODS, CallService
+from sipwake.cluster.bus import Bus
+from sipwake.cluster.node import Cluster
+from sipwake.cluster.relay import Relay
+from sipwake.cluster.routes import InternalRoutes
 from sipwake.config import Config, parse_listen
 from sipwake.messages.inbox import Inbox
 from sipwake.metrics import Metrics
@@ -87,6 +92,8 @@ class Server:
         self.uac: Uac
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
+        self.cluster: Cluster | None = None
+        self._internal: object = None  # the listen spec bound early for the cluster
         self.metrics = Metrics()
         self.tasks = Tasks("server")  # background work; each service has a group of its own
         self._groups = [self.tasks]
@@ -99,10 +106,11 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
         self.admission = self._admission()
+        self.cluster = await self._join()
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
         )
-        self.registrar = Registrar(settings, self.store, self.admission)
+        self.registrar = Registrar(settings, self.store, self.admission, peers=self.cluster)
         await self.registrar.load()
         self.push = build_push(
             cfg.push, _PushLog(self.registrar, self.store), self.store, self.metrics
@@ -117,6 +125,8 @@ class Server:
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
         self.router.route("REGISTER", self._register)
         await self._services(loop)
+        if self.cluster is not None:
+            self._wire_cluster(self.cluster)
         await self._listen()
         self.spawn(self._sweep())
         self.transport.start_sweeping()
@@ -155,6 +165,41 @@ class Server:
             self.transport.is_us, self.metrics.auth_failures,
         )  # fmt: skip
 
+    async def _join(self) -> Cluster | None:
+        """With `[cluster] redis_url`: this node's internal address (its first tcp:
+        listener, bound now so its port is known; else one more on a free port), the
+        routes signed with `[sip] secret`, the bus."""
+        cfg = self.config
+        if not cfg.cluster.redis_url:
+            return None
+        specs = [parse_listen(s) for s in cfg.sip.listen]
+        tcp = next((s for s in specs if s.transport == "tcp"), None)
+        host, port = (tcp.host, tcp.port) if tcp is not None else (specs[0].host, 0)
+        self._internal = tcp
+        listener = await self.transport.listen("tcp", host, port)
+        shown = cfg.sip.advertise or listener.host
+        node = f"tcp:{f'[{shown}]' if ':' in shown else shown}:{listener.port}"
+        # one cluster: the nodes sharing a domain and a secret
+        tag = hashlib.sha256(self.secret).hexdigest()[:12]
+        bus = Bus(cfg.cluster.redis_url, f"sipwake:{cfg.sip.domain}:{tag}", node)
+        return Cluster(bus, InternalRoutes(self.secret, node))
+
+    def _wire_cluster(self, cluster: Cluster) -> None:
+        """Requests other nodes route through us; their registrations (fork-late);
+        the limits, the throttle and nonce replay counted across the cluster."""
+        relay = Relay(cluster.routes, self.registrar, self.calls, self.uac)
+        self.router.claims.append(relay.claim)
+        cluster.serve_location(self.registrar, [self.calls], self.spawn)
+        cluster.share_limiter("calls.source", self.calls.source_pushes)
+        cluster.share_limiter("calls.callee", self.calls.callee_pushes)
+        cluster.share_limiter("inbox.sender", self.inbox.limiter)
+        cluster.share_mail(self.inbox, self.spawn)
+        cluster.share_throttle(self.admission.throttle)
+        cluster.share_nonces(self.admission.digest)
+        cluster.bus.start()
+        redis = _redacted(self.config.cluster.redis_url)
+        log.info("cluster node %s (Redis %s)", cluster.node, redis)
+
     async def _services(self, loop: asyncio.AbstractEventLoop) -> None:
         """Calls, the inbox and voicemail, each given what it names, and routed to."""
         cfg = self.config
@@ -192,6 +237,8 @@ class Server:
         self.transport.advertise = canonical_host(cfg.sip.advertise) if cfg.sip.advertise else ""
         for spec in cfg.sip.listen:
             listen = parse_listen(spec)
+            if listen == self._internal:
+                continue  # bound already: the cluster's internal address
             await self.transport.listen(listen.transport, listen.host, listen.port, tls)
             if listen.host.strip("[]") in ("0.0.0.0", "::") and not cfg.sip.advertise:
                 log.warning(
@@ -216,7 +263,9 @@ class Server:
         self.spawn(calls.sweep_dialogs())
 
     def _received(self, msg: Any) -> None:
-        self.transactions.receive(msg)
+        transactions = getattr(self, "transactions", None)
+        if transactions is not None:  # else: the internal listener, before we're up
+            transactions.receive(msg)
 
     def _register(self, st: ServerTransaction) -> Coroutine[Any, Any, None]:
         return self.registrar.handle_register(st.request, st.respond)
@@ -305,6 +354,8 @@ class Server:
         except TimeoutError:
             left_over = self.registrar.writer.pending()
             log.error("stopping with %d binding changes not stored", left_over)
+        if self.cluster is not None:
+            await self.cluster.bus.close()  # "bye": the others stop routing to us
         await self.transport.close()
         await self.push.close()
         await self.store.close()
@@ -316,6 +367,13 @@ class Server:
     async def run_until_stopped(self) -> None:
         await self._stopping.wait()
         await self.stop()
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{creds.split(':')[0]}:***@{host}" if at and ":" in creds else url
 
 
 def _server_tls(cert: str, key: str) -> ssl.SSLContext:

@@ -233,17 +233,18 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[sip\n"), env={})
 
 
-def test_cluster_without_secret_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
-        load_config(None, env={"SIPWAKE_CLUSTER_REDIS_URL": "redis://127.0.0.1"})
-    assert "secret" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sipwake.config"):
-        load_config(
-            None,
-            env={"SIPWAKE_CLUSTER_REDIS_URL": "redis://127.0.0.1", "SIPWAKE_SIP_SECRET": "s"},
-        )
-    assert caplog.text == ""
+def test_a_cluster_needs_one_secret_and_postgresql() -> None:
+    redis = {"SIPWAKE_CLUSTER_REDIS_URL": "redis://127.0.0.1"}
+    with pytest.raises(ConfigError, match="secret"):
+        load_config(None, env=redis)
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        load_config(None, env=redis | {"SIPWAKE_SIP_SECRET": "s"})
+    with pytest.raises(ConfigError, match="redis://"):
+        load_config(None, env={"SIPWAKE_CLUSTER_REDIS_URL": "http://x", "SIPWAKE_SIP_SECRET": "s",
+                               "SIPWAKE_STORE_URL": "postgresql://127.0.0.1/test"})  # fmt: skip
+    config = load_config(None, env=redis | {"SIPWAKE_SIP_SECRET": "s",
+                                            "SIPWAKE_STORE_URL": "postgresql://127.0.0.1/test"})
+    assert config.cluster.redis_url == "redis://127.0.0.1"
 
 
 @pytest.mark.parametrize(

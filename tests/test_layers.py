@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "calls": SERVICE,
     "messages": SERVICE,
     "voicemail": SERVICE | {"router"},
-    "cluster": FOUNDATIONS | {"store", "tasks"},  # cross-node events: no SIP details
+    # a service of its own: relays requests between nodes, shares the registrar's view
+    "cluster": SERVICE,
     "push_setup": {"config", "push"},
     "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
     "server": {"*"},

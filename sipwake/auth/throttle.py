@@ -56,6 +56,8 @@ class AuthThrottle:
         self.max_sources = max_sources
         self._sources: dict[str, _Source] = {}
         self.blocks = 0  # sources blocked so far (a metric)
+        # a cluster's other nodes are told of each failure (sipwake.cluster)
+        self.on_failure: Callable[[str], None] | None = None
 
     def blocked(self, host: str) -> float:
         """Seconds `host` stays refused; 0 when it may try."""
@@ -68,10 +70,13 @@ class AuthThrottle:
         source.until = 0.0
         return 0.0
 
-    def failed(self, host: str) -> None:
-        """One failed check from `host`; the one over the limit starts a block."""
+    def failed(self, host: str, elsewhere: bool = False) -> None:
+        """One failed check from `host` (on another node: `elsewhere`); the one over
+        the limit starts a block."""
         if self.limit <= 0:
             return
+        if not elsewhere and self.on_failure is not None:
+            self.on_failure(host)
         key = source_key(host)
         now = self.clock()
         source = self._sources.get(key)

@@ -96,6 +96,7 @@ class Call:
     best: Message | None = None  # best failure response so far
     parked: bool = False  # no device answers SIP yet: waiting on pushes
     push_measured: bool = False  # its INVITE→push latency is in the metrics
+    relayed: bool = False  # another node's call, through us to a phone we hold: it logs
     timeout: Handle | None = None  # park timeout, or Timer C once ringing
     timers: list[Handle] = field(default_factory=list)  # alert repeats
 

@@ -254,6 +254,13 @@ class CallService:
             return  # the caller gave up (CANCEL) while we looked things up
         self._ring(st, aor, _caller_id(req, caller.user), source, live, sleeping)
 
+    def on_relayed(self, st: ServerTransaction, binding: Binding) -> None:
+        """Another node's call (cluster), to a phone whose connection we hold: the node
+        that took it decided who may call and pushed the sleeping devices; we are one
+        branch of its fork, with Record-Route so the dialog passes through us."""
+        self._ring(st, binding.aor, _caller_id(st.request, None), "", [binding], [],
+                   relayed=True)  # fmt: skip
+
     def _ring(
         self,
         st: ServerTransaction,
@@ -262,6 +269,7 @@ class CallService:
         source: str,
         live: list[Binding],
         sleeping: list[Device],
+        relayed: bool = False,
     ) -> None:
         """The call begins: forked to the live bindings, pushed to the sleeping devices,
         parked (180 at once) when nobody is live."""
@@ -276,9 +284,11 @@ class CallService:
             deadline=now + self.settings.park_timeout,
             to_tag=new_tag(),
             source=source,
+            relayed=relayed,
         )
         self.calls[call.id] = call
-        self.ringing_by_aor.setdefault(aor, {})[call.id] = call
+        if not relayed:  # fork-late is the other node's: it hears of registrations too
+            self.ringing_by_aor.setdefault(aor, {})[call.id] = call
         self.by_st[st] = call
         # parked: the park timeout; ringing live phones: the proxy's Timer C
         call.parked = not live
@@ -416,6 +426,8 @@ class CallService:
         # a device woken by the push registers within a park timeout of it
         keep = max(0.0, call.deadline - self.clock()) + self.settings.park_timeout
         self.scheduler.call_later(keep, lambda: self._forget(call))
+        if call.relayed:
+            return  # the node that took the call logs it
         write = asyncio.ensure_future(self.call_log.put_call(self._record(call)))
         self._log_writes.add(write)
         write.add_done_callback(self._logged)

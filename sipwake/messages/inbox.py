@@ -130,9 +130,18 @@ class Inbox:
         self._full: dict[str, float] = {}  # aor → until when it counts as full (scheduler)
         # recipients with anything stored: a REGISTER of anyone else costs no store read
         self._has_mail: set[str] = set()
+        # a cluster's other nodes are told (the device may register with any of them)
+        self.on_mail: Callable[[str], None] | None = None
 
     async def load(self) -> None:
+        """Who has mail waiting (also when back on a cluster's bus: what others
+        stored meanwhile)."""
         self._has_mail = await self.store.inbox_aors()
+
+    def mail_elsewhere(self, aor: str) -> None:
+        """Another node stored a message for `aor`: deliver it when the device
+        registers here."""
+        self._has_mail.add(aor)
 
     # ---------------------------------------------------------------- MESSAGE
     async def on_message(self, st: ServerTransaction) -> None:
@@ -193,6 +202,8 @@ class Inbox:
         )
         stored, new = await self.store.add_message(message)  # committed
         self._has_mail.add(aor)
+        if self.on_mail is not None:
+            self.on_mail(aor)
         if not new:  # a resend: same answer as the first time, nothing stored
             log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
             for binding in live if not stored.delivered_at else ():

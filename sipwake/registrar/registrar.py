@@ -61,6 +61,22 @@ class RegistrationListener(Protocol):
         ...
 
 
+class Peers(Protocol):
+    """The other nodes of a cluster, as the registrar sees them (sipwake.cluster)."""
+
+    node: str  # this node's internal address: what its bindings record
+
+    def alive(self, node: str) -> bool: ...
+
+    def view(self, binding: Binding) -> Binding: ...  # another node's binding, from here
+
+    def registered(self, binding: Binding, device: Device | None) -> None: ...
+
+    def removed(self, binding: Binding) -> None: ...
+
+    def devices_changed(self, aor: str | None) -> None: ...
+
+
 class Registrar:
     def __init__(
         self,
@@ -68,11 +84,14 @@ class Registrar:
         store: Store,
         auth: Admission,
         clock: Callable[[], float] = time.time,
+        peers: Peers | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
         self.clock = clock
+        self.peers = peers  # None: a node alone
+        self.node = peers.node if peers is not None else ""
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
         self.writer = BindingWriter(store)
         # TCP/TLS connection id → its bindings: a dropped connection costs its own
@@ -88,13 +107,69 @@ class Registrar:
         self.flow_alive: Callable[[str], bool] = lambda flow: True
 
     async def load(self) -> None:
-        """Read back the bindings that were live when the server stopped."""
+        """Read back the bindings that were live when the server stopped (and, in a
+        cluster, every other node's)."""
         now = self.clock()
         await self.store.purge_expired_bindings(now)
         for b in await self.store.all_bindings():
-            if b.flow:
-                continue  # its connection died with the old process
-            self.bindings.setdefault(b.aor, {})[b.key] = b
+            if self._remote(b):
+                self._keep(self._view(b))
+            elif not b.flow:  # a connection of ours died with the old process
+                self.bindings.setdefault(b.aor, {})[b.key] = b
+
+    # ------------------------------------------------------------ the cluster
+    def _remote(self, binding: Binding) -> bool:
+        return bool(binding.node) and binding.node != self.node
+
+    def _view(self, binding: Binding) -> Binding:
+        return self.peers.view(binding) if self.peers is not None else binding
+
+    def remote_registered(self, binding: Binding) -> Binding:
+        """Another node took a REGISTER: its binding, as reached from here."""
+        view = self._view(binding)
+        if view.expires_at <= self.clock():
+            self._forget(view.aor, view.key)
+        else:
+            self._keep(view)
+        return view
+
+    def remote_removed(self, aor: str, key: str, node: str) -> None:
+        """Another node's binding went (unregistered, its connection closed)."""
+        b = self.bindings.get(aor, {}).get(key)
+        if b is not None and b.node == node:  # not one registered here since
+            self._forget(aor, key)
+
+    def remote_devices_changed(self, aor: str | None) -> None:
+        if aor is None:
+            self.devices.clear()
+        else:
+            for device_id in [i for i, d in self.devices.items() if d.aor == aor]:
+                del self.devices[device_id]
+        self._device_changed(aor, announce=False)
+
+    async def resync(self) -> None:
+        """Back on the cluster bus: what other nodes registered meanwhile, from the store
+        (the events in between are lost)."""
+        seen: set[tuple[str, str]] = set()
+        for b in await self.store.all_bindings():
+            if self._remote(b):
+                seen.add((b.aor, b.key))
+                mine = self.bindings.get(b.aor, {}).get(b.key)
+                if mine is None or mine.node != self.node or mine.updated_at < b.updated_at:
+                    self._keep(self._view(b))
+        for aor, by_key in list(self.bindings.items()):
+            for key, b in list(by_key.items()):
+                if self._remote(b) and (aor, key) not in seen:
+                    self._forget(aor, key)
+        self.remote_devices_changed(None)
+        log.info("cluster: %d bindings of other nodes read back from the store", len(seen))
+
+    def local_binding(self, aor: str, key: str) -> Binding | None:
+        """A live binding of this node's (a request another node routes through us)."""
+        b = self.bindings.get(aor, {}).get(key)
+        if b is None or self._remote(b) or b.expires_at <= self.clock():
+            return None
+        return b if not b.flow or self.flow_alive(b.flow) else None
 
     # ------------------------------------------------------------------ queries
     def flow_has_binding(self, flow: str) -> bool:
@@ -107,7 +182,9 @@ class Registrar:
         return [
             b
             for b in self.bindings.get(aor, {}).values()
-            if b.expires_at > now and (not b.flow or self.flow_alive(b.flow))
+            if b.expires_at > now
+            and (not b.flow or self.flow_alive(b.flow))
+            and (not b.node or self.peers is None or self.peers.alive(b.node))
         ]
 
     async def devices_of(self, aor: str) -> list[Device]:
@@ -125,7 +202,9 @@ class Registrar:
             self._by_aor[aor] = (now, devices)
         return list(devices)
 
-    def _device_changed(self, aor: str | None) -> None:
+    def _device_changed(self, aor: str | None, announce: bool = True) -> None:
+        if announce and self.peers is not None:
+            self.peers.devices_changed(aor)
         self._writes += 1
         if aor is None:
             self._by_aor.clear()
@@ -167,6 +246,8 @@ class Registrar:
         registered: list[tuple[Binding, Device | None]] = []
         respond(await self._register(request, registered))
         for binding, device in registered:
+            if self.peers is not None:
+                self.peers.registered(binding, device)
             for listener in self.listeners:
                 try:
                     listener.on_registered(binding, device, request.received_at)
@@ -273,6 +354,7 @@ class Registrar:
             user_agent=request.get("User-Agent") or "",
             path=request.get_all("Path"),
             updated_at=now,
+            node=self.node,
         )
 
     async def _save_device(self, aor: str, binding: Binding, push: PushParams) -> Device:
@@ -379,13 +461,20 @@ class Registrar:
                 del self._by_flow[binding.flow]
 
     def _remove(self, aor: str, key: str) -> None:
+        gone = self._forget(aor, key)
+        self.writer.delete(aor, key)
+        if gone is not None and self.peers is not None:
+            self.peers.removed(gone)
+
+    def _forget(self, aor: str, key: str) -> Binding | None:
+        """Out of memory (the store is someone else's business)."""
         by_key = self.bindings.get(aor)
         gone = by_key.pop(key, None) if by_key else None
         if gone is not None:
             self._unflow(gone)
             if not by_key:
                 del self.bindings[aor]
-        self.writer.delete(aor, key)
+        return gone
 
     def _remove_all(self, aor: str, request: Message) -> None:
         for key, b in list(self.bindings.get(aor, {}).items()):

@@ -253,6 +253,8 @@ class DigestAuth:
         # nonce → (issue timestamp, highest nc seen), in first-use order.
         self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._evicted_upto = -1  # newest issue timestamp ever evicted by the cap
+        # a cluster's other nodes are told of each nonce-count used (sipwake.cluster)
+        self.on_seen: Callable[[str, int, int], None] | None = None
 
     # -- nonces --
 
@@ -375,3 +377,16 @@ class DigestAuth:
             evicted_ts = seen.popitem(last=False)[1][0]
             self._evicted_upto = max(self._evicted_upto, evicted_ts)
         seen[nonce] = (ts, nc)
+        if self.on_seen is not None:
+            self.on_seen(nonce, ts, nc)
+
+    def seen_elsewhere(self, nonce: str, ts: int, nc: int) -> None:
+        """Another node took this nonce-count (or spent the nonce): replay protection
+        holds across the cluster."""
+        entry = self._seen.get(nonce)
+        if (entry is None or entry[1] < nc) and self.clock() - ts <= self.nonce_ttl:
+            on_seen, self.on_seen = self.on_seen, None
+            try:
+                self._remember(nonce, ts, nc)
+            finally:
+                self.on_seen = on_seen

@@ -294,6 +294,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX push_outbox_created_at ON push_outbox (created_at)",
         ),
     ),
+    Migration(
+        9,
+        "cluster: the node holding a binding's connection",
+        (
+            "ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+            # a node back on the bus reads what changed while it was away
+            "CREATE INDEX bindings_updated_at ON bindings (updated_at)",
+        ),
+    ),
 )
 
 

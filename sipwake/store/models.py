@@ -38,6 +38,8 @@ class Binding:
     user_agent: str = ""
     path: list[str] = field(default_factory=list)
     updated_at: float = 0.0
+    # cluster: the node holding it ("tcp:host:port", its internal address), "" alone
+    node: str = ""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,144 @@
+"""This node's part in a cluster: what it tells the others, and what it does with
+what they tell it (DESIGN "Cluster (settled)").
+
+- a REGISTER here → "reg" (the binding, the device): every node knows the binding
+  (reached through us, routes.py) and forks its parked calls to it (fork-late);
+- a binding gone here → "unbind"; a device written here → "dev" (caches dropped);
+- a token taken from a shared rate limit → "took"; a failed authentication →
+  "authfail"; a digest nonce-count used → "nc": limits, the throttle and replay
+  protection count across the cluster (each node applies the others' events to its
+  own counters, so a decision never waits for Redis).
+Losing the bus loses none of the state that matters: bindings are re-read from the
+store when it comes back, and until then each node counts alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sipwake.auth.throttle import AuthThrottle
+from sipwake.cluster.bus import Bus
+from sipwake.cluster.routes import InternalRoutes
+from sipwake.ratelimit import RateLimiter
+from sipwake.sip.digest import DigestAuth
+from sipwake.store.models import Binding, Device
+
+log = logging.getLogger("sipwake.cluster")
+
+
+class Location(Protocol):
+    """The registrar: other nodes' bindings kept as reached from here."""
+
+    def remote_registered(self, binding: Binding) -> Binding: ...
+
+    def remote_removed(self, aor: str, key: str, node: str) -> None: ...
+
+    def remote_devices_changed(self, aor: str | None) -> None: ...
+
+    async def resync(self) -> None: ...
+
+
+class RegistrationListener(Protocol):
+    def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:
+        ...
+
+
+class Mailboxes(Protocol):
+    """The inbox: who has messages waiting."""
+
+    on_mail: Callable[[str], None] | None
+
+    def mail_elsewhere(self, aor: str) -> None: ...
+
+    async def load(self) -> None: ...
+
+
+class Spawn(Protocol):
+    def __call__(self, coro: Any) -> object: ...
+
+
+class Cluster:
+    def __init__(self, bus: Bus, routes: InternalRoutes) -> None:
+        self.bus = bus
+        self.routes = routes
+        self.node = routes.node
+
+    # ----------------------------------------------------- the registrar's Peers
+    def alive(self, node: str) -> bool:
+        return self.bus.alive(node)
+
+    def view(self, binding: Binding) -> Binding:
+        return self.routes.view(binding)
+
+    def registered(self, binding: Binding, device: Device | None) -> None:
+        self.bus.publish("reg", {
+            "b": dataclasses.asdict(binding),
+            "d": dataclasses.asdict(device) if device is not None else None,
+        })  # fmt: skip
+
+    def removed(self, binding: Binding) -> None:
+        self.bus.publish("unbind", {"aor": binding.aor, "key": binding.key})
+
+    def devices_changed(self, aor: str | None) -> None:
+        self.bus.publish("dev", {"aor": aor})
+
+    # ------------------------------------------------------------------ wiring
+    def serve_location(
+        self, location: Location, listeners: list[RegistrationListener], spawn: Spawn
+    ) -> None:
+        """Other nodes' registrations reach the registrar and, for fork-late, the
+        listeners given (calls: a parked call rings wherever the device registers)."""
+
+        def reg(node: str, data: dict[str, Any]) -> None:
+            binding = Binding(**data["b"])
+            if binding.node != node:
+                return  # a node speaks only for its own bindings
+            device = Device(**data["d"]) if data.get("d") else None
+            view = location.remote_registered(binding)
+            log.debug("cluster: %s registered on %s", binding.aor, node)
+            for listener in listeners:
+                listener.on_registered(view, device, time.perf_counter())
+
+        self.bus.on("reg", reg)
+        self.bus.on("unbind", lambda node, d: location.remote_removed(d["aor"], d["key"], node))
+        self.bus.on("dev", lambda node, d: location.remote_devices_changed(d.get("aor")))
+        def resync() -> None:
+            spawn(location.resync())
+
+        self.bus.on_connected.append(resync)
+
+    def share_limiter(self, name: str, limiter: RateLimiter) -> None:
+        """A rate limit that counts across the cluster."""
+        limiter.on_take = lambda key: self.bus.publish("took", {"l": name, "k": key})
+
+        def took(node: str, data: dict[str, Any]) -> None:
+            if data.get("l") == name:
+                limiter.consume(str(data["k"]))
+
+        self.bus.on("took", took)
+
+    def share_mail(self, inbox: Mailboxes, spawn: Spawn) -> None:
+        """Messages stored on one node are delivered by whichever the device registers
+        with: each node knows who has mail."""
+        inbox.on_mail = lambda aor: self.bus.publish("mail", {"aor": aor})
+        self.bus.on("mail", lambda node, d: inbox.mail_elsewhere(str(d["aor"])))
+
+        def reload() -> None:
+            spawn(inbox.load())
+
+        self.bus.on_connected.append(reload)
+
+    def share_throttle(self, throttle: AuthThrottle) -> None:
+        throttle.on_failure = lambda host: self.bus.publish("authfail", {"h": host})
+        self.bus.on("authfail", lambda node, d: throttle.failed(str(d["h"]), elsewhere=True))
+
+    def share_nonces(self, digest: DigestAuth) -> None:
+        digest.on_seen = lambda nonce, ts, nc: self.bus.publish(
+            "nc", {"n": nonce, "t": ts, "c": nc}
+        )
+        self.bus.on("nc", lambda node, d: digest.seen_elsewhere(str(d["n"]), int(d["t"]),
+                                                                 int(d["c"])))  # fmt: skip

@@ -1,0 +1,75 @@
+"""The owning node's side of an internal route: a request another node sent through
+us to a phone whose connection we hold goes down that connection.
+
+An INVITE becomes a call of ours with that one binding as its only branch (the calls
+service: Record-Route, CANCEL, the dialog that carries ACK and BYE); anything else
+(MESSAGE, NOTIFY, OPTIONS) is one transaction whose answers go back as they come.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from sipwake.cluster.routes import InternalRoutes
+from sipwake.registrar.registrar import reach
+from sipwake.sip import proxy
+from sipwake.sip.message import Message
+from sipwake.sip.transaction import ServerTransaction
+from sipwake.sip.uac import Uac
+from sipwake.store.models import Binding
+
+log = logging.getLogger("sipwake.cluster")
+
+
+class LocalBindings(Protocol):
+    def local_binding(self, aor: str, key: str) -> Binding | None: ...
+
+
+class RelayedCalls(Protocol):
+    def on_relayed(self, st: ServerTransaction, binding: Binding) -> None: ...
+
+
+class Relay:
+    def __init__(
+        self, routes: InternalRoutes, bindings: LocalBindings, calls: RelayedCalls, uac: Uac
+    ) -> None:
+        self.routes = routes
+        self.bindings = bindings
+        self.calls = calls
+        self.uac = uac
+        self.relayed = 0
+
+    def claim(self, st: ServerTransaction) -> bool:
+        """Take the request if it came through a signed internal route."""
+        req = st.request
+        target = self.routes.accept(req)
+        if target is None:
+            return False
+        self.relayed += 1
+        binding = self.bindings.local_binding(*target)
+        if binding is None:
+            # the phone left (connection closed, unregistered) since the other node
+            # looked: that node's branch fails and it carries on with the others
+            st.reply(480, "Temporarily Unavailable (flow gone)")
+            return True
+        if req.method == "INVITE":
+            self.calls.on_relayed(st, binding)
+        else:
+            self._forward(st, binding)
+        return True
+
+    def _forward(self, st: ServerTransaction, binding: Binding) -> None:
+        target = reach(binding)
+        msg = proxy.forward_copy(st.request)
+        msg.uri = target.request_uri
+        for route in reversed(target.route):
+            msg.add("Route", route, first=True)
+
+        def on_response(resp: Message) -> None:
+            if resp.status == 100:
+                return
+            resp.pop_first("Via")
+            st.respond(resp)
+
+        self.uac.start(msg, target.peer, on_response)

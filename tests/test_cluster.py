@@ -1,0 +1,337 @@
+"""A cluster of installed `sipwake serve` nodes on loopback, sharing the machine's real
+PostgreSQL (a fresh schema) and Redis (DESIGN "Cluster (settled)").
+
+Any node serves any phone: a call parked on A rings the app when it registers on B
+(over UDP and over TCP: through B, which holds the connection); a live phone on B is
+called through A; a message stored through A is pushed once and delivered on B; one
+push per event with two nodes up; the failed-auth throttle and the call push limits
+count across nodes; a node killed with SIGKILL leaves the other serving with nothing
+stored lost; Redis cut off and back: the nodes carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from sipwake.sip.message import Message
+from tests.agent import Agent, Dialer, next_request, respond
+from tests.conftest import wait_for
+from tests.faults import FaultyProxy
+from tests.push.apns_standin import APNsStandIn, Request
+from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, make_certs, write_apns_key
+from tests.served import DOMAIN, Served, serve
+
+REDIS = ("127.0.0.1", 6379)
+DEBUG = '[log]\nlevel = "DEBUG"\n'
+ALERT, VOIP = "c3" * 32, "d4" * 32
+PN = f";pn-provider=apns;pn-prid={ALERT}:remote&{VOIP}:voip;pn-param={TEAM_ID}.{BUNDLE}.remote&voip"
+INSTANCE = ';+sip.instance="<urn:uuid:0c1d2e3f-4a5b-4c6d-8e7f-a0b1c2d3e4f5>"'
+OFFER = b"v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+ANSWER = b"v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\n"
+
+
+@pytest.fixture(autouse=True)
+async def redis_up() -> None:
+    try:
+        client = aioredis.Redis(host=REDIS[0], port=REDIS[1], socket_connect_timeout=1)
+        await client.ping()
+        await client.aclose()
+    except OSError as exc:
+        pytest.fail(f"Redis must run on 127.0.0.1:6379 (as on the CI machine): {exc}")
+
+
+@pytest.fixture
+async def apns(tmp_path: Path) -> AsyncIterator[tuple[APNsStandIn, str, str]]:
+    certs = make_certs(tmp_path)
+    key_file, key = write_apns_key(tmp_path)
+    standin = APNsStandIn(
+        team_id=TEAM_ID, key_id=KEY_ID, public_key=key.public_key(), topics={BUNDLE},
+        ssl_context=certs.server_context(["h2"]),
+    )  # fmt: skip
+    await standin.start()
+    yield standin, key_file, certs.ca_file
+    await standin.close()
+
+
+class Nodes:
+    def __init__(self, tmp_path: Path, pg_url: str, apns: tuple[APNsStandIn, str, str]) -> None:
+        self.tmp_path = tmp_path
+        self.pg_url = pg_url
+        self.standin, self.key_file, self.ca_file = apns
+        self.nodes: list[Served] = []
+        self.secret = f"cluster-{tmp_path.name}"  # one cluster per test: its own bus
+
+    def toml(self, redis: tuple[str, int], extra: str, calls: str) -> str:
+        return f"""
+[sip]
+domain = "{DOMAIN}"
+listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+secret = "{self.secret}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[store]
+url = "{self.pg_url}"
+
+[cluster]
+redis_url = "redis://{redis[0]}:{redis[1]}/0"
+
+[calls]
+park_timeout = 20
+{calls}
+
+[push.apns]
+team_id = "{TEAM_ID}"
+key_id = "{KEY_ID}"
+key_file = "{self.key_file}"
+topic = "{BUNDLE}"
+url = "{self.standin.url}"
+sandbox_url = "{self.standin.url}"
+ca_file = "{self.ca_file}"
+{extra}
+"""
+
+    async def start(
+        self, redis: tuple[str, int] = REDIS, extra: str = "", calls: str = ""
+    ) -> Served:
+        n = len(self.nodes)
+        workdir = self.tmp_path / f"node{n}"
+        workdir.mkdir()
+        users = (("alice", "secret"), ("bob", "secret")) if n == 0 else ()
+        node = await serve(workdir, self.toml(redis, extra, calls), users=users)
+        self.nodes.append(node)
+        await node.wait_log("cluster bus up")
+        return node
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            code = await node.stop()
+            if code != -signal.SIGKILL:
+                assert code == 0, "\n".join(node.log[-30:])
+                assert node.tracebacks() == [], "\n".join(node.log)
+
+
+@pytest.fixture
+async def nodes(
+    tmp_path: Path, pg_url: str, apns: tuple[APNsStandIn, str, str]
+) -> AsyncIterator[Nodes]:
+    cluster = Nodes(tmp_path, pg_url, apns)
+    yield cluster
+    await cluster.stop()
+
+
+async def phone(node: Served, transport: str = "udp", user: str = "alice") -> Agent:
+    return await Agent(user, "secret", DOMAIN, node.sip[transport], transport).start()
+
+
+def pushes(standin: APNsStandIn, token: str, kind: str) -> list[Request]:
+    return [
+        r for r in standin.requests
+        if r.token == token and r.status == 200 and r.payload.get("type") == kind
+    ]  # fmt: skip
+
+
+async def asleep(node: Served, transport: str = "udp") -> None:
+    """The app uploads its tokens in a REGISTER on `node`, then the OS kills it."""
+    app = await phone(node, transport)
+    assert (await app.register(PN, INSTANCE)).status == 200
+    assert (await app.register(PN, INSTANCE, expires=0)).status == 200
+    app.close()
+
+
+async def answer(app: Agent, dial: Dialer) -> None:
+    invite = await next_request(app, "INVITE")
+    assert invite.body == OFFER and "pn-" not in invite.uri and "sw-" not in invite.to_bytes().decode()
+    respond(app, invite, 180, tag="app")
+    respond(app, invite, 200, ANSWER, tag="app")
+    answered = await dial.final()
+    assert answered.status == 200 and answered.body == ANSWER
+    dial.ack(answered)
+    assert (await next_request(app, "ACK")).call_id == invite.call_id
+    bye = asyncio.ensure_future(dial.in_dialog("BYE", answered))
+    respond(app, await next_request(app, "BYE"), 200)
+    assert (await bye).status == 200
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_call_parked_on_a_rings_the_app_registering_on_b(
+    nodes: Nodes, transport: str
+) -> None:
+    a = await nodes.start()
+    b = await nodes.start()
+    await asleep(b, transport)
+    caller = await phone(a, "udp", "bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    await dial.provisional(180)  # parked on A
+    (push,) = await nodes.standin.wait_request(
+        lambda r: r.token == VOIP and r.payload.get("type") == "call"
+    )
+    assert push.payload["caller_uri"] == f"sip:bob@{DOMAIN}"
+    app = await phone(b, transport)  # woken: registers with the other node
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        await answer(app, dial)
+    finally:
+        app.close()
+        caller.close()
+    assert len(pushes(nodes.standin, VOIP, "call")) == 1  # one push, not one per node
+    assert pushes(nodes.standin, ALERT, "missed_call") == []
+
+
+async def test_live_phone_on_b_is_called_through_a(nodes: Nodes) -> None:
+    a = await nodes.start(extra=DEBUG)
+    b = await nodes.start()
+    app = await phone(b, "tcp")
+    caller = await phone(a, "udp", "bob")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        await a.wait_log(f"cluster: sip:alice@{DOMAIN} registered on")
+        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+        await dial.start_authenticated()
+        await answer(app, dial)
+    finally:
+        app.close()
+        caller.close()
+    assert pushes(nodes.standin, VOIP, "call") == []  # it was live: nobody woken
+
+
+async def test_message_through_a_is_pushed_once_and_delivered_on_b(nodes: Nodes) -> None:
+    a = await nodes.start()
+    b = await nodes.start()
+    await asleep(b)
+    sender = await phone(a, "udp", "bob")
+    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
+                                b"stored through A")  # fmt: skip
+    assert sent.status == 202
+    (push,) = await nodes.standin.wait_request(
+        lambda r: r.token == ALERT and r.payload.get("type") == "message"
+    )
+    assert push.payload["preview"] == "stored through A"
+    app = await phone(b, "tcp")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        delivered = await next_request(app, "MESSAGE")
+        assert delivered.body == b"stored through A"
+        respond(app, delivered, 200)
+    finally:
+        app.close()
+        sender.close()
+    assert len(pushes(nodes.standin, ALERT, "message")) == 1
+
+
+async def test_throttle_and_call_push_limits_count_across_nodes(nodes: Nodes) -> None:
+    limits = {"extra": "[auth]\nmax_failures = 3\n", "calls": "source_burst = 2\n"}
+    a = await nodes.start(**limits)
+    b = await nodes.start(**limits)
+    # bob may wake alice twice in a row, wherever he calls from; a call cancelled at
+    # once counts twice: after one such call through A, a call through B wakes nobody
+    await asleep(b)
+    for node, status in ((a, 180), (b, 480)):
+        caller = await phone(node, "udp", "bob")
+        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+        await dial.start_authenticated()
+        if status == 180:
+            await dial.provisional(180)
+            await nodes.standin.wait_request(lambda r: r.token == VOIP)
+            dial.cancel()
+            assert (await dial.final()).status == 487
+        else:
+            assert (await dial.final()).status == 480  # too many calls
+        caller.close()
+    assert len(pushes(nodes.standin, VOIP, "call")) == 1
+    # four wrong passwords on A: the address is refused by B too, a right password as well
+    guesser = await Agent("alice", "wrong", DOMAIN, a.sip["udp"], "udp").start()
+    for _ in range(4):
+        assert (await guesser.register()).status == 403
+    guesser.close()
+    app = await phone(b)
+    try:
+        refused = await app.register()
+        assert refused.status in (403, 503), refused.status
+    finally:
+        app.close()
+
+
+async def test_a_node_killed_mid_call_leaves_the_other_serving(nodes: Nodes) -> None:
+    a = await nodes.start()
+    b = await nodes.start()
+    await asleep(b)
+    sender = await phone(b, "udp", "bob")
+    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
+                                b"stored through B")  # fmt: skip
+    assert sent.status == 202
+    sender.close()
+    caller = await phone(b, "udp", "bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    await dial.provisional(180)  # parked on B
+    b.proc.send_signal(signal.SIGKILL)  # B dies with its parked call (documented)
+    await b.proc.wait()
+    caller.close()
+    # A serves on: a new call parks there, the app registers with A, answers, and gets
+    # the message B stored
+    caller = await phone(a, "udp", "bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    await dial.provisional(180)
+    app = await phone(a, "tcp")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        seen: list[str] = []
+        while len(seen) < 2:
+            req = await _next(app)
+            if req.method == "MESSAGE":
+                assert req.body == b"stored through B"
+                respond(app, req, 200)
+                seen.append("MESSAGE")
+            elif req.method == "INVITE":
+                respond(app, req, 200, ANSWER, tag="app")
+                answered = await dial.final()
+                assert answered.status == 200
+                dial.ack(answered)
+                seen.append("INVITE")
+    finally:
+        app.close()
+        caller.close()
+
+
+def _count(node: Served, text: str) -> int:
+    return sum(text in line for line in node.log)
+
+
+async def _next(app: Agent) -> Message:
+    async with asyncio.timeout(10):
+        return await app.requests.get()
+
+
+async def test_redis_cut_off_and_back(nodes: Nodes) -> None:
+    proxy = await FaultyProxy(REDIS).start()
+    try:
+        a = await nodes.start(redis=("127.0.0.1", proxy.port))
+        b = await nodes.start(redis=("127.0.0.1", proxy.port))
+        await proxy.cut()
+        await a.wait_log("cluster bus lost")
+        # off the bus, a node still serves what it holds: the app registers with A
+        app = await phone(a, "tcp")
+        caller = await phone(b, "udp", "bob")
+        try:
+            assert (await app.register(PN, INSTANCE)).status == 200
+            await proxy.restore()
+            # back on the bus, B reads from the store what it missed meanwhile
+            await wait_for(lambda: _count(b, "bindings of other nodes read back") == 2, 15)
+            dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+            await dial.start_authenticated()
+            await answer(app, dial)  # through A, which holds the app's connection
+        finally:
+            app.close()
+            caller.close()
+    finally:
+        await proxy.close()
