@@ -75,10 +75,10 @@ def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:
     return asyncio.run(coro)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, worker: int | None = None) -> int:
     from sipwake.server import Server
 
-    server = Server(config)
+    server = Server(config, worker)
     try:
         await server.start()
     except StoreOpenError as exc:
@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         "--loop", choices=["auto", "asyncio"], default="auto",
         help="event loop (auto: uvloop when installed)",
     )  # fmt: skip
+    p_serve.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="worker processes on the same listeners (a cluster on one machine: needs "
+        "[cluster] redis_url, PostgreSQL and [sip] secret)",
+    )  # fmt: skip
+    p_serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers
     p_user = sub.add_parser("user", help="provision SIP users")
     p_user.add_argument("action", choices=["add", "passwd", "del", "list"])
     p_user.add_argument("username", nargs="?", default="")
@@ -201,7 +207,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger().setLevel(config.log.level)
     if args.command == "serve":
-        return run(serve(config), args.loop)
+        if args.workers > 1 and args.worker is None:
+            if not config.cluster.redis_url:
+                print("sipwake: --workers needs a cluster configuration: [cluster] redis_url, "
+                      "a PostgreSQL [store] url and [sip] secret (the workers share state "
+                      "as the nodes of a cluster do)", file=sys.stderr)  # fmt: skip
+                return 2
+            from sipwake.workers import supervise
+
+            return supervise(config, args.config, args.loop, args.workers)
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
+        return run(serve(config, args.worker), args.loop)
     return run(user_command(config, args))
 
 

@@ -71,8 +71,10 @@ class _PushLog:
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: int | None = None) -> None:
+        """`worker`: one of `serve --workers N` (workers.py), sharing the listeners."""
         self.config = config
+        self.worker = worker
         self.store: Store
         self.registrar: Registrar
         self.push: PushService  # APNs/FCM, or the developer sink
@@ -174,7 +176,11 @@ class Server:
             return None
         specs = [parse_listen(s) for s in cfg.sip.listen]
         tcp = next((s for s in specs if s.transport == "tcp"), None)
-        host, port = (tcp.host, tcp.port) if tcp is not None else (specs[0].host, 0)
+        if tcp is None or self.worker is not None:  # a worker shares the tcp: one
+            tcp = None
+            host, port = specs[0].host, 0
+        else:
+            host, port = tcp.host, tcp.port
         self._internal = tcp
         listener = await self.transport.listen("tcp", host, port)
         shown = cfg.sip.advertise or listener.host
@@ -239,14 +245,16 @@ class Server:
             listen = parse_listen(spec)
             if listen == self._internal:
                 continue  # bound already: the cluster's internal address
-            await self.transport.listen(listen.transport, listen.host, listen.port, tls)
+            await self.transport.listen(
+                listen.transport, listen.host, listen.port, tls, reuse_port=self.worker is not None
+            )
             if listen.host.strip("[]") in ("0.0.0.0", "::") and not cfg.sip.advertise:
                 log.warning(
                     "%s listens on every address: Via and Record-Route will say %s, which "
                     "phones can't reach; set [sip] advertise", spec, listen.host
                 )
         self.http = HttpApi(self._api_deps())
-        await self.http.start(cfg.http.listen, self._http_tls())
+        await self.http.start(cfg.http.listen, self._http_tls(), self.worker is not None)
 
     def _wire_calls(self, calls: CallService) -> None:
         """INVITE and what follows it go to the calls service; it hears of registrations

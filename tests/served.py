@@ -113,6 +113,8 @@ async def serve(
     loop: str = "auto",
     users: tuple[tuple[str, str], ...] = (("alice", "secret"), ("bob", "secret")),
     preexec: Callable[[], None] | None = None,
+    args: tuple[str, ...] = (),
+    ready: str = "serving domain",
 ) -> Served:
     """Write `toml` as the config (the store defaults to SQLite in `workdir`), add
     `users` with `sipwake user add`, start `sipwake serve` and wait until it serves."""
@@ -126,14 +128,14 @@ async def serve(
         )
         assert code == 0, out
     proc = await asyncio.create_subprocess_exec(
-        sipwake_command(), "serve", "--config", str(config), "--loop", loop,
+        sipwake_command(), "serve", "--config", str(config), "--loop", loop, *args,
         cwd=workdir, env=_env(), preexec_fn=preexec,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     served = Served(proc, workdir)
     served._reader = asyncio.ensure_future(served._read())
     try:
-        await served.wait_log("serving domain", timeout=20)
+        await served.wait_log(ready, timeout=20)
     except TimeoutError:
         await served.stop()
         pytest.fail("sipwake serve did not start:\n" + "\n".join(served.log[-40:]))

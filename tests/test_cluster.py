@@ -99,15 +99,16 @@ ca_file = "{self.ca_file}"
 """
 
     async def start(
-        self, redis: tuple[str, int] = REDIS, extra: str = "", calls: str = ""
+        self, redis: tuple[str, int] = REDIS, extra: str = "", calls: str = "", workers: int = 1
     ) -> Served:
         n = len(self.nodes)
         workdir = self.tmp_path / f"node{n}"
         workdir.mkdir()
         users = (("alice", "secret"), ("bob", "secret")) if n == 0 else ()
-        node = await serve(workdir, self.toml(redis, extra, calls), users=users)
+        args = ("--workers", str(workers)) if workers > 1 else ()
+        node = await serve(workdir, self.toml(redis, extra, calls), users=users, args=args)
         self.nodes.append(node)
-        await node.wait_log("cluster bus up")
+        await wait_for(lambda: _count(node, "cluster bus up") == workers, timeout=20)
         return node
 
     async def stop(self) -> None:
@@ -335,3 +336,28 @@ async def test_redis_cut_off_and_back(nodes: Nodes) -> None:
             caller.close()
     finally:
         await proxy.close()
+
+
+async def test_workers_share_one_address(nodes: Nodes) -> None:
+    """`serve --workers 2`: one address for the phones; the kernel spreads the sources
+    over the workers, and each call reaches its app whichever worker holds which."""
+    served = await nodes.start(workers=2)
+    assert len({line for line in served.log if "cluster node tcp:" in line}) == 2
+    assert len(set(served.sip)) == 2  # udp and tcp, one port each for both workers
+    for n in range(4):  # callers on new UDP sources, apps on new TCP connections
+        # (4: bob may wake alice 5 times a minute)
+        await asleep(served, "tcp")
+        caller = await phone(served, "udp", "bob")
+        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+        await dial.start_authenticated()
+        await dial.provisional(180)
+        await nodes.standin.wait_request(
+            lambda r, n=n: len(pushes(nodes.standin, VOIP, "call")) > n
+        )
+        app = await phone(served, "tcp")
+        try:
+            assert (await app.register(PN, INSTANCE)).status == 200
+            await answer(app, dial)
+        finally:
+            app.close()
+            caller.close()

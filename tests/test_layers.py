@@ -34,7 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "push_setup": {"config", "push"},
     "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
     "server": {"*"},
-    "cli": {"config", "server", "sip", "store"},
+    "cli": {"config", "server", "sip", "store", "workers"},
+    "workers": {"config"},
 }
 
 

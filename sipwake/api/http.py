@@ -66,12 +66,15 @@ class HttpApi:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, listen: str, tls: ssl.SSLContext | None = None) -> None:
+    async def start(
+        self, listen: str, tls: ssl.SSLContext | None = None, reuse_port: bool = False
+    ) -> None:
         host, _, port = listen.rpartition(":")
         # a stop waits this long for requests in flight, not aiohttp's default minute
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=tls)
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port),
+                           ssl_context=tls, reuse_port=reuse_port or None)  # fmt: skip
         await site.start()
         for sock in getattr(site._server, "sockets", None) or ():
             self.port = sock.getsockname()[1]

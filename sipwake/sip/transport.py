@@ -93,13 +93,20 @@ class TransportLayer:
 
     # ---------------------------------------------------------------- listening
     async def listen(
-        self, transport: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> Listener:
+        """`reuse_port`: one of several worker processes on the same address (the
+        kernel spreads the sources over them, each source always to the same one)."""
         loop = asyncio.get_running_loop()
         bind_host = host.strip("[]")
         if transport == "udp":
             dgram, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(bind_host, port)
+                lambda: _UdpProtocol(self), local_addr=(bind_host, port), reuse_port=reuse_port
             )
             _grow_buffers(dgram.get_extra_info("socket"))
             bound = dgram.get_extra_info("sockname")
@@ -117,6 +124,7 @@ class TransportLayer:
                 port,
                 ssl=ssl_context if secure else None,
                 reuse_address=True,
+                reuse_port=reuse_port,
             )
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
