@@ -30,12 +30,14 @@ def build_push(
     store: PushLog,
     outbox: OutboxStore | None = None,
     observer: PushObserver | None = None,
+    node: str = "",
 ) -> PushService:
     """The push service; `outbox` keeps accepted pushes across restarts (call
     `await service.start()` to resume them), `observer` gets its metrics."""
     apns = _apns(config.apns)
     fcm = _fcm(config.fcm)
-    service = PushService(store, apns=apns, fcm=fcm, outbox=outbox, observer=observer)
+    service = PushService(store, apns=apns, fcm=fcm, outbox=outbox, observer=observer,
+                          node=node)  # fmt: skip
     if service.sink is not None:
         log.warning(
             "no [push.apns] or [push.fcm] credentials: pushes are not sent, "

@@ -114,8 +114,9 @@ class Server:
         )
         self.registrar = Registrar(settings, self.store, self.admission, peers=self.cluster)
         await self.registrar.load()
+        node = self.cluster.node if self.cluster is not None else ""
         self.push = build_push(
-            cfg.push, _PushLog(self.registrar, self.store), self.store, self.metrics
+            cfg.push, _PushLog(self.registrar, self.store), self.store, self.metrics, node
         )
         await self.push.start()  # resumes the pushes a previous run left in the outbox
         self.registrar.flow_alive = self.transport.flow_alive
@@ -202,6 +203,7 @@ class Server:
         cluster.share_mail(self.inbox, self.spawn)
         cluster.share_throttle(self.admission.throttle)
         cluster.share_nonces(self.admission.digest)
+        self.spawn(cluster.adopt_outboxes(self.push))
         cluster.bus.start()
         redis = _redacted(self.config.cluster.redis_url)
         log.info("cluster node %s (Redis %s)", cluster.node, redis)

@@ -23,7 +23,7 @@ from sipwake.sip.message import Message
 from tests.agent import Agent, Dialer, next_request, respond
 from tests.conftest import wait_for
 from tests.faults import FaultyProxy
-from tests.push.apns_standin import APNsStandIn, Request
+from tests.push.apns_standin import APNsStandIn, Reply, Request
 from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, make_certs, write_apns_key
 from tests.served import DOMAIN, Served, serve
 
@@ -361,3 +361,24 @@ async def test_workers_share_one_address(nodes: Nodes) -> None:
         finally:
             app.close()
             caller.close()
+
+
+async def test_pushes_kept_by_a_node_that_died_are_sent_by_another(nodes: Nodes) -> None:
+    a = await nodes.start()
+    b = await nodes.start()
+    await asleep(b)
+    nodes.standin.always(ALERT, Reply(503, "ServiceUnavailable"))  # APNs down for now
+    sender = await phone(b, "udp", "bob")
+    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
+                                b"kept in B's outbox")  # fmt: skip
+    sender.close()
+    assert sent.status == 202
+    await nodes.standin.wait_request(lambda r: r.token == ALERT and r.status == 503)
+    b.proc.send_signal(signal.SIGKILL)  # B dies with the push still to send
+    await b.proc.wait()
+    del nodes.standin.sticky[ALERT]  # APNs is back: A takes B's pushes over and sends
+    (push,) = await nodes.standin.wait_request(
+        lambda r: r.token == ALERT and r.status == 200, timeout=30
+    )
+    assert push.payload["preview"] == "kept in B's outbox"
+    await a.wait_log("adopting 1 pushes from the outbox of node")

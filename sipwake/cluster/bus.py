@@ -77,6 +77,10 @@ class Bus:
         seen = self.seen.get(node)
         return seen is not None and now - seen < NODE_TIMEOUT
 
+    def settled(self) -> bool:
+        """On the bus long enough to know which nodes are alive."""
+        return bool(self.connected_at) and self.clock() - self.connected_at >= NODE_TIMEOUT
+
     def nodes(self) -> list[str]:
         """The nodes heard from lately, this one included."""
         return sorted({self.node, *(n for n in self.seen if self.alive(n))})

@@ -14,6 +14,7 @@ store when it comes back, and until then each node counts alone.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -25,9 +26,12 @@ from sipwake.cluster.bus import Bus
 from sipwake.cluster.routes import InternalRoutes
 from sipwake.ratelimit import RateLimiter
 from sipwake.sip.digest import DigestAuth
+from sipwake.store.errors import log_failure
 from sipwake.store.models import Binding, Device
 
 log = logging.getLogger("sipwake.cluster")
+
+ADOPT_EVERY = 5.0  # seconds between looks for pushes left by a node gone
 
 
 class Location(Protocol):
@@ -55,6 +59,14 @@ class Mailboxes(Protocol):
     def mail_elsewhere(self, aor: str) -> None: ...
 
     async def load(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """The push service's outbox: whose pushes are kept, and taking a dead node's."""
+
+    async def outbox_nodes(self) -> list[str]: ...
+
+    async def adopt(self, from_node: str) -> int: ...
 
 
 class Spawn(Protocol):
@@ -131,6 +143,20 @@ class Cluster:
             spawn(inbox.load())
 
         self.bus.on_connected.append(reload)
+
+    async def adopt_outboxes(self, outbox: Outbox, every: float = ADOPT_EVERY) -> None:
+        """Forever: pushes kept by a node that is gone (or by a node from before the
+        cluster) are taken over by one live node, so every accepted push is retried."""
+        while True:
+            await asyncio.sleep(every)
+            if not self.bus.settled():
+                continue  # who is alive isn't known yet
+            try:
+                for node in await outbox.outbox_nodes():
+                    if node != self.node and (not node or not self.bus.alive(node)):
+                        await outbox.adopt(node)
+            except Exception as exc:
+                log_failure(log, exc, "adopting pushes of a node gone")
 
     def share_throttle(self, throttle: AuthThrottle) -> None:
         throttle.on_failure = lambda host: self.bus.publish("authfail", {"h": host})

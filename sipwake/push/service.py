@@ -85,7 +85,11 @@ class OutboxStore(Protocol):
 
     async def delete_outbox_push(self, push_id: str) -> None: ...
 
-    async def outbox_pushes(self) -> list[OutboxPush]: ...
+    async def outbox_pushes(self, node: str = "") -> list[OutboxPush]: ...
+
+    async def outbox_nodes(self) -> list[str]: ...
+
+    async def adopt_outbox(self, node: str, from_node: str) -> int: ...
 
     async def get_device(self, device_id: str) -> Device | None: ...
 
@@ -229,8 +233,10 @@ class PushService:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        node: str = "",
     ) -> None:
         self._store = store
+        self.node = node  # whose outbox rows these are (a cluster node; "" alone)
         # A sink given explicitly receives every push, providers or not.
         self._providers: dict[str, Provider] = {}
         if apns is not None:
@@ -316,7 +322,7 @@ class PushService:
         if self._outbox is None:
             return
         try:
-            kept = await self._outbox.outbox_pushes()
+            kept = await self._outbox.outbox_pushes(self.node)
         except Exception as exc:
             log_failure(log, exc, "reading the push outbox (pushes left by the last run are "
                         "not resumed)")
@@ -324,6 +330,22 @@ class PushService:
         if kept:
             log.info("resuming %d pushes from the outbox", len(kept))
             self._spawn(self._resume(kept))
+
+    async def outbox_nodes(self) -> list[str]:
+        return await self._outbox.outbox_nodes() if self._outbox is not None else []
+
+    async def adopt(self, from_node: str) -> int:
+        """A cluster node died with pushes in its outbox: they are ours now (unless
+        another node took them first), resumed as at a start."""
+        if self._outbox is None or self._closed:
+            return 0
+        kept = await self._outbox.outbox_pushes(from_node)
+        moved = await self._outbox.adopt_outbox(self.node, from_node)
+        if moved and kept:
+            log.info("adopting %d pushes from the outbox of node %s", len(kept),
+                     from_node or "(alone)")  # fmt: skip
+            self._spawn(self._resume(kept))
+        return moved
 
     @property
     def outbox_size(self) -> int:
@@ -569,7 +591,7 @@ class PushService:
         longer than `store_wait`; it then goes out with only the memory's retries."""
         assert self._outbox is not None
         row = OutboxPush(p.push_id, p.device.device_id, p.notification.kind,
-                         to_json(p.notification), p.notification.deadline, now)
+                         to_json(p.notification), p.notification.deadline, now, self.node)
         stored = asyncio.ensure_future(self._outbox.add_outbox_push(row))
         p.stored = stored
         try:

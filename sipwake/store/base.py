@@ -81,8 +81,14 @@ class Store(Protocol):
     async def delete_outbox_push(self, push_id: str) -> None:
         """The push is done (delivered, refused or expired): forget it."""
 
-    async def outbox_pushes(self) -> list[OutboxPush]:
-        """Every push still kept, oldest first."""
+    async def outbox_pushes(self, node: str = "") -> list[OutboxPush]:
+        """Every push still kept for `node` (a cluster node, "" alone), oldest first."""
+
+    async def outbox_nodes(self) -> list[str]:
+        """The nodes with pushes kept in the outbox."""
+
+    async def adopt_outbox(self, node: str, from_node: str) -> int:
+        """`from_node`'s pushes become `node`'s; how many (0: another node took them)."""
 
     # call log
     async def put_call(self, record: CallRecord) -> None:

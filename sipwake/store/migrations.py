@@ -299,6 +299,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "cluster: the node holding a binding's connection",
         (
             "ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+            # a push in the outbox is one node's to retry; a node that died leaves its
+            # own to the first live node that adopts them
+            "ALTER TABLE push_outbox ADD COLUMN node TEXT NOT NULL DEFAULT ''",
             # a node back on the bus reads what changed while it was away
             "CREATE INDEX bindings_updated_at ON bindings (updated_at)",
         ),

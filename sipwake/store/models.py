@@ -96,6 +96,7 @@ class OutboxPush:
     notification: str  # the notification's fields, JSON (push/notification.py to_json)
     deadline: float  # unix seconds: no attempt starts after it
     created_at: float = 0.0
+    node: str = ""  # the cluster node retrying it ("" alone); another adopts it if it dies
 
 
 @dataclass(slots=True)

@@ -164,7 +164,11 @@ class Queries:
         _insert("push_outbox", OUTBOX_COLUMNS) + " ON CONFLICT (push_id) DO NOTHING"
     )
     delete_outbox_push: str = "DELETE FROM push_outbox WHERE push_id = ?"
-    outbox_pushes: str = _select("push_outbox", OUTBOX_COLUMNS, "ORDER BY created_at, push_id")
+    outbox_pushes: str = _select(
+        "push_outbox", OUTBOX_COLUMNS, "WHERE node = ? ORDER BY created_at, push_id"
+    )
+    outbox_nodes: str = "SELECT DISTINCT node FROM push_outbox"
+    adopt_outbox: str = "UPDATE push_outbox SET node = ? WHERE node = ?"
 
     put_call: str = _upsert("call_log", CALL_COLUMNS, ("call_id",))
     calls: str = _select(
@@ -380,8 +384,16 @@ class SQLStore:
     async def delete_outbox_push(self, push_id: str) -> None:
         await self._write(self._q.delete_outbox_push, (push_id,))
 
-    async def outbox_pushes(self) -> list[OutboxPush]:
-        return [OutboxPush(*r) for r in await self._fetch(self._q.outbox_pushes, ())]
+    async def outbox_pushes(self, node: str = "") -> list[OutboxPush]:
+        return [OutboxPush(*r) for r in await self._fetch(self._q.outbox_pushes, (node,))]
+
+    async def outbox_nodes(self) -> list[str]:
+        return [str(r[0]) for r in await self._fetch(self._q.outbox_nodes, ())]
+
+    async def adopt_outbox(self, node: str, from_node: str) -> int:
+        """Make `from_node`'s outbox rows `node`'s; how many moved (0 when another node
+        took them first: one UPDATE, so only one node gets each row)."""
+        return await self._execute(self._q.adopt_outbox, (node, from_node))
 
     # call log
 

@@ -199,7 +199,7 @@ async def test_call_pushes_never_wait_for_a_store_write(
         async def delete_outbox_push(self, push_id: str) -> None:
             pass
 
-        async def outbox_pushes(self) -> list[OutboxPush]:
+        async def outbox_pushes(self, node: str = "") -> list[OutboxPush]:
             return []
 
         async def get_device(self, device_id: str) -> Device | None:
