@@ -194,7 +194,7 @@ class Server:
     def _wire_cluster(self, cluster: Cluster) -> None:
         """Requests other nodes route through us; their registrations (fork-late);
         the limits, the throttle and nonce replay counted across the cluster."""
-        relay = Relay(cluster.routes, self.registrar, self.calls, self.uac)
+        relay = Relay(cluster.routes, self.registrar, self.calls, self.uac, self.spawn)
         self.router.claims.append(relay.claim)
         cluster.serve_location(self.registrar, [self.calls], self.spawn)
         cluster.share_limiter("calls.source", self.calls.source_pushes)
@@ -215,7 +215,7 @@ class Server:
             cfg.calls, cfg.sip.domain,
             locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
             wire=self.transport, pusher=self.push, call_log=self.store, metrics=self.metrics,
-            spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1,
+            spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1, parks=self.cluster,
         )  # fmt: skip
         self._wire_calls(self.calls)
         self.inbox = Inbox(  # MESSAGE: store, deliver, push

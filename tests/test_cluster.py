@@ -382,3 +382,41 @@ async def test_pushes_kept_by_a_node_that_died_are_sent_by_another(nodes: Nodes)
     )
     assert push.payload["preview"] == "kept in B's outbox"
     await a.wait_log("adopting 1 pushes from the outbox of node")
+
+
+async def test_pickup_reaching_another_node_is_sent_to_the_park(nodes: Nodes) -> None:
+    """The woken app answers (CallKit) with an INVITE to the push's pickup URI, which
+    reaches B; the call is parked on A: B sends the pickup there, and the dialog runs
+    through both."""
+    a = await nodes.start()
+    b = await nodes.start()
+    await asleep(a)
+    caller = await phone(a, "udp", "bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    await dial.provisional(180)
+    (push,) = await nodes.standin.wait_request(lambda r: r.token == VOIP and r.status == 200)
+    pickup_uri = push.payload["pickup_uri"]
+    app = await phone(b, "udp")
+    try:
+        pickup = Dialer(app, pickup_uri)
+        await pickup.start_authenticated()
+        ok = await pickup.final()
+        assert ok.status == 200 and ok.body == OFFER  # the caller's offer, from A via B
+        host, port = app.local
+        app.send_raw((
+            f"ACK {ok.contacts[0].uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bKack{pickup.cseq};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: {ok.get('From')}\r\nTo: {ok.get('To')}\r\n"
+            f"Call-ID: {ok.call_id}\r\nCSeq: {pickup.cseq} ACK\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(ANSWER)}\r\n\r\n"
+        ).encode() + ANSWER)  # fmt: skip
+        answered = await dial.final()
+        assert answered.status == 200 and answered.body == ANSWER  # the app's answer
+        dial.ack(answered)
+        bye = asyncio.ensure_future(dial.in_dialog("BYE", answered))
+        respond(app, await next_request(app, "BYE"), 200)
+        assert (await bye).status == 200
+    finally:
+        app.close()
+        caller.close()

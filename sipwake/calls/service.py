@@ -83,6 +83,15 @@ class Locations(Protocol):
     async def devices_of(self, aor: str) -> list[Device]: ...
 
 
+class Parks(Protocol):
+    """The cluster: where a call parked on another node is (its park id says)."""
+
+    park_prefix: str  # this node's: the first characters of the park ids it makes
+
+    def parked_elsewhere(self, park_id: str, aor: str, request_uri: str) -> Binding | None:
+        ...
+
+
 class Users(Protocol):
     async def get(self, username: str, domain: str) -> User | None: ...
 
@@ -145,6 +154,7 @@ class CallService:
         scheduler: Scheduler,
         ack_wait: float,
         clock: Callable[[], float] = time.time,
+        parks: Parks | None = None,
     ) -> None:
         self.settings = settings
         self.domain = domain
@@ -159,6 +169,7 @@ class CallService:
         self.spawn = spawn
         self.scheduler = scheduler
         self.clock = clock  # wall time: push deadlines, the call log
+        self.parks = parks  # None: a node alone
         # calls that push, per minute: from one source to one user, and to one user
         self.source_pushes = RateLimiter(
             settings.source_rate / 60, settings.source_burst, scheduler.time
@@ -261,6 +272,18 @@ class CallService:
         self._ring(st, binding.aor, _caller_id(st.request, None), "", [binding], [],
                    relayed=True)  # fmt: skip
 
+    async def on_relayed_pickup(self, st: ServerTransaction, aor: str) -> None:
+        """A pickup another node took for a call parked here: that node checked who
+        is picking up (digest) and vouches for it with the signed route."""
+        ruri = st.request.request_uri
+        username = aor.removeprefix("sip:").partition("@")[0]
+        user = await self.users.get(username, self.domain)
+        if user is None or not ruri.user.startswith(PICKUP_PREFIX):
+            st.reply(404)
+            return
+        park_id, _, device_id = ruri.user[len(PICKUP_PREFIX) :].partition(".")
+        await self._pickup(st, park_id, device_id, user)
+
     def _ring(
         self,
         st: ServerTransaction,
@@ -276,7 +299,7 @@ class CallService:
         req = st.request
         now = self.clock()
         call = Call(
-            id=random_urlsafe(12),
+            id=(self.parks.park_prefix if self.parks else "") + random_urlsafe(12),
             aor=aor,
             st=st,
             caller=caller,
@@ -575,6 +598,12 @@ class CallService:
                 return
             user = checked
         call = self.calls.get(park_id)
+        if call is None and park_id not in self.ended and self.parks is not None:
+            there = self.parks.parked_elsewhere(park_id, user.aor, st.request.uri)
+            if there is not None:  # parked on another node: the pickup goes there
+                self._ring(st, user.aor, _caller_id(st.request, user), "", [there], [],
+                           relayed=True)  # fmt: skip
+                return
         if call is None:
             st.reply(481, "Call Gone" if park_id in self.ended else None)
             return

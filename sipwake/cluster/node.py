@@ -15,7 +15,9 @@ store when it comes back, and until then each node counts alone.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -73,11 +75,21 @@ class Spawn(Protocol):
     def __call__(self, coro: Any) -> object: ...
 
 
+PICKUP = "pickup"  # an internal route's binding key for a pickup sent to the parking node
+
+
+def park_prefix(node: str) -> str:
+    """What starts the park ids a node makes: which node parked a call is in its
+    pickup URI, so a pickup reaching another node is sent on to it."""
+    return base64.b32encode(hashlib.sha256(node.encode()).digest())[:6].decode().lower()
+
+
 class Cluster:
     def __init__(self, bus: Bus, routes: InternalRoutes) -> None:
         self.bus = bus
         self.routes = routes
         self.node = routes.node
+        self.park_prefix = park_prefix(self.node)
 
     # ----------------------------------------------------- the registrar's Peers
     def alive(self, node: str) -> bool:
@@ -97,6 +109,17 @@ class Cluster:
 
     def devices_changed(self, aor: str | None) -> None:
         self.bus.publish("dev", {"aor": aor})
+
+    # ------------------------------------------------------ the calls' Parks
+    def parked_elsewhere(self, park_id: str, aor: str, request_uri: str) -> Binding | None:
+        """A pickup for a call another node parked: a binding that routes it there."""
+        prefix = park_id[: len(self.park_prefix)]
+        for node in self.bus.nodes():
+            if node != self.node and park_prefix(node) == prefix:
+                there = Binding(aor=aor, key=PICKUP, contact=request_uri,
+                                expires_at=float("inf"), call_id="", cseq=0, node=node)  # fmt: skip
+                return self.routes.view(there)
+        return None
 
     # ------------------------------------------------------------------ wiring
     def serve_location(

@@ -9,8 +9,10 @@ service: Record-Route, CANCEL, the dialog that carries ACK and BYE); anything el
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
+from sipwake.cluster.node import PICKUP
 from sipwake.cluster.routes import InternalRoutes
 from sipwake.registrar.registrar import reach
 from sipwake.sip import proxy
@@ -29,11 +31,19 @@ class LocalBindings(Protocol):
 class RelayedCalls(Protocol):
     def on_relayed(self, st: ServerTransaction, binding: Binding) -> None: ...
 
+    async def on_relayed_pickup(self, st: ServerTransaction, aor: str) -> None: ...
+
 
 class Relay:
     def __init__(
-        self, routes: InternalRoutes, bindings: LocalBindings, calls: RelayedCalls, uac: Uac
+        self,
+        routes: InternalRoutes,
+        bindings: LocalBindings,
+        calls: RelayedCalls,
+        uac: Uac,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
+        self.spawn = spawn
         self.routes = routes
         self.bindings = bindings
         self.calls = calls
@@ -47,7 +57,11 @@ class Relay:
         if target is None:
             return False
         self.relayed += 1
-        binding = self.bindings.local_binding(*target)
+        aor, key = target
+        if key == PICKUP and req.method == "INVITE":  # a call parked here, picked up there
+            self.spawn(self.calls.on_relayed_pickup(st, aor))
+            return True
+        binding = self.bindings.local_binding(aor, key)
         if binding is None:
             # the phone left (connection closed, unregistered) since the other node
             # looked: that node's branch fails and it carries on with the others
