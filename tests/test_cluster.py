@@ -420,3 +420,26 @@ async def test_pickup_reaching_another_node_is_sent_to_the_park(nodes: Nodes) ->
     finally:
         app.close()
         caller.close()
+
+
+async def test_message_through_a_to_a_live_phone_on_b(nodes: Nodes) -> None:
+    """B's lane delivers (one lane per device in the cluster); A's sender gets 200, as
+    when the phone is on A, and nobody is pushed."""
+    a = await nodes.start(extra=DEBUG)
+    b = await nodes.start()
+    app = await phone(b, "tcp")
+    sender = await phone(a, "udp", "bob")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        await a.wait_log(f"cluster: sip:alice@{DOMAIN} registered on")
+        sending = asyncio.ensure_future(sender.request(
+            "MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"}, b"live on B"
+        ))  # fmt: skip
+        delivered = await next_request(app, "MESSAGE")
+        assert delivered.body == b"live on B"
+        respond(app, delivered, 200)
+        assert (await sending).status == 200
+    finally:
+        app.close()
+        sender.close()
+    assert pushes(nodes.standin, ALERT, "message") == []

@@ -45,6 +45,8 @@ class Location(Protocol):
 
     def remote_devices_changed(self, aor: str | None) -> None: ...
 
+    def local_binding(self, aor: str, key: str) -> Binding | None: ...
+
     async def resync(self) -> None: ...
 
 
@@ -54,11 +56,19 @@ class RegistrationListener(Protocol):
 
 
 class Mailboxes(Protocol):
-    """The inbox: who has messages waiting."""
+    """The inbox: who has messages waiting, whose lane delivers them."""
 
     on_mail: Callable[[str], None] | None
+    kick_elsewhere: Callable[[Binding], bool] | None
+    on_delivery: Callable[[int], None] | None
 
     def mail_elsewhere(self, aor: str) -> None: ...
+
+    def kicked(self, binding: Binding) -> None: ...
+
+    def delivered_elsewhere(self, message_id: int) -> None: ...
+
+    def registered_elsewhere(self, binding: Binding) -> None: ...
 
     async def load(self) -> None: ...
 
@@ -156,11 +166,33 @@ class Cluster:
 
         self.bus.on("took", took)
 
-    def share_mail(self, inbox: Mailboxes, spawn: Spawn) -> None:
-        """Messages stored on one node are delivered by whichever the device registers
-        with: each node knows who has mail."""
+    def share_mail(self, inbox: Mailboxes, location: Location, spawn: Spawn) -> None:
+        """Messages stored on one node are delivered by the node holding the device's
+        binding (one delivery lane per device in the cluster; the store says what is
+        delivered): each node knows who has mail, a new message for a device another
+        node holds is that node's to send, and a delivery is told to every node (the
+        sender may be waiting on another)."""
         inbox.on_mail = lambda aor: self.bus.publish("mail", {"aor": aor})
         self.bus.on("mail", lambda node, d: inbox.mail_elsewhere(str(d["aor"])))
+
+        def kick(binding: Binding) -> bool:
+            if not binding.node or binding.node == self.node or not self.bus.connected_at:
+                return False  # ours; or off the bus: we send it through that node
+            self.bus.publish("kick", {"aor": binding.aor, "key": binding.key,
+                                      "node": binding.node})  # fmt: skip
+            return True
+
+        def kicked(node: str, d: dict[str, Any]) -> None:
+            if d.get("node") == self.node:
+                binding = location.local_binding(str(d["aor"]), str(d["key"]))
+                if binding is not None:
+                    inbox.kicked(binding)
+
+        inbox.kick_elsewhere = kick
+        self.bus.on("kick", kicked)
+        self.bus.on("reg", lambda node, d: inbox.registered_elsewhere(Binding(**d["b"])))
+        inbox.on_delivery = lambda message_id: self.bus.publish("delivered", {"id": message_id})
+        self.bus.on("delivered", lambda node, d: inbox.delivered_elsewhere(int(d["id"])))
 
         def reload() -> None:
             spawn(inbox.load())

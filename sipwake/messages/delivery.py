@@ -148,6 +148,8 @@ class Courier:
         # record yet; never sent again, recorded before that device's next delivery
         self._unmarked: dict[tuple[str, str], dict[int, float]] = {}
         self._outages = LogRate(60.0)
+        # a cluster's other nodes are told of each delivery (their sender may wait)
+        self.on_delivery: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------------ starting
     def registered(self, binding: Binding) -> None:
@@ -200,6 +202,20 @@ class Courier:
             await self.store.mark_delivered(message_id, key[1], at)
             del taken[message_id]
         del self._unmarked[key]
+
+    def moved(self, binding: Binding) -> None:
+        """The device registered with another node of a cluster, whose lane delivers
+        from now on: ours stops (what it had in flight may arrive twice: at least
+        once, as when a lane restarts at a new address)."""
+        lane = self.lanes.get((binding.aor, device_key(binding)))
+        if lane is not None and lane.task is not None:
+            lane.task.cancel()
+
+    def delivered_elsewhere(self, message_id: int) -> None:
+        """A device took `message_id` (here, or through another node's lane)."""
+        waiter = self.waiters.get(message_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def delivered(self, message_id: int) -> None:
         """Returns once some device answered 2xx to `message_id` (see `expect`); the
@@ -288,9 +304,9 @@ class Courier:
             if 200 <= status < 300:
                 done.add(message.id)
                 lane.delivered += 1
-                waiter = self.waiters.get(message.id)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                self.delivered_elsewhere(message.id)
+                if self.on_delivery is not None:
+                    self.on_delivery(message.id)
                 at = self.clock()
                 marked.append((message.id, at))
                 marks.append(asyncio.ensure_future(

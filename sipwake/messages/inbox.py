@@ -132,6 +132,11 @@ class Inbox:
         self._has_mail: set[str] = set()
         # a cluster's other nodes are told (the device may register with any of them)
         self.on_mail: Callable[[str], None] | None = None
+        # a cluster: a binding another node holds is delivered to by that node's lane
+        # (one lane per device in the cluster); returns whether it took the kick
+        self.kick_elsewhere: Callable[[Binding], bool] | None = None
+        self.on_delivery: Callable[[int], None] | None = None  # a message id delivered
+        self.courier.on_delivery = self._delivery
 
     async def load(self) -> None:
         """Who has mail waiting (also when back on a cluster's bus: what others
@@ -142,6 +147,23 @@ class Inbox:
         """Another node stored a message for `aor`: deliver it when the device
         registers here."""
         self._has_mail.add(aor)
+
+    def kicked(self, binding: Binding) -> None:
+        """Another node stored a message for a device whose binding we hold."""
+        self._has_mail.add(binding.aor)
+        self.courier.kick(binding)
+
+    def registered_elsewhere(self, binding: Binding) -> None:
+        """The device registered with another node: its lane runs there now."""
+        self.courier.moved(binding)
+
+    def delivered_elsewhere(self, message_id: int) -> None:
+        """Another node's lane delivered a message (a sender here may be waiting)."""
+        self.courier.delivered_elsewhere(message_id)
+
+    def _delivery(self, message_id: int) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(message_id)
 
     # ---------------------------------------------------------------- MESSAGE
     async def on_message(self, st: ServerTransaction) -> None:
@@ -207,12 +229,16 @@ class Inbox:
         if not new:  # a resend: same answer as the first time, nothing stored
             log.info("MESSAGE %d to %s resent (%s)", stored.id, aor, req.call_id)
             for binding in live if not stored.delivered_at else ():
-                self.courier.kick(binding)
+                self._kick(binding)
             st.reply(200 if stored.delivered_at else 202)
             return
         if aor in self._counts:
             self._counts[aor] += 1
         await self._hand_over(st, stored, live, content.text)
+
+    def _kick(self, binding: Binding) -> None:
+        if self.kick_elsewhere is None or not self.kick_elsewhere(binding):
+            self.courier.kick(binding)
 
     def _readable(self, st: ServerTransaction) -> tuple[str, bytes] | None:
         """The body's Content-Encoding and the body as it reads with that undone; None
@@ -252,7 +278,7 @@ class Inbox:
         if waiting:
             self.courier.expect(stored.id)
         for binding in live:
-            self.courier.kick(binding)
+            self._kick(binding)
         if waiting:
             with contextlib.suppress(TimeoutError):
                 async with timeout(self.scheduler, self.cfg.forward_timeout):
