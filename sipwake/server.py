@@ -201,6 +201,7 @@ class Server:
         cluster.share_limiter("calls.callee", self.calls.callee_pushes)
         cluster.share_limiter("inbox.sender", self.inbox.limiter)
         cluster.share_mail(self.inbox, self.registrar, self.spawn)
+        cluster.share_coalescing(self.inbox.pushes)
         cluster.share_throttle(self.admission.throttle)
         cluster.share_nonces(self.admission.digest)
         self.spawn(cluster.adopt_outboxes(self.push))

@@ -182,3 +182,19 @@ async def test_registration_delivers_the_backlog_in_order_once(store: SQLiteStor
     await w.settle()
     assert len(w.node.requests_to(phone, "MESSAGE")) == 6
     assert await store.unread_count(ALICE) == 0
+
+
+async def test_another_nodes_push_holds_ours_for_an_interval(store: SQLiteStore) -> None:
+    """Cluster: the node told that another pushed alice a message push a moment ago
+    waits out that interval before its own, as if the push had been its own."""
+    w = World(store)
+    w.sleeping_phone()
+    told: list[str] = []
+    w.inbox.pushes.on_push = told.append
+    w.inbox.pushes.pushed_elsewhere(ALICE)  # another node pushed alice at 0.0
+    await w.settle(0.25)
+    await w.message("through this node")
+    assert w.answers() == [202] and w.pusher.sent == []  # held: not a second push at once
+    await w.settle(0.75)
+    assert [(at, n.body) for at, n in w.pusher.sent] == [(1.0, "through this node")]
+    assert told == [ALICE]  # and the others are told of ours

@@ -73,6 +73,12 @@ class Mailboxes(Protocol):
     async def load(self) -> None: ...
 
 
+class Coalescer(Protocol):
+    on_push: Callable[[str], None] | None
+
+    def pushed_elsewhere(self, aor: str) -> None: ...
+
+
 class Outbox(Protocol):
     """The push service's outbox: whose pushes are kept, and taking a dead node's."""
 
@@ -192,12 +198,18 @@ class Cluster:
         self.bus.on("kick", kicked)
         self.bus.on("reg", lambda node, d: inbox.registered_elsewhere(Binding(**d["b"])))
         inbox.on_delivery = lambda message_id: self.bus.publish("delivered", {"id": message_id})
+
         self.bus.on("delivered", lambda node, d: inbox.delivered_elsewhere(int(d["id"])))
 
         def reload() -> None:
             spawn(inbox.load())
 
         self.bus.on_connected.append(reload)
+
+    def share_coalescing(self, coalescer: Coalescer) -> None:
+        """A message push per user per interval, whichever node stored the messages."""
+        coalescer.on_push = lambda aor: self.bus.publish("pushed", {"aor": aor})
+        self.bus.on("pushed", lambda node, d: coalescer.pushed_elsewhere(str(d["aor"])))
 
     async def adopt_outboxes(self, outbox: Outbox, every: float = ADOPT_EVERY) -> None:
         """Forever: pushes kept by a node that is gone (or by a node from before the

@@ -29,6 +29,9 @@ class Devices(Protocol):
     async def devices_of(self, aor: str) -> list[Device]: ...
 
 
+MAX_HELD = 100_000  # users held by other nodes' recent pushes
+
+
 @dataclass(slots=True)
 class _Pending:
     latest: tuple[InboxMessage, str] | None = None  # message and its preview text
@@ -53,15 +56,32 @@ class PushCoalescer:
         self.scheduler = scheduler
         self.interval = interval
         self._users: dict[str, _Pending] = {}
+        # a cluster: when another node last pushed for a user (scheduler time + interval)
+        self._elsewhere: dict[str, float] = {}
+        self.on_push: Callable[[str], None] | None = None  # the other nodes are told
 
     def message_stored(self, message: InboxMessage, preview: str) -> None:
         """Announce `message` (stored, not delivered) to the recipient's devices. Never blocks."""
         pending = self._users.get(message.aor)
         if pending is None:
-            pending = self._users[message.aor] = _Pending()
+            # another node's push for this user holds ours for its interval too
+            held = self._elsewhere.pop(message.aor, 0.0)
+            pending = self._users[message.aor] = _Pending(next_at=held)
             self._spawn(self._run(message.aor, pending))
         pending.latest = (message, preview)
         pending.settled.clear()
+
+    def pushed_elsewhere(self, aor: str) -> None:
+        """Another node pushed `aor` a message push: one push per interval, cluster-wide."""
+        until = self.scheduler.time() + self.interval
+        pending = self._users.get(aor)
+        if pending is not None:
+            pending.next_at = max(pending.next_at, until)
+            return
+        if len(self._elsewhere) >= MAX_HELD:
+            now = self.scheduler.time()
+            self._elsewhere = {k: t for k, t in self._elsewhere.items() if t > now}
+        self._elsewhere[aor] = until
 
     async def idle(self, aor: str) -> None:
         """Until every push announced for `aor` has been sent (tests)."""
@@ -109,6 +129,8 @@ class PushCoalescer:
         # the interval runs from the moment pushes go out, not from when we started
         # reading the count: under load the reads may take a while
         pending.next_at = self.scheduler.time() + self.interval
+        if self.on_push is not None:
+            self.on_push(message.aor)
         results = await self.pusher.send_all(devices, notification)
         log.info(
             "message push for %s (%d unread): %s", message.aor, unread,
