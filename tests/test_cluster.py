@@ -443,3 +443,31 @@ async def test_message_through_a_to_a_live_phone_on_b(nodes: Nodes) -> None:
         app.close()
         sender.close()
     assert pushes(nodes.standin, ALERT, "message") == []
+
+
+async def test_late_iphone_on_b_gets_invite_and_cancel_with_the_reason(nodes: Nodes) -> None:
+    """CallKit rang for a VoIP push; the caller hung up on A before the app registered
+    on B: the app gets the INVITE and at once a CANCEL saying why (RFC 3326)."""
+    a = await nodes.start(extra=DEBUG)
+    b = await nodes.start()
+    await asleep(b)
+    caller = await phone(a, "udp", "bob")
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    await dial.provisional(180)
+    await nodes.standin.wait_request(lambda r: r.token == VOIP and r.status == 200)
+    dial.cancel()
+    assert (await dial.final()).status == 487
+    caller.close()
+    app = await phone(b, "tcp")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        invite = await next_request(app, "INVITE")
+        respond(app, invite, 180, tag="late")
+        cancel = await next_request(app, "CANCEL")
+        assert cancel.call_id == invite.call_id
+        assert "cause=487" in (cancel.get("Reason") or "")
+        respond(app, cancel, 200)
+        respond(app, invite, 487, tag="late")
+    finally:
+        app.close()

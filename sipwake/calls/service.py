@@ -400,7 +400,9 @@ class CallService:
         self._push([d for d_id, d in call.pushed.items() if d_id != answered_by], stop)
 
     # ------------------------------------------------------- ending a call
-    def _end(self, call: Call, outcome: Outcome, resp: Message | None = None) -> None:
+    def _end(
+        self, call: Call, outcome: Outcome, resp: Message | None = None, reason: str = ""
+    ) -> None:
         """No one answered: cancel the branches, give the caller its final answer (a
         branch's own `resp`, or the outcome's status), log, tell the pushed devices."""
         ending = ENDINGS[outcome]
@@ -409,7 +411,7 @@ class CallService:
         self._finish(call)
         for branch in call.pending_branches():
             if branch.tx is not None:
-                branch.tx.cancel(ending.cancel_reason)
+                branch.tx.cancel(reason or ending.cancel_reason)
         last = call.st.last_response
         if last is None or last.status < 200:
             if resp is not None:
@@ -505,7 +507,9 @@ class CallService:
         if call.pushed and self.clock() - call.started_at < QUICK_CANCEL:
             # INVITE + CANCEL at once rings a phone for nothing: it costs the source twice
             self.source_pushes.take(f"{call.source}|{call.aor}")
-        self._end(call, Outcome.CANCELLED)
+        # another node's call: why it ends (answered elsewhere, declined) goes on to the
+        # phone, so CallKit ends its call with the right words
+        self._end(call, Outcome.CANCELLED, reason=invite.cancel_reason if call.relayed else "")
         return True
 
     def decline(self, call_id: str, user: User) -> str:

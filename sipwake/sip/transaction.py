@@ -240,7 +240,7 @@ class _Transaction:
 class ServerTransaction(_Transaction):
     """One server transaction (§17.2). The TU answers through `respond()`."""
 
-    __slots__ = ("_wire", "invite", "last_response")
+    __slots__ = ("_wire", "cancel_reason", "invite", "last_response")
 
     def __init__(self, layer: TransactionLayer, request: Message, key: Key) -> None:
         self._layer = layer
@@ -249,6 +249,7 @@ class ServerTransaction(_Transaction):
         self.invite = request.method == "INVITE"
         self.state = PROCEEDING if self.invite else TRYING
         self.last_response: Message | None = None
+        self.cancel_reason = ""  # the Reason (RFC 3326) of a CANCEL that matched it
         self._wire = b""  # the final response as sent, while lingering in Completed
         self._retx = None
         self._tmo = None
@@ -750,4 +751,5 @@ class TransactionLayer:
         tag = last.to_tag if last is not None and last.to_tag else new_tag()  # §9.2: same tag
         cancel_st.respond(make_response(request, 200, to_tag=tag))
         if invite.state is PROCEEDING:
+            invite.cancel_reason = request.get("Reason") or ""
             self._tu.on_cancel(invite)
