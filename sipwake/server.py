@@ -196,6 +196,8 @@ class Server:
         the limits, the throttle and nonce replay counted across the cluster."""
         relay = Relay(cluster.routes, self.registrar, self.calls, self.uac, self.spawn)
         self.router.claims.append(relay.claim)
+        cluster.tag_branches(self.uac)
+        self.router.response_handlers.insert(0, cluster.stray(self.transport))
         cluster.serve_location(self.registrar, [self.calls], self.spawn)
         cluster.share_limiter("calls.source", self.calls.source_pushes)
         cluster.share_limiter("calls.callee", self.calls.callee_pushes)

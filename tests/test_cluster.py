@@ -471,3 +471,37 @@ async def test_late_iphone_on_b_gets_invite_and_cancel_with_the_reason(nodes: No
         respond(app, invite, 487, tag="late")
     finally:
         app.close()
+
+
+async def test_a_response_handed_to_the_wrong_node_reaches_its_transaction(
+    nodes: Nodes,
+) -> None:
+    """With --workers, the kernel may hand a UDP response to a worker that did not send
+    the request (after the set of workers changed): our branches name the sender, and
+    the worker that got the response passes it on."""
+    a = await nodes.start()
+    b = await nodes.start()
+    app = await phone(a, "udp")
+    caller = await phone(a, "udp", "bob")
+    loop = asyncio.get_running_loop()
+    astray, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                    remote_addr=b.sip["udp"])  # fmt: skip
+    try:
+        assert (await app.register()).status == 200
+        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+        await dial.start_authenticated()
+        invite = await next_request(app, "INVITE")
+        from sipwake.sip.message import make_response
+
+        ok = make_response(invite, 200, to_tag="astray")
+        ok.add("Contact", f"<sip:alice@{app.local[0]}:{app.local[1]}>")
+        ok.add("Content-Type", "application/sdp")
+        ok.body = ANSWER
+        astray.sendto(ok.to_bytes())  # to B, though A sent the INVITE
+        answered = await dial.final()
+        assert answered.status == 200 and answered.body == ANSWER
+        dial.ack(answered)
+    finally:
+        astray.close()
+        app.close()
+        caller.close()

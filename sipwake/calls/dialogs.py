@@ -19,7 +19,7 @@ from sipwake.registrar.pn import strip_push_params
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.proxy import forward_copy
-from sipwake.sip.transaction import ServerTransaction, new_branch
+from sipwake.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
     from sipwake.sip.uac import Uac
@@ -118,7 +118,7 @@ class Dialogs:
             peer = d.callee if ack.from_tag == d.caller_tag else d.caller
             fwd = forward_copy(ack)
             scrub_contacts(fwd)
-            fwd.add("Via", self.uac.via(peer, new_branch()), first=True)
+            fwd.add("Via", self.uac.via(peer), first=True)
             self.uac.send_stateless(fwd, peer)
         return True
 

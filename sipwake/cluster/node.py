@@ -28,6 +28,9 @@ from sipwake.cluster.bus import Bus
 from sipwake.cluster.routes import InternalRoutes
 from sipwake.ratelimit import RateLimiter
 from sipwake.sip.digest import DigestAuth
+from sipwake.sip.message import Message
+from sipwake.sip.peer import Peer
+from sipwake.sip.transaction import COOKIE
 from sipwake.store.errors import log_failure
 from sipwake.store.models import Binding, Device
 
@@ -79,6 +82,14 @@ class Coalescer(Protocol):
     def pushed_elsewhere(self, aor: str) -> None: ...
 
 
+class Branches(Protocol):
+    branch_tag: str
+
+
+class Wire(Protocol):
+    def send(self, msg: Message, peer: Peer) -> bool: ...
+
+
 class Outbox(Protocol):
     """The push service's outbox: whose pushes are kept, and taking a dead node's."""
 
@@ -106,6 +117,7 @@ class Cluster:
         self.routes = routes
         self.node = routes.node
         self.park_prefix = park_prefix(self.node)
+        self.strays = 0  # responses passed to the node they were for
 
     # ----------------------------------------------------- the registrar's Peers
     def alive(self, node: str) -> bool:
@@ -136,6 +148,31 @@ class Cluster:
                                 expires_at=float("inf"), call_id="", cseq=0, node=node)  # fmt: skip
                 return self.routes.view(there)
         return None
+
+    # --------------------------------------------------- responses gone astray
+    def tag_branches(self, uac: Branches) -> None:
+        """Our Via branches carry our tag: a response the kernel hands to another
+        worker of the same address (UDP, after the set of workers changed) finds us."""
+        uac.branch_tag = self.park_prefix
+
+    def stray(self, wire: Wire) -> Callable[[Message], bool]:
+        """A response no transaction here expects, whose branch names another node:
+        passed to that node (over its internal address)."""
+        cookie = len(COOKIE)
+
+        def forward(resp: Message) -> bool:
+            vias = resp.vias
+            branch = vias[0].branch if vias else ""
+            tag = branch[cookie : cookie + len(self.park_prefix)]
+            if not branch.startswith(COOKIE) or tag == self.park_prefix:
+                return False
+            for node in self.bus.nodes():
+                if park_prefix(node) == tag:
+                    self.strays += 1
+                    return wire.send(resp, Peer.parse(node))
+            return False
+
+        return forward
 
     # ------------------------------------------------------------------ wiring
     def serve_location(

@@ -64,9 +64,10 @@ J_GRAIN = 0.25  # Timer J ends up to this much late: lingering transactions leav
 Key = tuple[str | int, ...]
 
 
-def new_branch() -> str:
-    """A fresh RFC 3261 Via branch (magic cookie + 64 random bits)."""
-    return COOKIE + random_hex(8)
+def new_branch(tag: str = "") -> str:
+    """A fresh RFC 3261 Via branch (magic cookie, `tag`, 64 random bits). The tag
+    names the worker of `serve --workers` that sent the request (cluster/)."""
+    return COOKIE + tag + random_hex(8)
 
 
 def new_tag() -> str:

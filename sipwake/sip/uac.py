@@ -20,13 +20,15 @@ class Uac:
         self.address = address  # transport → where others reach us over it
         self.transactions = transactions
         self.send_stateless = send  # an ACK to a 2xx: no transaction of its own
+        self.branch_tag = ""  # in our branches: a response to them names who sent it
 
     def via(self, peer: Peer, branch: str | None = None) -> str:
         """Our Via value for a request going to `peer` over its transport."""
         transport = peer.transport
         host, port = self.local_address(transport)
         host = f"[{host}]" if ":" in host else host
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport"
+        branch = branch or new_branch(self.branch_tag)
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
 
     def local_address(self, transport: str) -> tuple[str, int]:
         return self.address(transport)
