@@ -147,6 +147,17 @@ async def asleep(node: Served, transport: str = "udp") -> None:
     app.close()
 
 
+async def message(node: Served, text: bytes) -> int:
+    """bob sends alice `text` through `node`: the answer's status."""
+    sender = await phone(node, "udp", "bob")
+    try:
+        sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}",
+                                    {"Content-Type": "text/plain"}, text)  # fmt: skip
+        return sent.status
+    finally:
+        sender.close()
+
+
 async def answer(app: Agent, dial: Dialer) -> None:
     invite = await next_request(app, "INVITE")
     assert invite.body == OFFER and "pn-" not in invite.uri and "sw-" not in invite.to_bytes().decode()
@@ -208,10 +219,7 @@ async def test_message_through_a_is_pushed_once_and_delivered_on_b(nodes: Nodes)
     a = await nodes.start()
     b = await nodes.start()
     await asleep(b)
-    sender = await phone(a, "udp", "bob")
-    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
-                                b"stored through A")  # fmt: skip
-    assert sent.status == 202
+    assert await message(a, b"stored through A") == 202
     (push,) = await nodes.standin.wait_request(
         lambda r: r.token == ALERT and r.payload.get("type") == "message"
     )
@@ -224,7 +232,6 @@ async def test_message_through_a_is_pushed_once_and_delivered_on_b(nodes: Nodes)
         respond(app, delivered, 200)
     finally:
         app.close()
-        sender.close()
     assert len(pushes(nodes.standin, ALERT, "message")) == 1
 
 
@@ -265,11 +272,7 @@ async def test_a_node_killed_mid_call_leaves_the_other_serving(nodes: Nodes) -> 
     a = await nodes.start()
     b = await nodes.start()
     await asleep(b)
-    sender = await phone(b, "udp", "bob")
-    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
-                                b"stored through B")  # fmt: skip
-    assert sent.status == 202
-    sender.close()
+    assert await message(b, b"stored through B") == 202
     caller = await phone(b, "udp", "bob")
     dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
     await dial.start_authenticated()
@@ -368,11 +371,7 @@ async def test_pushes_kept_by_a_node_that_died_are_sent_by_another(nodes: Nodes)
     b = await nodes.start()
     await asleep(b)
     nodes.standin.always(ALERT, Reply(503, "ServiceUnavailable"))  # APNs down for now
-    sender = await phone(b, "udp", "bob")
-    sent = await sender.request("MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"},
-                                b"kept in B's outbox")  # fmt: skip
-    sender.close()
-    assert sent.status == 202
+    assert await message(b, b"kept in B's outbox") == 202
     await nodes.standin.wait_request(lambda r: r.token == ALERT and r.status == 503)
     b.proc.send_signal(signal.SIGKILL)  # B dies with the push still to send
     await b.proc.wait()
@@ -428,20 +427,16 @@ async def test_message_through_a_to_a_live_phone_on_b(nodes: Nodes) -> None:
     a = await nodes.start(extra=DEBUG)
     b = await nodes.start()
     app = await phone(b, "tcp")
-    sender = await phone(a, "udp", "bob")
     try:
         assert (await app.register(PN, INSTANCE)).status == 200
         await a.wait_log(f"cluster: sip:alice@{DOMAIN} registered on")
-        sending = asyncio.ensure_future(sender.request(
-            "MESSAGE", f"sip:alice@{DOMAIN}", {"Content-Type": "text/plain"}, b"live on B"
-        ))  # fmt: skip
+        sending = asyncio.ensure_future(message(a, b"live on B"))
         delivered = await next_request(app, "MESSAGE")
         assert delivered.body == b"live on B"
         respond(app, delivered, 200)
-        assert (await sending).status == 200
+        assert await sending == 200
     finally:
         app.close()
-        sender.close()
     assert pushes(nodes.standin, ALERT, "message") == []
 
 
