@@ -88,7 +88,9 @@ class Node:
         self.proc.wait(20)
 
 
-def load(ports: list[int], infs: list[Path], calls: int, concurrency: int) -> tuple[float, int, int]:
+def load(
+    ports: list[int], infs: list[Path], calls: int, concurrency: int
+) -> tuple[float, int, int]:
     """SIPp against each port at once; (seconds, successful, failed) in all."""
     procs = []
     start = time.perf_counter()
@@ -96,7 +98,8 @@ def load(ports: list[int], infs: list[Path], calls: int, concurrency: int) -> tu
         cmd = [
             shutil.which("sipp") or "sipp", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", "0",
             "-sf", str(AUTH), "-inf", str(inf), "-m", str(calls),
-            "-l", str(concurrency), "-r", "100000", "-rp", "1000", "-t", "un", "-max_socket", "5000",
+            "-l", str(concurrency), "-r", "100000", "-rp", "1000",
+            "-t", "un", "-max_socket", "5000",  # a socket per call: sources to spread
             "-nostdin", "-timeout", "120s", "-timeout_error", "-max_recv_loops", "10000",
             "-max_sched_loops", "10000",
         ]  # fmt: skip
@@ -141,7 +144,7 @@ def main() -> None:
                     nodes = [Node(tmp, f"n{r}a", store, secret, 1),
                              Node(tmp, f"n{r}b", store, secret, 1)]  # fmt: skip
                 try:
-                    count = args.users if len(nodes) == 1 else args.users
+                    count = args.users  # per node
                     infs = []
                     for i, _ in enumerate(nodes):
                         infs.append(user_file(tmp / f"r{r}{name}{i}.csv".replace(" ", ""),
