@@ -16,6 +16,7 @@ import pytest
 from sipwake.cli import check_username, main
 from sipwake.sip.digest import ha1
 from tests.conftest import DOMAIN, PG_DSN, ServerFactory, make_config
+from tests.helpers.configs import write_config
 from tests.readonly import read_only
 from tests.served import run_sipwake
 
@@ -29,16 +30,6 @@ def _keep_root_log_level() -> Iterator[None]:
     level = root.level
     yield
     root.setLevel(level)
-
-
-def write_config(folder: Path, store_url: str, extra: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "sipwake.toml"
-    path.write_text(
-        f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:0"]\n'
-        f'[http]\nlisten = "127.0.0.1:0"\n[store]\nurl = "{store_url}"\n{extra}'
-    )
-    return path
 
 
 def one_line(out: str) -> str:
