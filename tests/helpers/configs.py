@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import DOMAIN
 
@@ -16,3 +18,16 @@ def write_config(folder: Path, store_url: str, extra: str = "") -> Path:
         f'[http]\nlisten = "127.0.0.1:0"\n[store]\nurl = "{store_url}"\n{extra}'
     )
     return path
+
+
+def schema_keys(section: object, prefix: str = "") -> dict[str, Any]:
+    """Every leaf key of the configuration schema, dotted ("push.apns.team_id") → its
+    default (`schema_keys(Config())`)."""
+    keys: dict[str, Any] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.update(schema_keys(value, f"{prefix}{f.name}."))
+        else:
+            keys[f"{prefix}{f.name}"] = value
+    return keys
