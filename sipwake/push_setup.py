@@ -20,6 +20,7 @@ from typing import Any
 from sipwake.config import ApnsConfig, ConfigError, FcmConfig, PushConfig
 from sipwake.push.apns import APNsProvider, APNsSettings
 from sipwake.push.fcm import FCMProvider, FCMSettings
+from sipwake.push.provider import Provider
 from sipwake.push.service import OutboxStore, PushLog, PushObserver, PushService
 
 log = logging.getLogger("sipwake.push")
@@ -44,6 +45,13 @@ def build_push(
             "only logged and shown at GET /v1/dev/pushes"
         )
     return service
+
+
+def build_providers(config: PushConfig) -> dict[str, Provider]:
+    """The configured providers by name, without a service around them (`sipwake push
+    test`); empty when neither section has credentials."""
+    found: dict[str, Provider | None] = {"apns": _apns(config.apns), "fcm": _fcm(config.fcm)}
+    return {name: p for name, p in found.items() if p is not None}
 
 
 def _require(section: str, values: dict[str, Any], keys: tuple[str, ...]) -> bool:

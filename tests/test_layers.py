@@ -34,8 +34,11 @@ ALLOWED: dict[str, set[str]] = {
     "push_setup": {"config", "push"},
     "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
     "server": {"*"},
-    "cli": {"config", "server", "sip", "store", "workers"},
     "workers": {"config"},
+    "provision": {"sip", "store"},
+    "progress": set(),
+    "cli": {"config", "server", "sip", "store", "workers", "push", "push_setup", "provision",
+            "progress"},
 }
 
 

@@ -89,7 +89,9 @@ async def test_cli_user_add_serve_health_and_sigterm(tmp_path: Path) -> None:
     assert code == 0, out
     assert (tmp_path / "env.db").exists()
     code, out = await run_cli("user", "list", "--config", str(config), env=env)
-    assert out.strip() == f"sip:alice@{DOMAIN}"
+    header, row, count = out.strip().splitlines()
+    assert (header.split()[0], row.split()[0], count) == ("AOR", f"sip:alice@{DOMAIN}",
+                                                          f"1 user in {DOMAIN}")
 
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sipwake.cli", "serve", "--config", str(config),

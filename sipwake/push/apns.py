@@ -153,7 +153,7 @@ def classify(response: Response) -> AttemptResult:
     """Map an APNs response to an outcome."""
     status = response.status
     if status == 200:
-        return AttemptResult(status, DELIVERED)
+        return AttemptResult(status, DELIVERED, answer_id=response.headers.get("apns-id", ""))
     reason, timestamp = "", None
     try:
         body = json.loads(response.body) if response.body else {}

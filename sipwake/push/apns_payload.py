@@ -21,6 +21,7 @@ from sipwake.push.notification import (
     MessageNotification,
     MissedCallNotification,
     Notification,
+    TestNotification,
     VoicemailNotification,
 )
 from sipwake.push.provider import InvalidDeviceToken, SkipPush
@@ -90,6 +91,9 @@ def _alert(n: Notification, privacy: bool, sound: str) -> dict[str, Any]:
         title = "New voicemail"
         if not privacy:
             body = n.from_name
+        aps["sound"] = "default"
+    elif isinstance(n, TestNotification):
+        title, body = "Test push", "sent by sipwake push test"
         aps["sound"] = "default"
     else:  # pragma: no cover - exhaustive over the notification types
         raise TypeError(f"unknown notification {type(n).__name__}")

@@ -165,10 +165,19 @@ def _error(body: bytes) -> tuple[str, str, str, list[str]]:
     return str(error.get("status", "")), code, str(error.get("message", "")), fields
 
 
+def _message_name(body: bytes) -> str:
+    """The `name` FCM gives an accepted message ({"name": "projects/p/messages/0:…"})."""
+    try:
+        name = json.loads(body).get("name", "") if body else ""
+    except (ValueError, AttributeError):
+        return ""
+    return name if isinstance(name, str) else ""
+
+
 def classify(status: int, body: bytes, retry_after: str | None) -> AttemptResult:
     """Map an FCM v1 response to an outcome."""
     if status == 200:
-        return AttemptResult(status, DELIVERED)
+        return AttemptResult(status, DELIVERED, answer_id=_message_name(body))
     api_status, code, message, fields = _error(body)
     reason = code or api_status or f"HTTP {status}"
     if status == 404 and code == "UNREGISTERED":

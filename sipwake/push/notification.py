@@ -258,6 +258,26 @@ class VoicemailNotification(Notification):
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestNotification(Notification):
+    """`sipwake push test`: proves that pushes reach the device. Not one of the events
+    (not in KINDS: never kept in the outbox); an app may show it or ignore it."""
+
+    kind: ClassVar[str] = "test"
+    sent_at: int  # unix seconds
+
+    def __post_init__(self) -> None:
+        _count(self.sent_at, "sent_at")
+        self._init(self.sent_at + 60.0)  # worth delivering for a minute only
+
+    @property
+    def collapse_key(self) -> str:
+        return "test"
+
+    def fields(self, privacy: bool) -> Fields:
+        return {"type": self.kind, "sent_at": self.sent_at}
+
+
 KINDS: dict[str, type[Notification]] = {
     cls.kind: cls
     for cls in (CallNotification, CallCancelledNotification, MissedCallNotification,

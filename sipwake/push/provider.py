@@ -88,6 +88,9 @@ class AttemptResult:
     token_at: float | None = None  # when the provider learnt the token was invalid (unix s)
     credential: object = None  # auth credential the request carried (for reauthorize)
     sent_at: float = 0.0  # perf_counter when the request left, where the transport knows
+    # the provider's name for an accepted push: the apns-id APNs answered with, or the
+    # FCM message name ("projects/…/messages/…"); "" when it gave none
+    answer_id: str = ""
 
 
 class Provider(Protocol):

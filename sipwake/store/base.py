@@ -27,6 +27,9 @@ class Store(Protocol):
     async def put_user(self, user: User) -> None:
         """Insert or replace a user (same username and domain)."""
 
+    async def put_users(self, users: Sequence[User]) -> None:
+        """Insert or replace many users in one transaction: all or none."""
+
     async def get_user(self, username: str, domain: str) -> User | None: ...
 
     async def delete_user(self, username: str, domain: str) -> bool: ...

@@ -301,6 +301,10 @@ class SQLStore:
     async def put_user(self, user: User) -> None:
         await self._write(self._q.put_user, user_row(user))
 
+    async def put_users(self, users: Sequence[User]) -> None:
+        if users:
+            await self._write_many([(self._q.put_user, [user_row(u) for u in users])])
+
     async def get_user(self, username: str, domain: str) -> User | None:
         rows = await self._fetch(self._q.get_user, (username, domain))
         return user_from_row(rows[0]) if rows else None
