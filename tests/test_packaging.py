@@ -140,6 +140,23 @@ def test_compose_runs_sipwake_postgres_and_redis_with_real_keys() -> None:
     assert grace > STOP_WITHIN
 
 
+def test_the_three_node_cluster_compose() -> None:
+    """docs/cluster/docker-compose.yml: three nodes, one secret, store and bus each."""
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docs/cluster/docker-compose.yml").read_text())
+    nodes = {k: v for k, v in compose["services"].items() if k.startswith("node")}
+    assert len(nodes) == 3 and {"postgres", "redis"} <= set(compose["services"])
+    envs = [n["environment"] for n in nodes.values()]
+    for env in envs:
+        assert set(env) <= env_names()
+        assert env["SIPWAKE_STORE_URL"].startswith("postgresql://")
+        assert env["SIPWAKE_CLUSTER_REDIS_URL"].startswith("redis://")
+    assert len({e["SIPWAKE_SIP_SECRET"] for e in envs}) == 1
+    assert len({e["SIPWAKE_SIP_ADVERTISE"] for e in envs}) == 3
+    for node in nodes.values():
+        assert int(node["stop_grace_period"].rstrip("s")) > STOP_WITHIN
+
+
 def test_the_systemd_unit() -> None:
     unit: dict[str, list[str]] = {}
     for line in (ROOT / "contrib/sipwake.service").read_text().splitlines():
