@@ -16,12 +16,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from sipwake import logsetup
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.sip.digest import ha1
 from sipwake.store import StoreOpenError, open_store
 from sipwake.store.models import User
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = logsetup.TEXT_FORMAT
 
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
 _USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()" + "&=+$,;?/")
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sipwake: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(config.log.level)
+    logsetup.configure(config.log.level, config.log.format, config.log.sip_trace)
     if args.command == "serve":
         if args.workers > 1 and args.worker is None:
             if not config.cluster.redis_url:

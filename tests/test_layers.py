@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "sipwake"
 
-FOUNDATIONS = {"config", "ids", "timing", "lograte", "ratelimit", "metrics"}
+FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics"}
 SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
 
 # package (or top-level module) → what it may import besides itself
@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "push_setup": {"config", "push"},
     "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
     "server": {"*"},
-    "cli": {"config", "server", "sip", "store", "workers"},
+    "cli": {"config", "logsetup", "server", "sip", "store", "workers"},
     "workers": {"config"},
 }
 
