@@ -37,6 +37,7 @@ from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.guard import Limits
 from sipwake.sip.peer import TrustedPeers
+from sipwake.sip.trace import trace as sip_trace
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer, canonical_host
 from sipwake.sip.uac import Uac
@@ -90,6 +91,8 @@ class Server:
         self.transport = TransportLayer(
             self._received, sip.max_message_size, limits, self.trusted_peers.trusts_host
         )
+        if config.log.sip_trace:
+            self.transport.trace = sip_trace
         self.transactions: TransactionLayer
         self.uac: Uac
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
