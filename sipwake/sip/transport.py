@@ -171,6 +171,16 @@ class TransportLayer:
     def flow_alive(self, flow: str) -> bool:
         return flow in self._flows
 
+    def connections(self) -> dict[str, int]:
+        """Open stream connections by transport (tcp, tls, ws, wss), WebSockets still
+        in their handshake included: for the metrics, read per scrape."""
+        counts = dict.fromkeys(_STREAMS, 0)
+        for conn in self._flows.values():
+            counts[conn.kind] = counts.get(conn.kind, 0) + 1
+        for ws in self.upgrading:
+            counts[ws.kind] = counts.get(ws.kind, 0) + 1
+        return counts
+
     # ---------------------------------------------------------------- receiving
     def deliver(self, data: bytes, peer: Peer, stream: bool) -> None:
         """Bytes of one message from `peer`: parsed and handed on, or answered 400."""
