@@ -13,6 +13,8 @@ import pytest
 
 from sipwake import logsetup
 from sipwake.config import ConfigError, load_config
+from tests.agent import Agent
+from tests.served import DOMAIN, serve
 
 
 @pytest.fixture
@@ -83,3 +85,30 @@ def test_config_keys(tmp_path: Path) -> None:
     path.write_text('[log]\nsip_trace = "on"\n')
     with pytest.raises(ConfigError, match=r"'log\.sip_trace' must be a boolean"):
         load_config(str(path), env={})
+
+
+async def test_sipwake_serve_writes_json_lines_with_the_trace(tmp_path: Path) -> None:
+    """The installed command: every line of its log is a JSON object; a registration
+    is a line with its fields; the trace shows the REGISTER without the password's
+    digest or the push token."""
+    token = "e5" * 32
+    toml = (f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:0"]\n'
+            '[http]\nlisten = "127.0.0.1:0"\n[log]\nformat = "json"\nsip_trace = true\n')  # fmt: skip
+    served = await serve(tmp_path, toml)
+    try:
+        phone = await Agent("alice", "secret", DOMAIN, served.sip["udp"]).start()
+        params = f";pn-provider=apns;pn-prid={token};pn-param=ABCD123456.com.example.dialer.voip"
+        assert (await phone.register(params=params)).status == 200
+        phone.close()
+        await served.wait_log(r'"msg": "binding new')
+    finally:
+        assert await served.stop() == 0
+    lines = [json.loads(line) for line in served.log if line.strip()]
+    assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
+    (bound,) = [line for line in lines if line["msg"].startswith("binding new")]
+    assert bound["user"] == f"sip:alice@{DOMAIN}" and bound["transport"] == "udp"
+    traced = [line for line in lines if line["logger"] == "sipwake.sip.trace"]
+    assert [(t["direction"], t["first_line"].split(" ")[0]) for t in traced] == [
+        ("in", "REGISTER"), ("out", "SIP/2.0"), ("in", "REGISTER"), ("out", "SIP/2.0"),
+    ]
+    assert token not in "\n".join(served.log) and "response=" not in "\n".join(served.log)
