@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Sequence
 from importlib import metadata
 from typing import Any
 
+from sipwake import logsetup
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.progress import ProgressBar
 from sipwake.provision import CsvFormatError, Entry, import_users, make_user, read_csv
@@ -27,7 +28,7 @@ from sipwake.push_setup import build_providers
 from sipwake.store import Store, StoreOpenError, open_store
 from sipwake.store.models import Device
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = logsetup.TEXT_FORMAT
 SHOWN_PROBLEMS = 50  # bad CSV rows listed one by one; the rest are counted
 
 
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sipwake: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(config.log.level)
+    logsetup.configure(config.log.level, config.log.format, config.log.sip_trace)
     if args.command == "serve":
         if args.workers > 1 and args.worker is None:
             if not config.cluster.redis_url:

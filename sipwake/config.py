@@ -34,6 +34,7 @@ ENV_PREFIX = "SIPWAKE_"
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -166,6 +167,11 @@ class AuthConfig:
 @dataclass
 class LogConfig:
     level: str = "INFO"
+    format: str = "text"  # "json": one JSON object a line, for log shippers
+    # every SIP message in and out on the logger sipwake.sip.trace (credentials and
+    # push tokens redacted, bodies as their length): for debugging one phone, not for
+    # a busy node
+    sip_trace: bool = False
 
 
 @dataclass
@@ -505,6 +511,9 @@ def _finish(config: Config) -> None:
     config.log.level = config.log.level.upper()
     if config.log.level not in LOG_LEVELS:
         raise ConfigError(f"'log.level' must be one of {', '.join(LOG_LEVELS)}")
+    config.log.format = config.log.format.lower()
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError(f"'log.format' must be one of {', '.join(LOG_FORMATS)}")
     if config.cluster.redis_url:
         # DESIGN "Cluster": the same secret signs nonces and the routes between nodes,
         # and durable state is shared in PostgreSQL

@@ -28,7 +28,7 @@ from sipwake.cluster.relay import Relay
 from sipwake.cluster.routes import InternalRoutes
 from sipwake.config import Config, parse_listen
 from sipwake.messages.inbox import Inbox
-from sipwake.metrics import Metrics
+from sipwake.metrics import Cached, Metrics, Reading
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.registrar.registrar import Registrar, RegistrarSettings
@@ -37,11 +37,13 @@ from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.guard import Limits
 from sipwake.sip.peer import TrustedPeers
+from sipwake.sip.trace import trace as sip_trace
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer, canonical_host
 from sipwake.sip.uac import Uac
 from sipwake.store import open_store
 from sipwake.store.base import Store
+from sipwake.store.errors import ERRORS as STORE_ERRORS
 from sipwake.store.errors import log_failure
 from sipwake.store.models import PushAttempt
 from sipwake.tasks import Tasks
@@ -90,6 +92,8 @@ class Server:
         self.transport = TransportLayer(
             self._received, sip.max_message_size, limits, self.trusted_peers.trusts_host
         )
+        if config.log.sip_trace:
+            self.transport.trace = sip_trace
         self.transactions: TransactionLayer
         self.uac: Uac
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
@@ -112,7 +116,9 @@ class Server:
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
         )
-        self.registrar = Registrar(settings, self.store, self.admission, peers=self.cluster)
+        self.registrar = Registrar(
+            settings, self.store, self.admission, peers=self.cluster, metrics=self.metrics
+        )
         await self.registrar.load()
         node = self.cluster.node if self.cluster is not None else ""
         self.push = build_push(
@@ -130,6 +136,7 @@ class Server:
         await self._services(loop)
         if self.cluster is not None:
             self._wire_cluster(self.cluster)
+        self._readings()
         await self._listen()
         self.spawn(self._sweep())
         self.transport.start_sweeping()
@@ -239,6 +246,38 @@ class Server:
         )  # fmt: skip
         self.voicemail.install(self.router)
         self.spawn(self.voicemail.subscriptions.expire_forever())
+
+    def _readings(self) -> None:
+        """What /metrics reads from the node at each scrape: counts it keeps anyway."""
+        m, calls = self.metrics, self.calls
+        m.read(Reading("gauge", "sipwake_bindings", "Live SIP bindings on this node",
+                       lambda: self.registrar.binding_count))
+        m.read(Reading("gauge", "sipwake_calls_ringing",
+                       "Calls to a local user not yet answered nor ended (parked included)",
+                       lambda: len(calls.calls)))
+        m.read(Reading("gauge", "sipwake_calls_parked",
+                       "Calls waiting for a woken app: no device answered SIP yet",
+                       lambda: calls.counts()["parked"]))
+        m.read(Reading("gauge", "sipwake_connections", "Open SIP stream connections",
+                       lambda: {(k,): n for k, n in self.transport.connections().items()},
+                       ("transport",)))
+        m.read(Reading("counter", "sipwake_messages_stored",
+                       "MESSAGEs stored in an inbox (a resend counts once)",
+                       lambda: self.inbox.stored))
+        m.read(Reading("counter", "sipwake_messages_delivered",
+                       "Inbox deliveries a device answered 2xx (each device counts)",
+                       lambda: self.inbox.courier.deliveries))
+        m.read(Reading("counter", "sipwake_store_errors",
+                       "Store operations that failed, by kind (an outage's kind, or error)",
+                       lambda: {(k,): n for k, n in STORE_ERRORS.items()}, ("kind",)))
+        devices = Cached(self.store.device_counts)
+        m.before_scrape(devices.refresh)
+        m.read(Reading("gauge", "sipwake_devices",
+                       "Push devices by platform and state (read from the store, every 30 s "
+                       "at most)",
+                       lambda: {(p, "enabled" if on else "disabled"): n
+                                for (p, on), n in devices.value.items()},
+                       ("platform", "state")))  # fmt: skip
 
     async def _listen(self) -> None:
         """SIP on every [sip] listen address, then the HTTP API."""

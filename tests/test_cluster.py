@@ -16,8 +16,10 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from sipwake.sip.message import Message
 from tests.agent import Agent, Dialer, next_request, respond
@@ -500,3 +502,29 @@ async def test_a_response_handed_to_the_wrong_node_reaches_its_transaction(
         astray.close()
         app.close()
         caller.close()
+
+
+async def test_a_binding_is_counted_and_logged_by_its_own_node(nodes: Nodes) -> None:
+    """sipwake_bindings and the 'binding new/gone' lines are the registering node's:
+    summed over the nodes, the cluster's count; the other node learns of the binding
+    (it can route to it) without counting or logging it."""
+    async def bindings(node: Served) -> float:
+        async with aiohttp.ClientSession() as http, http.get(f"{node.http}/metrics") as resp:
+            text = await resp.text()
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "sipwake_bindings"]
+        return family.samples[0].value
+
+    a = await nodes.start(extra=DEBUG)
+    b = await nodes.start()
+    app = await phone(b, "tcp")
+    try:
+        assert (await app.register(PN, INSTANCE)).status == 200
+        await a.wait_log(f"cluster: sip:alice@{DOMAIN} registered on")
+        assert (await bindings(b), await bindings(a)) == (1, 0)
+        assert (await app.register(PN, INSTANCE, expires=0)).status == 200
+        await b.wait_log(r"binding gone \(unregistered\): sip:alice@")
+        assert (await bindings(b), await bindings(a)) == (0, 0)
+    finally:
+        app.close()
+    assert b.log_has("binding new: sip:alice@") and not a.log_has("binding new:")
+    assert not a.log_has("binding gone")

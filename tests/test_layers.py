@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "sipwake"
 
-FOUNDATIONS = {"config", "ids", "timing", "lograte", "ratelimit", "metrics"}
+FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics"}
 SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
 
 # package (or top-level module) → what it may import besides itself
@@ -37,7 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "workers": {"config"},
     "provision": {"sip", "store"},
     "progress": set(),
-    "cli": {"config", "server", "sip", "store", "workers", "push", "push_setup", "provision",
+    "cli": {"config", "logsetup", "server", "sip", "store", "workers", "push", "push_setup",
+            "provision",
             "progress"},
 }
 

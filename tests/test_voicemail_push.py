@@ -103,7 +103,11 @@ async def test_one_push_per_device_per_new_voicemail(
     message = fcm.sends[0].message
     assert message["data"] == {"type": "voicemail", "from_uri": "sip:+15551234@example.com",
                                "from_name": "Bob Builder", "duration": "42", "new": "1",
-                               "old": "0"}  # fmt: skip
+                               "old": "0",
+                               # what to show (push/alert_text.py)
+                               "title": "New voicemail", "title_loc_key": "VOICEMAIL_TITLE",
+                               "body": "New voicemail from Bob Builder",
+                               "loc_key": "VOICEMAIL_FROM", "loc_args": '["Bob Builder"]'}  # fmt: skip
     assert message["android"]["priority"] == "HIGH"
 
     # the same state, only the old count moving, new dropping: nothing more

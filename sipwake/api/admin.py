@@ -34,11 +34,15 @@ class NodeMetrics(Protocol):
     @property
     def register_invite(self) -> Latency: ...
 
+    async def refresh(self) -> None:
+        """Bring the readings that need the store up to date (cached)."""
+
 
 def add_routes(
     app: web.Application, auth: ApiAuth, metrics: NodeMetrics, counts: Counts
 ) -> None:
     async def prometheus(request: web.Request) -> web.Response:
+        await metrics.refresh()
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

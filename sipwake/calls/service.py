@@ -199,6 +199,7 @@ class CallService:
     def counts(self) -> dict[str, int]:
         return {
             "ringing": len(self.calls),
+            "parked": sum(1 for call in self.calls.values() if call.parked),
             "ended": len(self.ended),
             "dialogs": len(self.dialogs),
             "pickups": len(self.pickups),

@@ -150,6 +150,7 @@ class Courier:
         self._outages = LogRate(60.0)
         # a cluster's other nodes are told of each delivery (their sender may wait)
         self.on_delivery: Callable[[int], None] | None = None
+        self.deliveries = 0  # 2xx answers to deliveries, every device's (a metric)
 
     # ------------------------------------------------------------------ starting
     def registered(self, binding: Binding) -> None:
@@ -304,6 +305,7 @@ class Courier:
             if 200 <= status < 300:
                 done.add(message.id)
                 lane.delivered += 1
+                self.deliveries += 1
                 self.delivered_elsewhere(message.id)
                 if self.on_delivery is not None:
                     self.on_delivery(message.id)

@@ -137,6 +137,7 @@ class Inbox:
         self.kick_elsewhere: Callable[[Binding], bool] | None = None
         self.on_delivery: Callable[[int], None] | None = None  # a message id delivered
         self.courier.on_delivery = self._delivery
+        self.stored = 0  # messages stored (resends not counted): a metric
 
     async def load(self) -> None:
         """Who has mail waiting (also when back on a cluster's bus: what others
@@ -232,6 +233,7 @@ class Inbox:
                 self._kick(binding)
             st.reply(200 if stored.delivered_at else 202)
             return
+        self.stored += 1
         if aor in self._counts:
             self._counts[aor] += 1
         await self._hand_over(st, stored, live, content.text)

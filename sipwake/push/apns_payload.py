@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sipwake.push.alert_text import alert_text, language
 from sipwake.push.notification import (
     CallCancelledNotification,
     CallNotification,
@@ -55,51 +56,38 @@ def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _alert(n: Notification, privacy: bool, sound: str) -> dict[str, Any]:
-    """The `aps` dictionary of a user-visible alert (without the message preview)."""
-    title: str
-    body = ""
+def _alert(n: Notification, privacy: bool, sound: str, locale: str = "") -> dict[str, Any]:
+    """The `aps` dictionary of a user-visible alert (without the message preview).
+    Its text goes twice: as keys for the app's Localizable.strings, shown in the
+    phone's language, and finished in the device's `locale` (alert_text.py)."""
     aps: dict[str, Any] = {}
     if isinstance(n, CallNotification):
         aps["category"] = CALL_CATEGORY
-        if privacy:
-            title = "Incoming call"
-        elif n.caller_name:
-            title, body = n.caller_name, n.caller_number
-        else:
-            title, body = n.caller_number or "Incoming call", "Incoming call"
         # The ringtone plays once (~15 s); the calls layer repeats the alert with
         # the same collapse id while the call stays parked.
         aps["sound"] = sound
     elif isinstance(n, CallCancelledNotification):
-        # Same collapse id as the ringing alert, which it replaces. No sound.
-        title = "Call answered elsewhere" if n.reason == "answered_elsewhere" else "Call declined"
+        pass  # same collapse id as the ringing alert, which it replaces; no sound
     elif isinstance(n, MissedCallNotification):
-        title = "Missed call"
-        if not privacy:
-            if n.caller_name and n.caller_number:
-                body = f"{n.caller_name} ({n.caller_number})"
-            else:
-                body = n.caller_name or n.caller_number
         aps["sound"] = "default"
         aps["thread-id"] = "missed_calls"
     elif isinstance(n, MessageNotification):
-        title = "New message" if privacy else (n.from_name or n.from_number or "New message")
         aps["sound"] = "default"
         aps["thread-id"] = n.collapse(privacy)
     elif isinstance(n, VoicemailNotification):
-        title = "New voicemail"
-        if not privacy:
-            body = n.from_name
         aps["sound"] = "default"
     elif isinstance(n, TestNotification):
-        title, body = "Test push", "sent by sipwake push test"
         aps["sound"] = "default"
     else:  # pragma: no cover - exhaustive over the notification types
         raise TypeError(f"unknown notification {type(n).__name__}")
-    alert: dict[str, str] = {"title": title}
-    if body:
-        alert["body"] = body
+    text, lang = alert_text(n, privacy), language(locale)
+    alert: dict[str, Any] = {"title": text.title(lang), "title-loc-key": text.title_key}
+    if text.title_args:
+        alert["title-loc-args"] = list(text.title_args)
+    if text.body_key:
+        alert["body"] = text.body(lang)
+        alert["loc-key"] = text.body_key
+        alert["loc-args"] = list(text.body_args)
     aps["alert"] = alert
     if n.badge is not None:
         aps["badge"] = n.badge
@@ -127,7 +115,8 @@ def build(device: Device, n: Notification, default_topic: str) -> ApnsRequest:
         if not device.push_token:
             raise SkipPush("no alert token (device has only a VoIP token)")
         token, push_type, topic = device.push_token, "alert", bundle
-        payload = {"aps": _alert(n, device.privacy, device.ringtone or "default"), **fields}
+        aps = _alert(n, device.privacy, device.ringtone or "default", device.locale)
+        payload = {"aps": aps, **fields}
     if problem := apns_token_problem(token):  # never let anything else into the path
         raise InvalidDeviceToken(problem)
     request = ApnsRequest(

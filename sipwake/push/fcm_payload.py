@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sipwake.push.alert_text import alert_text, language
 from sipwake.push.notification import MessageNotification, Notification, Value
 from sipwake.push.truncate import fit
 from sipwake.store.models import Device
@@ -29,9 +30,26 @@ def data_size(data: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
 
 
+def alert_fields(n: Notification, privacy: bool, locale: str) -> dict[str, str]:
+    """What the app may show, as on iOS (alert_text.py): `title` and `body` in the
+    device's locale, and the keys for the app's own strings with their arguments
+    (`*_loc_args` a JSON array, as FCM data values are strings). No `body` for a
+    message: its `preview` is the body."""
+    text, lang = alert_text(n, privacy), language(locale)
+    fields = {"title": text.title(lang), "title_loc_key": text.title_key}
+    if text.title_args:
+        fields["title_loc_args"] = json.dumps(list(text.title_args), ensure_ascii=False)
+    if text.body_key:
+        fields["body"] = text.body(lang)
+        fields["loc_key"] = text.body_key
+        fields["loc_args"] = json.dumps(list(text.body_args), ensure_ascii=False)
+    return fields
+
+
 def build(device: Device, n: Notification, now: float) -> dict[str, Any]:
     """The `message` object for `n` to `device` (send body is {"message": ...})."""
     data = {k: as_string(v) for k, v in n.fields(device.privacy).items()}
+    data.update(alert_fields(n, device.privacy, device.locale))
     if isinstance(n, MessageNotification) and not device.privacy:
 
         def size_of(preview: str, truncated: bool) -> int:

@@ -743,7 +743,9 @@ class PushService:
             device.enabled = False
             device.disabled_reason = reason
             log.warning("device %s disabled: %s rejected its token (%s)", device.device_id,
-                        refused.provider, reason)
+                        refused.provider, reason,
+                        extra={"user": device.aor, "device": device.device_id,
+                               "provider": refused.provider, "reason": reason})
         return disabled
 
     async def _record(self, a: Attempt) -> None:

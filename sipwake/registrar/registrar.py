@@ -77,6 +77,33 @@ class Peers(Protocol):
     def devices_changed(self, aor: str | None) -> None: ...
 
 
+class RegistrarMetrics(Protocol):
+    """Where the registrar reports what it did (metrics.py's Metrics is one)."""
+
+    def registration(self, result: str) -> None:
+        """A REGISTER was answered: `result` is a word for its status (RESULTS)."""
+
+    def binding_change(self, change: str) -> None:
+        """A binding of this node's came (new), was refreshed, or went (unregistered,
+        expired, flow_closed)."""
+
+
+class _NoMetrics:
+    def registration(self, result: str) -> None:
+        pass
+
+    def binding_change(self, change: str) -> None:
+        pass
+
+
+# A REGISTER's answer as a metric label: a short word, and few of them
+RESULTS = {
+    200: "ok", 401: "challenged", 407: "challenged", 403: "forbidden", 404: "not_found",
+    400: "bad_request", 423: "interval_too_brief", 555: "push_not_supported",
+    500: "error", 503: "unavailable",
+}  # fmt: skip
+
+
 class Registrar:
     def __init__(
         self,
@@ -85,6 +112,7 @@ class Registrar:
         auth: Admission,
         clock: Callable[[], float] = time.time,
         peers: Peers | None = None,
+        metrics: RegistrarMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -92,7 +120,12 @@ class Registrar:
         self.clock = clock
         self.peers = peers  # None: a node alone
         self.node = peers.node if peers is not None else ""
+        self.metrics: RegistrarMetrics = metrics or _NoMetrics()
         self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
+        # how many of `bindings` are this node's own (registered here), kept as they
+        # come and go: the gauge reads it, where a sum over a million users per scrape
+        # would stall calls, and a cluster's nodes add up to its total
+        self.binding_count = 0
         self.writer = BindingWriter(store)
         # TCP/TLS connection id → its bindings: a dropped connection costs its own
         # bindings, not a scan of everyone's
@@ -116,6 +149,7 @@ class Registrar:
                 self._keep(self._view(b))
             elif not b.flow:  # a connection of ours died with the old process
                 self.bindings.setdefault(b.aor, {})[b.key] = b
+                self.binding_count += 1
 
     # ------------------------------------------------------------ the cluster
     def _remote(self, binding: Binding) -> bool:
@@ -244,7 +278,13 @@ class Registrar:
     async def handle_register(self, request: Message, respond: Callable[[Message], None]) -> None:
         """Process one REGISTER: send the final response, then tell the listeners."""
         registered: list[tuple[Binding, Device | None]] = []
-        respond(await self._register(request, registered))
+        try:
+            response = await self._register(request, registered)
+        except Exception:
+            self.metrics.registration("error")
+            raise
+        self.metrics.registration(RESULTS.get(response.status, "other"))
+        respond(response)
         for binding, device in registered:
             if self.peers is not None:
                 self.peers.registered(binding, device)
@@ -414,7 +454,9 @@ class Registrar:
             self.devices[device_id] = old
             return old  # unchanged: no write on a plain refresh
         await self.save_device(device)
-        log.info("device %s of %s: %s token stored", device_id, aor, push.provider)
+        what = "added" if old is None else "token changed" if new_token else "updated"
+        log.info("device %s: %s of %s, %s %s", what, device_id, aor, device.platform,
+                 push.provider, extra=_device_fields(device))  # fmt: skip
         return device
 
     async def save_device(self, device: Device) -> None:
@@ -434,8 +476,10 @@ class Registrar:
         left = replace(device)
         left.push_token = "" if device.push_token in tokens else device.push_token
         left.voip_token = "" if device.voip_token in tokens else device.voip_token
-        log.info("push token of device %s (%s) moved to device %s (%s)",
-                 device.device_id, device.aor, taker.device_id, taker.aor)  # fmt: skip
+        log.info("device token moved: from %s (%s) to device %s (%s)",
+                 device.device_id, device.aor, taker.device_id, taker.aor,
+                 extra={**_device_fields(taker), "from_device": device.device_id,
+                        "from_user": device.aor})  # fmt: skip
         if left.push_token or left.voip_token:
             left.updated_at = taker.updated_at
             await self.store.put_device(left)
@@ -450,6 +494,7 @@ class Registrar:
         if old is not None:
             self._unflow(old)
         by_key[binding.key] = binding
+        self._counted(old, binding)
         if binding.flow:
             self._by_flow.setdefault(binding.flow, set()).add((binding.aor, binding.key))
 
@@ -460,13 +505,13 @@ class Registrar:
             if not on_flow:
                 del self._by_flow[binding.flow]
 
-    def _remove(self, aor: str, key: str) -> None:
-        gone = self._forget(aor, key)
+    def _remove(self, aor: str, key: str, why: str = "unregistered") -> None:
+        gone = self._forget(aor, key, why)
         self.writer.delete(aor, key)
         if gone is not None and self.peers is not None:
             self.peers.removed(gone)
 
-    def _forget(self, aor: str, key: str) -> Binding | None:
+    def _forget(self, aor: str, key: str, why: str = "unregistered") -> Binding | None:
         """Out of memory (the store is someone else's business)."""
         by_key = self.bindings.get(aor)
         gone = by_key.pop(key, None) if by_key else None
@@ -474,7 +519,31 @@ class Registrar:
             self._unflow(gone)
             if not by_key:
                 del self.bindings[aor]
+            self._counted(gone, None, why)
         return gone
+
+    def _counted(self, old: Binding | None, new: Binding | None, why: str = "") -> None:
+        """A binding came, was refreshed or went: counted, and logged (refreshes at
+        DEBUG), when it is this node's own; another node logs its own."""
+        if old is not None and not self._remote(old):
+            if new is not None and not self._remote(new):
+                self.metrics.binding_change("refreshed")
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("binding refreshed: %s %s", new.aor, _where(new),
+                              extra=_binding_fields(new))  # fmt: skip
+                return
+            self.binding_count -= 1
+            self.metrics.binding_change(why or "moved")
+            if log.isEnabledFor(logging.INFO):  # the fields cost more than the test
+                fields = {**_binding_fields(old), "reason": why or "moved"}
+                log.info("binding gone (%s): %s %s", (why or "moved").replace("_", " "),
+                         old.aor, _where(old), extra=fields)  # fmt: skip
+        if new is not None and not self._remote(new):
+            self.binding_count += 1
+            self.metrics.binding_change("new")
+            if log.isEnabledFor(logging.INFO):
+                log.info("binding new: %s %s", new.aor, _where(new),
+                         extra=_binding_fields(new))  # fmt: skip
 
     def _remove_all(self, aor: str, request: Message) -> None:
         for key, b in list(self.bindings.get(aor, {}).items()):
@@ -496,7 +565,7 @@ class Registrar:
     async def flow_closed(self, flow: str) -> None:
         """A TCP/TLS connection dropped: its bindings can't be reached any more."""
         for aor, key in list(self._by_flow.get(flow, ())):
-            self._remove(aor, key)
+            self._remove(aor, key, "flow_closed")
 
     async def expire(self) -> int:
         """Drop expired bindings from memory and store; returns how many went."""
@@ -512,6 +581,7 @@ class Registrar:
                 if b.expires_at <= now:
                     del by_key[key]
                     self._unflow(b)
+                    self._counted(b, None, "expired")
                     gone += 1
             if not by_key:
                 del self.bindings[aor]
@@ -555,6 +625,39 @@ def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> 
         ):
             return d
     return None
+
+
+def _where(binding: Binding) -> str:
+    """How a binding is reached, for a log line: device or instance, and source. Never
+    the contact URI: its pn-prid is a push token."""
+    who = f"device {binding.device_id}" if binding.device_id else binding.instance or "no device"
+    return f"({who}) from {binding.received or 'an unknown source'}"
+
+
+def _binding_fields(binding: Binding) -> dict[str, object]:
+    """A binding's structured log fields (JSON format). No pn-* values: the contact
+    URI, which carries the push token, is not among them."""
+    source = binding.received or ""
+    return {
+        "user": binding.aor,
+        "device": binding.device_id,
+        "instance": binding.instance,
+        "transport": source.partition(":")[0],
+        "source": source,
+        "user_agent": binding.user_agent,
+        "expires_at": int(binding.expires_at),
+    }
+
+
+def _device_fields(device: Device) -> dict[str, object]:
+    """A device's structured log fields: never its tokens."""
+    return {
+        "user": device.aor,
+        "device": device.device_id,
+        "platform": device.platform,
+        "provider": device.provider,
+        "call_mode": device.call_mode,
+    }
 
 
 def _answer(request: Message, status: int, reason: str | None = None) -> Message:

@@ -74,6 +74,8 @@ class TransportLayer:
         self.on_flow_closed: Callable[[str], None] | None = None
         self.parse_errors = 0
         self.advertise = ""  # [sip] advertise: the host others reach us at, if not bound
+        # [log] sip_trace: told of every message in and out (sip/trace.py); None: off
+        self.trace: Callable[[str, bytes, Peer], None] | None = None
 
     def address(self, transport: str) -> tuple[str, int]:
         """Where others reach us over `transport`: for our Via, Record-Route, Contact."""
@@ -169,9 +171,21 @@ class TransportLayer:
     def flow_alive(self, flow: str) -> bool:
         return flow in self._flows
 
+    def connections(self) -> dict[str, int]:
+        """Open stream connections by transport (tcp, tls, ws, wss), WebSockets still
+        in their handshake included: for the metrics, read per scrape."""
+        counts = dict.fromkeys(_STREAMS, 0)
+        for conn in self._flows.values():
+            counts[conn.kind] = counts.get(conn.kind, 0) + 1
+        for ws in self.upgrading:
+            counts[ws.kind] = counts.get(ws.kind, 0) + 1
+        return counts
+
     # ---------------------------------------------------------------- receiving
     def deliver(self, data: bytes, peer: Peer, stream: bool) -> None:
         """Bytes of one message from `peer`: parsed and handed on, or answered 400."""
+        if self.trace is not None:
+            self.trace("in", data, peer)
         try:
             msg = parse(data, stream=stream)
         except SipParseError as exc:
@@ -243,6 +257,8 @@ class TransportLayer:
         return self.send_bytes(data, peer)
 
     def send_bytes(self, data: bytes, peer: Peer) -> bool:
+        if self.trace is not None:
+            self.trace("out", data, peer)
         if peer.transport == "udp":
             dgram = self._udp.get("ipv6" if ":" in peer.host else "ipv4") or self._udp.get("any")
             if dgram is None:

@@ -62,6 +62,9 @@ class Store(Protocol):
 
     async def delete_device(self, device_id: str) -> bool: ...
 
+    async def device_counts(self) -> dict[tuple[str, bool], int]:
+        """(platform, enabled) → how many devices (for the metrics)."""
+
     async def devices_with_token(self, token: str) -> list[Device]:
         """Devices of any user holding `token` as their push or VoIP token."""
 

@@ -8,6 +8,7 @@ Retry-After and try again later; anything else (a constraint, a bug) stays what 
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -67,13 +68,20 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
     return StoreUnavailable(kind, exc) if kind is not None else None
 
 
+# Store operations that failed in this process, by kind of outage ("error" for any
+# other failure): the sipwake_store_errors metric reads it.
+ERRORS: collections.Counter[str] = collections.Counter()
+
+
 @contextmanager
 def outages_raised() -> Iterator[None]:
-    """Inside: an outage error leaves as StoreUnavailable, anything else as it is."""
+    """Inside: an outage error leaves as StoreUnavailable, anything else as it is.
+    Either way it is counted in ERRORS."""
     try:
         yield
     except Exception as exc:
         converted = unavailable(exc)
+        ERRORS[converted.kind if converted is not None else "error"] += 1
         if converted is None or converted is exc:
             raise
         raise converted from exc

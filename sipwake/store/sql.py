@@ -141,6 +141,9 @@ class Queries:
     get_device: str = _select("devices", DEVICE_COLUMNS, "WHERE device_id = ?")
     devices: str = _select("devices", DEVICE_COLUMNS, "WHERE aor = ? ORDER BY device_id")
     delete_device: str = "DELETE FROM devices WHERE device_id = ?"
+    device_counts: str = (
+        "SELECT platform, enabled, count(*) FROM devices GROUP BY platform, enabled"
+    )
     # the prefixes match the token indexes (migration 4); the whole token decides
     devices_with_token: str = _select(
         "devices",
@@ -361,6 +364,10 @@ class SQLStore:
 
     async def delete_device(self, device_id: str) -> bool:
         return await self._execute(self._q.delete_device, (device_id,)) > 0
+
+    async def device_counts(self) -> dict[tuple[str, bool], int]:
+        rows = await self._fetch(self._q.device_counts, ())
+        return {(str(platform), bool(enabled)): int(n) for platform, enabled, n in rows}
 
     async def devices_with_token(self, token: str) -> list[Device]:
         prefix = token[:64]

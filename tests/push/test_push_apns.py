@@ -107,7 +107,16 @@ async def test_voip_mode_sends_everything_else_as_alerts(
     missed, msg, vm = (r.payload for r in server.requests[1:])
     assert missed["at"] == int(clock()) and missed["aps"]["badge"] == 2
     assert msg["unread"] == 3 and msg["truncated"] is False and msg["preview"] == "hello"
-    assert msg["aps"]["alert"] == {"title": "Bob Builder", "body": "hello"}
+    assert msg["aps"]["alert"] == {"title": "Message from Bob Builder", "body": "hello",
+                                   "title-loc-key": "MESSAGE_FROM",
+                                   "title-loc-args": ["Bob Builder"]}
+    assert missed["aps"]["alert"] == {"title": "Missed call", "title-loc-key": "MISSED_CALL_TITLE",
+                                      "body": "Missed call from Bob (+15551234)",
+                                      "loc-key": "MISSED_CALL_FROM",
+                                      "loc-args": ["Bob (+15551234)"]}
+    assert vm["aps"]["alert"]["loc-key"] == "VOICEMAIL_FROM"
+    assert server.requests[0].payload["aps"]["alert"] == {
+        "title": "Call answered elsewhere", "title-loc-key": "CALL_ANSWERED_ELSEWHERE"}
     assert vm["duration"] == 12 and vm["new"] == 2 and vm["old"] == 5
     assert server.requests[0].headers["apns-collapse-id"] == "park-1"  # replaces the ring
 
@@ -125,8 +134,11 @@ async def test_alert_mode_call(apns_server: Any, apns_push: Any, clock: FakeCloc
     assert first.headers["apns-push-type"] == "alert"
     assert first.headers["apns-topic"] == BUNDLE
     assert first.headers["apns-expiration"] == str(n.expires_at)
-    assert first.payload["aps"] == {"category": "INCOMING_CALL", "sound": "ring.caf",
-                                    "alert": {"title": "Bob Builder", "body": "+15551234"}}
+    assert first.payload["aps"] == {
+        "category": "INCOMING_CALL", "sound": "ring.caf",
+        "alert": {"title": "Incoming call", "title-loc-key": "CALL_TITLE",
+                  "body": "Incoming call from Bob Builder (+15551234)", "loc-key": "CALL_FROM",
+                  "loc-args": ["Bob Builder (+15551234)"]}}
     assert first.payload["call_id"] == "park-1"
     assert second.headers["apns-collapse-id"] == first.headers["apns-collapse-id"] == "park-1"
     assert second.headers["apns-id"] != first.headers["apns-id"]  # two notifications

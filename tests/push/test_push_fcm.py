@@ -58,7 +58,11 @@ async def test_every_kind_is_a_high_priority_string_data_message(
                              "caller_uri": "sip:bob@example.com", "caller_number": "+15551234",
                              "caller_name": "Bob Builder",
                              "pickup_uri": "sip:pickup-park-1@example.com",
-                             "expires_at": str(n.expires_at)}
+                             "expires_at": str(n.expires_at),
+                             # what to show: keys for the app's strings, and in English
+                             "title": "Incoming call", "title_loc_key": "CALL_TITLE",
+                             "body": "Incoming call from Bob Builder (+15551234)",
+                             "loc_key": "CALL_FROM", "loc_args": '["Bob Builder (+15551234)"]'}
     assert first["android"] == {"priority": "HIGH", "ttl": "30s", "collapse_key": "park-1"}
     msg = server.sends[3].message["data"]
     assert (msg["unread"], msg["truncated"], msg["preview"]) == ("3", "false", "hello")
