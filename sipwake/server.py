@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from sipwake.api.console import ConsoleSources
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory
 from sipwake.calls.service import IN_DIALOG_METHODS, CallService
@@ -32,6 +33,7 @@ from sipwake.metrics import Cached, Metrics, Reading
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.registrar.registrar import Registrar, RegistrarSettings
+from sipwake.registrar.trace import RegistrationTrace
 from sipwake.retention import Retention
 from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
@@ -47,6 +49,7 @@ from sipwake.store.errors import ERRORS as STORE_ERRORS
 from sipwake.store.errors import log_failure
 from sipwake.store.models import PushAttempt
 from sipwake.tasks import Tasks
+from sipwake.timeline import Timeline
 from sipwake.voicemail import Voicemail
 
 log = logging.getLogger("sipwake.server")
@@ -101,6 +104,7 @@ class Server:
         self.cluster: Cluster | None = None
         self._internal: object = None  # the listen spec bound early for the cluster
         self.metrics = Metrics()
+        self.timeline = Timeline()  # recent calls, messages, pushes: the admin page
         self.tasks = Tasks("server")  # background work; each service has a group of its own
         self._groups = [self.tasks]
         self._stopping = asyncio.Event()
@@ -124,6 +128,8 @@ class Server:
         self.push = build_push(
             cfg.push, _PushLog(self.registrar, self.store), self.store, self.metrics, node
         )
+        self.push.trace = self.timeline
+        self.registrar.listeners.append(RegistrationTrace(self.timeline))
         await self.push.start()  # resumes the pushes a previous run left in the outbox
         self.registrar.flow_alive = self.transport.flow_alive
         self.transport.guard.has_binding = self.registrar.flow_has_binding
@@ -226,12 +232,14 @@ class Server:
             locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
             wire=self.transport, pusher=self.push, call_log=self.store, metrics=self.metrics,
             spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1, parks=self.cluster,
+            trace=self.timeline,
         )  # fmt: skip
         self._wire_calls(self.calls)
         self.inbox = Inbox(  # MESSAGE: store, deliver, push
             cfg.messages, cfg.sip.domain,
             store=self.store, locations=self.registrar, users=self.users, gate=self.admission,
             uac=self.uac, pusher=self.push, tasks=self._group("inbox"), scheduler=loop,
+            trace=self.timeline,
         )  # fmt: skip
         self.router.route("MESSAGE", self.inbox.on_message)
         self.registrar.listeners.append(self.inbox)
@@ -355,6 +363,8 @@ class Server:
             registry=self.registrar, inbox=self.inbox, calls=self.calls,
             voicemail=self.voicemail, sink=self.push.sink, metrics=self.metrics,
             counts={"calls": self.calls.counts, "transactions": self.transactions.counts},
+            console=ConsoleSources(self.registrar, self.calls, self.inbox, self.push,
+                                   self.timeline),
         )  # fmt: skip
 
     async def _sweep(self) -> None:

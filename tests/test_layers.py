@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "sipwake"
 
-FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics"}
+FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics",
+               "timeline"}
 SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
 
 # package (or top-level module) → what it may import besides itself
@@ -19,13 +20,13 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"lograte"},
     "sip": {"ids", "timing", "lograte"},
     "tasks": {"store"},
-    "push": {"ids", "lograte", "store", "timing"},
+    "push": {"ids", "lograte", "store", "timeline", "timing"},
     "auth": {"ids", "lograte", "sip", "store", "timing"},
     "badge": {"store"},
     "router": {"lograte", "sip", "store", "tasks"},
     "retention": {"store"},
     "testing": set(),
-    "registrar": {"auth", "ids", "lograte", "push", "sip", "store", "timing"},
+    "registrar": {"auth", "ids", "lograte", "push", "sip", "store", "timeline", "timing"},
     "calls": SERVICE,
     "messages": SERVICE,
     "voicemail": SERVICE | {"router"},

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from sipwake.api import admin, calls, dev, devices, openapi, tokens
+from sipwake.api import admin, calls, console, dev, devices, openapi, tokens
 from sipwake.api import messages as messages_api
 from sipwake.api import voicemail as voicemail_api
 from sipwake.api.auth import ApiAuth, ApiSettings, Authenticator, TokenStore, UserLookup
@@ -46,6 +46,7 @@ class ApiDeps:
     sink: dev.PushRecord | None  # the developer sink; None with a push provider configured
     metrics: admin.NodeMetrics  # sipwake.metrics.Metrics
     counts: admin.Counts  # live counts for /v1/admin/stats: calls, transactions
+    console: console.ConsoleSources | None = None  # /admin and its JSON; None: not served
 
 
 class HttpApi:
@@ -63,6 +64,8 @@ class HttpApi:
         openapi.add_routes(self.app)
         messages_api.add_routes(self.app, auth, deps.store, deps.inbox)
         voicemail_api.add_routes(self.app, auth, deps.store, deps.voicemail)
+        if deps.console is not None:
+            console.add_routes(self.app, auth, deps.console)
         self.runner: web.AppRunner | None = None
         self.port = 0
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sipwake.api import calls, dev, devices, messages, tokens, voicemail
+from sipwake.api import calls, console, dev, devices, messages, tokens, voicemail
 from sipwake.api.jsonapi import Error
 from sipwake.api.schema import USER_AUTH, Json, components, returns
 
-RESOURCES = (tokens, devices, dev, messages, calls, voicemail)
+RESOURCES = (tokens, devices, dev, messages, calls, voicemail, console)
 
 INFO: Json = {
     "title": "sipwake",
@@ -22,7 +22,8 @@ INFO: Json = {
     "description": "Push-token upload, inbox, call log and developer tools for apps woken "
                    "by sipwake. Authenticate as the SIP user: HTTP Digest or Basic with the "
                    "SIP credentials, or a bearer token from POST /v1/tokens. The voicemail "
-                   "webhook takes the service token `[http] api_token` instead.",
+                   "webhook and the admin endpoints take the service token "
+                   "`[http] api_token` instead.",
 }  # fmt: skip
 
 SECURITY_SCHEMES: Json = {
@@ -31,7 +32,7 @@ SECURITY_SCHEMES: Json = {
     "bearerAuth": {"type": "http", "scheme": "bearer"},
     "serviceAuth": {"type": "http", "scheme": "bearer",
                     "description": "`[http] api_token` from the configuration: for "
-                                   "services (voicemail webhook), not users"},
+                                   "services (voicemail webhook, admin), not users"},
 }  # fmt: skip
 
 

@@ -59,6 +59,7 @@ from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.sip.uac import Uac
 from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.models import Binding, CallRecord, Device, User
+from sipwake.timeline import NO_TRACE, Trace
 from sipwake.timing import Scheduler, sleep
 
 log = logging.getLogger("sipwake.calls")
@@ -155,8 +156,10 @@ class CallService:
         ack_wait: float,
         clock: Callable[[], float] = time.time,
         parks: Parks | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.settings = settings
+        self.trace = trace  # each call's story, for the operator (sipwake/timeline.py)
         self.domain = domain
         self.locations = locations
         self.users = users
@@ -205,6 +208,18 @@ class CallService:
             "pickups": len(self.pickups),
             "indexed": len(self.ringing_by_aor) + len(self.late_by_device),
         }
+
+    def ringing(self, limit: int) -> list[dict[str, str | int | float | bool]]:
+        """Calls parked or ringing now, oldest first (the admin page), at most `limit`."""
+        out: list[dict[str, str | int | float | bool]] = []
+        for call in list(self.calls.values())[:limit]:
+            out.append({
+                "call_id": call.id, "callee": call.aor, "caller": call.caller.uri,
+                "caller_name": call.caller.name, "parked": call.parked,
+                "started_at": call.started_at, "deadline": call.deadline,
+                "pushed": len(call.pushed), "branches": len(call.branches),
+            })  # fmt: skip
+        return out
 
     # ------------------------------------------------------------------ INVITE
     async def on_invite(self, st: ServerTransaction) -> None:
@@ -317,8 +332,12 @@ class CallService:
         # parked: the park timeout; ringing live phones: the proxy's Timer C
         call.parked = not live
         self._arm(call, self.settings.park_timeout if call.parked else TIMER_C)
+        self.trace.record("call", call.id, "invite in", caller=caller.uri, callee=aor,
+                          sip_call_id=req.call_id, live=len(live), sleeping=len(sleeping))
         if not live:
             st.respond(make_response(req, 180, to_tag=call.to_tag))  # parked: ringback
+            self.trace.record("call", call.id, "parked", state="parked",
+                              timeout=self.settings.park_timeout)
         for binding in live:
             self._fork(call, binding)
         if sleeping:
@@ -337,6 +356,7 @@ class CallService:
         branch.tx = self.uac.start(
             msg, peer, lambda resp: self._on_branch_response(call, branch, resp)
         )
+        self.trace.record("call", call.id, "invite out", device=key, to=str(peer))
         return True
 
     def _to_binding(self, call: Call, binding: Binding) -> tuple[Message, Peer]:
@@ -353,6 +373,9 @@ class CallService:
         resp.pop_first("Via")
         scrub_contacts(resp)
         status = resp.status
+        if status > 100:
+            self.trace.record("call", call.id, str(status), device=branch.key,
+                              reason=resp.reason)
         if status < 200:
             if status > 100 and call.ringing:
                 if call.parked:
@@ -393,6 +416,7 @@ class CallService:
         call.state = CallState.ANSWERED
         call.answered_by = answered_by
         call.outcome = Outcome.ANSWERED
+        self.trace.record("call", call.id, "answered", by=answered_by, state="answered")
         self._finish(call)
         for key, other in call.branches.items():
             if key != answered_by and other.status == 0 and other.tx is not None:
@@ -409,6 +433,8 @@ class CallService:
         ending = ENDINGS[outcome]
         call.state = CallState.ENDED
         call.outcome = outcome
+        self.trace.record("call", call.id, "end", outcome=str(outcome), missed=outcome.missed,
+                          state=str(outcome))
         self._finish(call)
         for branch in call.pending_branches():
             if branch.tx is not None:
@@ -527,6 +553,8 @@ class CallService:
     def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:
         """RFC 8599 fork-late: a device registered while a call waits for it."""
         for call in list(self.ringing_by_aor.get(binding.aor, {}).values()):
+            self.trace.record("call", call.id, "register in",
+                              device=binding.device_id or binding.key)
             if self._fork(call, binding):
                 self.metrics.register_invite.observe(time.perf_counter() - received_at)
         if device is None:
@@ -541,6 +569,7 @@ class CallService:
         msg, peer = self._to_binding(call, binding)
         tx = self.uac.start(msg, peer, lambda resp: None)
         tx.cancel(_LATE_REASONS.get(call.outcome or Outcome.FAILED, REASON_MISSED))
+        self.trace.record("call", call.id, "late invite + cancel", device=binding.device_id)
 
     # ----------------------------------------------------------------- pushes
     def _push_call(self, call: Call, devices: list[Device]) -> None:
@@ -619,6 +648,7 @@ class CallService:
             st.reply(488, "Not Acceptable Here (pickup carries no offer)")
             return
         by = self._picked_up_by(call, device_id, req) or f"pickup:{req.source}"
+        self.trace.record("call", call.id, "pickup", device=by)
         self._settle_answered(call, by)
         await self.pickups.bridge(st, call)
 

@@ -39,6 +39,7 @@ from sipwake.sip.uac import Uac
 from sipwake.sip.uri import URI, NameAddr
 from sipwake.store.errors import unavailable
 from sipwake.store.models import Binding, InboxMessage
+from sipwake.timeline import NO_TRACE, Trace
 
 log = logging.getLogger("sipwake.messages")
 
@@ -133,7 +134,9 @@ class Courier:
         window: int = WINDOW,
         clock: Callable[[], float] = time.time,
         on_delivered: Callable[[str], None] = lambda aor: None,
+        trace: Trace = NO_TRACE,
     ) -> None:
+        self.trace = trace
         self.on_delivered = on_delivered  # called with the aor once deliveries are marked
         self.store = store
         self.uac = uac
@@ -302,6 +305,8 @@ class Courier:
             nonlocal in_flight, ok
             message, status = await answers.get()
             in_flight -= 1
+            self.trace.record("message", str(message.id), "delivered" if 200 <= status < 300
+                              else f"refused {status}", device=lane.device, status=status)
             if 200 <= status < 300:
                 done.add(message.id)
                 lane.delivered += 1

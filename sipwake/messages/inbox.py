@@ -45,6 +45,7 @@ from sipwake.sip.uac import Uac
 from sipwake.store.errors import log_failure
 from sipwake.store.models import Binding, Device, InboxMessage, User
 from sipwake.tasks import Tasks
+from sipwake.timeline import NO_TRACE, Trace
 from sipwake.timing import Scheduler, sleep, timeout
 
 log = logging.getLogger("sipwake.messages")
@@ -112,8 +113,10 @@ class Inbox:
         tasks: Tasks,
         scheduler: Scheduler,
         clock: Callable[[], float] = time.time,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.cfg = settings
+        self.trace = trace  # each message's story, for the operator (sipwake/timeline.py)
         self.domain = domain
         self.store = store
         self.locations = locations
@@ -124,7 +127,7 @@ class Inbox:
         self.clock = clock
         self.limiter = RateLimiter(settings.sender_rate, settings.sender_burst, scheduler.time)
         self.courier = Courier(store, uac, tasks.spawn, clock=clock,
-                               on_delivered=self.messages_delivered)  # fmt: skip
+                               on_delivered=self.messages_delivered, trace=trace)  # fmt: skip
         self.pushes = PushCoalescer(store, locations, pusher, tasks.spawn, scheduler)
         self._counts: dict[str, int] = {}  # aor → stored messages (for the cap), lazily read
         self._full: dict[str, float] = {}  # aor → until when it counts as full (scheduler)
@@ -275,6 +278,9 @@ class Inbox:
         """A new message, stored: to the live bindings at once (200 when one takes it in
         time), else 202 and a push to the sleeping devices."""
         delivered = False
+        self.trace.record("message", str(stored.id), "stored", user=stored.aor,
+                          sender=stored.from_uri, content_type=stored.content_type,
+                          bytes=len(stored.body), live=len(live))
         # a binding the message can't go to (too big for UDP) is not waited for
         waiting = any(self.courier.can_take(b, stored) for b in live)
         if waiting:
@@ -287,6 +293,7 @@ class Inbox:
                     await self.courier.delivered(stored.id)
                     delivered = True
         st.reply(200 if delivered else 202)
+        self.trace.record("message", str(stored.id), f"answered {200 if delivered else 202}")
         log.debug("MESSAGE %d to %s from %s: %s", stored.id, stored.aor, stored.from_uri,
                   "delivered" if delivered else "stored")  # fmt: skip
         if not delivered and not stored.silent:
@@ -331,6 +338,13 @@ class Inbox:
     def messages_delivered(self, aor: str) -> None:
         """Some of `aor`'s messages were delivered or acknowledged: they may make room."""
         self._full.pop(aor, None)
+
+    async def backlog(self, limit: int) -> list[tuple[str, int]]:
+        """(user, unread messages) of at most `limit` users with mail (admin page)."""
+        out: list[tuple[str, int]] = []
+        for aor in sorted(self._has_mail)[:limit]:
+            out.append((aor, await self.store.unread_count(aor)))
+        return out
 
     # ---------------------------------------------------------------- REGISTER
     def on_registered(self, binding: Binding, device: Device | None, received_at: float) -> None:

@@ -140,6 +140,11 @@ class APNsProvider:
         result.sent_at = response.sent_at
         return result
 
+    def status(self) -> dict[str, str | float]:
+        """The provider token as an operator sees it (admin page): when the JWT in use
+        was minted (Apple refuses it after an hour; renewed after 50 min)."""
+        return {"token_issued_at": self.token.issued_at, "team_id": self.settings.team_id}
+
     async def reauthorize(self, stale: object) -> None:
         if isinstance(stale, bytes):
             self.token.renew(stale)

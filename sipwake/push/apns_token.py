@@ -53,6 +53,11 @@ class ProviderToken:
             self._mint(now)
         return self._header
 
+    @property
+    def issued_at(self) -> float:
+        """When the JWT in use was minted (unix s; 0: none yet)."""
+        return self._issued_at
+
     def renew(self, stale: bytes) -> None:
         """Apple said `stale` expired: mint once, however many requests saw it."""
         if stale == self._header:

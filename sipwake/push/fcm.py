@@ -136,6 +136,10 @@ class FCMProvider:
         result.sent_at = response.sent_at
         return result
 
+    def status(self) -> dict[str, str | float]:
+        """The OAuth access token as an operator sees it (admin page)."""
+        return {**self.auth.status(), "project_id": self.settings.project_id}
+
     async def reauthorize(self, stale: object) -> None:
         if isinstance(stale, str):
             self.auth.invalidate(stale)

@@ -133,6 +133,7 @@ class AccessTokenSource:
         self._failures = 0
         self.last_error: AuthError | None = None
         self.refreshes = 0
+        self.issued_at = 0.0  # clock() when the current token came (the admin page's age)
 
     def current(self) -> str | None:
         """The valid token, at once, or None. Starts a background renewal when one is
@@ -158,6 +159,12 @@ class AccessTokenSource:
             refreshing = self._start_refresh()
         # Shielded: one caller giving up must not cancel the renewal the others await.
         return await asyncio.shield(refreshing)
+
+    def status(self) -> dict[str, str | float]:
+        """The OAuth token as an operator sees it: when it came, until when it is handed
+        out, the last renewal error."""
+        return {"token_issued_at": self.issued_at, "token_expires_at": self._expires_at,
+                "auth_error": str(self.last_error or "")}
 
     def invalidate(self, stale: str) -> None:
         """FCM refused `stale`: it is no longer handed out; the next token() waits for a
@@ -190,6 +197,7 @@ class AccessTokenSource:
                 raise
             now = self._clock()
             self._token = token
+            self.issued_at = now
             self._expires_at = now + max(0.0, lifetime - EXPIRY_MARGIN)
             self._renew_at = now + lifetime * RENEW_AT
             self._failures, self._retry_at, self.last_error = 0, 0.0, None

@@ -58,6 +58,7 @@ from sipwake.push.sink import PushSink
 from sipwake.push.truncate import PayloadTooLarge
 from sipwake.store.errors import log_failure
 from sipwake.store.models import Device, OutboxPush, PushAttempt
+from sipwake.timeline import NO_TRACE, Trace
 
 log = logging.getLogger("sipwake.push")
 
@@ -138,6 +139,7 @@ class Attempt:
     attempt: int = 0  # requests made for the push so far, this one included
     push_id: str = ""
     latency: float = 0.0  # milliseconds the request took
+    note: Notification | None = None  # what was pushed: its call or message (timeline)
 
     def result(self) -> PushResult:
         return PushResult(self.device.device_id, self.kind, self.provider, self.outcome,
@@ -150,6 +152,26 @@ class Attempt:
             outcome=self.outcome, reason=self.reason, latency_ms=round(self.latency, 3),
             at=at,
         )
+
+
+@dataclass(slots=True)
+class ProviderHealth:
+    """What the push log says of one provider since the start (the admin page)."""
+
+    delivered: int = 0
+    errors: int = 0  # attempts that failed: retried, refused, expired
+    last_success_at: float = 0.0
+    last_error_at: float = 0.0
+    last_error: str = ""
+
+    def count(self, a: Attempt, now: float) -> None:
+        if a.outcome == DELIVERED:
+            self.delivered += 1
+            self.last_success_at = now
+        elif a.outcome in (RETRY, FAILED, INVALID_TOKEN, EXPIRED):
+            self.errors += 1
+            self.last_error_at = now
+            self.last_error = f"{a.status or ''} {a.reason}".strip() or str(a.outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +212,7 @@ class _Push:
         """Where the push stands after its latest request (or before any) as a push-log
         record."""
         return Attempt(self.device, self.notification.kind, self.provider.name, outcome,
-                       status, reason, self.attempts, self.push_id, latency)
+                       status, reason, self.attempts, self.push_id, latency, self.notification)
 
 
 @dataclass(slots=True)
@@ -265,6 +287,9 @@ class PushService:
         self._forgets: set[asyncio.Task[None]] = set()  # outbox deletes: close() waits
         self._closed = False
         self.store_wait = STORE_WAIT
+        self.trace: Trace = NO_TRACE  # each attempt, on the push's and its call's timeline
+        self._health: dict[str, ProviderHealth] = {}
+        self._unsent = itertools.count(1)  # timeline keys of pushes that got no push id
 
     # -- the API --------------------------------------------------------------------
 
@@ -280,7 +305,7 @@ class PushService:
         name = provider.name if provider is not None else ""
 
         def unsent(outcome: Outcome, reason: str) -> Attempt:  # no request made
-            return Attempt(device, kind, name, outcome, reason=reason)
+            return Attempt(device, kind, name, outcome, reason=reason, note=notification)
 
         if provider is None:
             reason = f"no {device.provider or 'push'} provider configured"
@@ -346,6 +371,26 @@ class PushService:
                      from_node or "(alone)")  # fmt: skip
             self._spawn(self._resume(kept))
         return moved
+
+    def provider_health(self) -> dict[str, dict[str, str | float | int]]:
+        """Per provider: deliveries and errors since the start, the last of each, and
+        its credential (JWT / OAuth token) as the provider knows it."""
+        out: dict[str, dict[str, str | float | int]] = {}
+        names = [*self._providers, *(["sink"] if self.sink is not None else [])]
+        for name in dict.fromkeys([*names, *self._health]):
+            if not name:
+                continue
+            health = self._health.get(name, ProviderHealth())
+            info: dict[str, str | float | int] = {
+                "delivered": health.delivered, "errors": health.errors,
+                "last_success_at": health.last_success_at,
+                "last_error_at": health.last_error_at, "last_error": health.last_error,
+            }  # fmt: skip
+            status = getattr(self._providers.get(name), "status", None)
+            if callable(status):
+                info.update(status())
+            out[name] = info
+        return out
 
     @property
     def outbox_size(self) -> int:
@@ -753,7 +798,37 @@ class PushService:
         before a request, or resumed (attempt 0)."""
         if self._observer is not None:
             self._observer.push_attempt(a.provider, a.kind, a.outcome)
+        self._trace(a)
         try:
             await self._store.add_push_attempt(a.row(self._clock()))
         except Exception as exc:  # the push log must never stop a push
             log_failure(log, exc, "push log row for device %s", a.device.device_id)
+
+    def _trace(self, a: Attempt) -> None:
+        """The attempt on the timeline: the push's own entry, and its call's or
+        message's (device, provider, its answer, milliseconds)."""
+        now = self._clock()
+        self._health.setdefault(a.provider, ProviderHealth()).count(a, now)
+        fields: dict[str, str | int | float] = {
+            "device": a.device.device_id, "user": a.device.aor, "type": a.kind,
+            "provider": a.provider or "none", "answer": str(a.outcome), "status": a.status,
+            "ms": round(a.latency, 1), "attempt": a.attempt,
+        }  # fmt: skip
+        if a.reason:
+            fields["reason"] = a.reason
+        key = a.push_id or f"unsent-{next(self._unsent)}"
+        self.trace.record("push", key, str(a.outcome), **fields)
+        subject = _subject(a.note)
+        if subject is not None:
+            self.trace.record(subject[0], subject[1], "push", push_id=a.push_id, **fields)
+
+
+def _subject(note: Notification | None) -> tuple[str, str] | None:
+    """The timeline entry a notification belongs to: its call, or its message."""
+    call_id = getattr(note, "call_id", None)
+    if isinstance(call_id, str):
+        return "call", call_id
+    message_id = getattr(note, "message_id", None)
+    if isinstance(message_id, str):
+        return "message", message_id
+    return None
