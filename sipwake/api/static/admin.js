@@ -199,19 +199,28 @@ function askForToken(why) {
   $("token").focus();
 }
 
+function open() {
+  $("login").hidden = true;
+  $("board").hidden = false;
+  poll();
+}
+
 function start() {
   readFragment();
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     token = $("token").value.trim();
     sessionStorage.setItem("sipwake-token", token);
-    $("login").hidden = true;
-    $("board").hidden = false;
-    poll();
+    open();
+  });
+  // a token (or a call) pasted into the fragment of the open page
+  window.addEventListener("hashchange", () => {
+    const had = token;
+    readFragment();
+    if (token && token !== had) open(); else if (token) poll();
   });
   if (!token) { askForToken("no token"); return; }
-  $("board").hidden = false;
-  poll();
+  open();
 }
 
 document.addEventListener("DOMContentLoaded", start);
