@@ -1,4 +1,5 @@
-"""`sipwake serve`, `sipwake user …`, `sipwake push test`, `sipwake version`.
+"""`sipwake serve`, `sipwake user …`, `sipwake push test`, `sipwake version`,
+`sipwake demo`.
 
 A mistake an operator can fix (a bad configuration, a store that can't be opened, an
 invalid user name) is reported as one line on stderr, "sipwake: …", with exit status 2.
@@ -56,6 +57,13 @@ def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:
         else:
             return uvloop.run(coro)
     return asyncio.run(coro)
+
+
+async def demo() -> int:
+    from sipwake.demo.story import run_demo
+    from sipwake.server import Server
+
+    return await run_demo(Server)
 
 
 async def serve(config: Config, worker: int | None = None) -> int:
@@ -333,6 +341,8 @@ def _parser() -> argparse.ArgumentParser:
         "[cluster] redis_url, PostgreSQL and [sip] secret)",
     )  # fmt: skip
     p_serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers
+    sub.add_parser("demo", help="the whole story on this machine, with simulated iOS and "
+                   "Android apps and local APNs/FCM stand-ins (exit 0: every step worked)")
     sub.add_parser("version", help="print the version")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -383,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         print(version_line())
         return 0
     if args.command is None:
-        parser.error("a command is required (serve, user, push, version)")
+        parser.error("a command is required (serve, user, push, version, demo)")
+    if args.command == "demo":  # its own configuration: the embedded defaults, in a temp dir
+        return run(demo())
 
     # before the configuration is read, so its warnings (an unknown SIPWAKE_*
     # variable) come out in the log's format; the level is the configuration's

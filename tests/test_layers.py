@@ -35,10 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "push_setup": {"config", "push"},
     "api": FOUNDATIONS | {"auth", "push", "store", "messages", "voicemail"},
     "server": {"*"},
+    "demo": FOUNDATIONS | {"sip", "store"},  # simulated apps: a node is handed to it
     "workers": {"config"},
     "provision": {"sip", "store"},
     "progress": set(),
-    "cli": {"config", "logsetup", "server", "sip", "store", "workers", "push", "push_setup",
+    "cli": {"config", "demo", "logsetup", "server", "sip", "store", "workers", "push", "push_setup",
             "provision",
             "progress"},
 }
