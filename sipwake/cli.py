@@ -59,11 +59,11 @@ def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:
     return asyncio.run(coro)
 
 
-async def demo() -> int:
+async def demo(stay: bool) -> int:
     from sipwake.demo.story import run_demo
     from sipwake.server import Server
 
-    return await run_demo(Server)
+    return await run_demo(Server, stay=stay)
 
 
 async def serve(config: Config, worker: int | None = None) -> int:
@@ -341,8 +341,11 @@ def _parser() -> argparse.ArgumentParser:
         "[cluster] redis_url, PostgreSQL and [sip] secret)",
     )  # fmt: skip
     p_serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers
-    sub.add_parser("demo", help="the whole story on this machine, with simulated iOS and "
-                   "Android apps and local APNs/FCM stand-ins (exit 0: every step worked)")
+    p_demo = sub.add_parser("demo", help="the whole story on this machine, with simulated iOS "
+                            "and Android apps and local APNs/FCM stand-ins (exit 0: every "
+                            "step worked)")
+    p_demo.add_argument("--stay", action="store_true",
+                        help="then keep the node running, to look at its admin page")
     sub.add_parser("version", help="print the version")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.error("a command is required (serve, user, push, version, demo)")
     if args.command == "demo":  # its own configuration: the embedded defaults, in a temp dir
-        return run(demo())
+        return run(demo(args.stay))
 
     # before the configuration is read, so its warnings (an unknown SIPWAKE_*
     # variable) come out in the log's format; the level is the configuration's

@@ -219,7 +219,7 @@ class RecentCall(msgspec.Struct):
 
 class InboxBacklog(msgspec.Struct):
     user: str
-    unread: int
+    unread: Annotated[int, Meta(description="messages not delivered yet (the badge)")]
 
 
 class ProviderStatus(msgspec.Struct):

@@ -55,6 +55,7 @@ class Phone:
     domain: str
     server: tuple[str, int]
     display: str = ""  # the name in From, shown by the callee's phone
+    agent: str = "sipwake-demo"  # User-Agent
     requests: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     instance: str = field(default_factory=lambda: f"urn:uuid:{secrets.token_hex(16)}")
 
@@ -144,6 +145,7 @@ class Phone:
             f"To: {to or (f'<{self.aor}>' if method == 'REGISTER' else f'<{uri}>')}",
             f"Call-ID: {call_id or self.call_id}",
             f"CSeq: {cseq} {method}",
+            f"User-Agent: {self.agent}",
             *(f"{name}: {value}" for name, value in headers),
             f"Content-Length: {len(body)}",
         ]

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -176,10 +177,10 @@ class Demo:
         self.http = http
         self.base = f"http://{cfg.http.listen}"
         sip = _host_port(cfg.sip.listen[0])
-        self.alice = Phone("alice", PASSWORD, DOMAIN, sip)
-        self.bob = Phone("bob", PASSWORD, DOMAIN, sip)
-        self.carol = Phone("carol", PASSWORD, DOMAIN, sip)
-        self.dave = Phone("dave", PASSWORD, DOMAIN, sip, display="Dave")
+        self.alice = Phone("alice", PASSWORD, DOMAIN, sip, agent="Demo iPhone (PushKit)")
+        self.bob = Phone("bob", PASSWORD, DOMAIN, sip, agent="Demo iPhone (alert mode)")
+        self.carol = Phone("carol", PASSWORD, DOMAIN, sip, agent="Demo Android (FCM)")
+        self.dave = Phone("dave", PASSWORD, DOMAIN, sip, display="Dave", agent="Demo desk phone")
         self.voip_a, self.alert_a = secrets.token_hex(32), secrets.token_hex(32)
         self.alert_b = secrets.token_hex(32)
         self.fcm_c = f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(60)}"
@@ -458,8 +459,9 @@ class Demo:
         return {"steps": " → ".join(dict.fromkeys(steps))}
 
 
-async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout) -> int:
-    """The whole story; 0 when every step worked, 1 otherwise."""
+async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout, stay: bool = False) -> int:
+    """The whole story; 0 when every step worked, 1 otherwise. `stay`: then keep the
+    node running (until SIGINT or SIGTERM) for a look at its admin page."""
     story = Story(out)
     with tempfile.TemporaryDirectory(prefix="sipwake-demo-") as tmp:
         folder = Path(tmp)
@@ -491,6 +493,8 @@ async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout) -> int:
                 demo = Demo(story, cfg, standin, http)
                 await demo.start()
                 await demo.run()
+                if stay:
+                    await _stay(story, cfg)
         except StepFailed:
             story.say(f"\n✗ the story stopped after {story.steps} steps; the node's log "
                       "ends:")
@@ -510,6 +514,16 @@ async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout) -> int:
               "  SIPWAKE_HTTP_API_TOKEN=s3cret sipwake serve, then open "
               "http://127.0.0.1:8080/admin#token=s3cret")
     return 0
+
+
+async def _stay(story: Story, cfg: Config) -> None:
+    story.say(f"\nThe node stays up (Ctrl-C ends it). Its admin page:\n"
+              f"  http://{cfg.http.listen}/admin#token={cfg.http.api_token}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _nothing() -> None:

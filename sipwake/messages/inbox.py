@@ -340,10 +340,15 @@ class Inbox:
         self._full.pop(aor, None)
 
     async def backlog(self, limit: int) -> list[tuple[str, int]]:
-        """(user, unread messages) of at most `limit` users with mail (admin page)."""
+        """(user, unread messages) of at most `limit` users with unread mail, among the
+        first users with any (admin page)."""
         out: list[tuple[str, int]] = []
-        for aor in sorted(self._has_mail)[:limit]:
-            out.append((aor, await self.store.unread_count(aor)))
+        for aor in sorted(self._has_mail)[: limit * 4]:
+            unread = await self.store.unread_count(aor)
+            if unread:
+                out.append((aor, unread))
+                if len(out) >= limit:
+                    break
         return out
 
     # ---------------------------------------------------------------- REGISTER

@@ -94,7 +94,8 @@ function render(o) {
     (c) => seconds(c.deadline - now),
   ], pick((c) => c.call_id));
   fill("recent-calls", o.recent_calls, [
-    (c) => [c.call_id, "mono"], (c) => c.callee, (c) => c.caller, (c) => c.last,
+    (c) => [c.call_id, "mono"], (c) => c.callee, (c) => c.caller,
+    (c) => [c.state, c.state === "answered" ? "ok" : c.state === "parked" ? "warn" : "bad"],
     (c) => ago(now, c.started_at),
   ], pick((c) => c.call_id));
   fill("registrations", o.registrations, [
