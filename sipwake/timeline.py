@@ -110,11 +110,14 @@ class Timeline:
             entry = entries[key] = Entry(kind, key, now)
             while len(entries) > self.capacity:
                 entries.popitem(last=False)
-        kept = {name: _clean(value) for name, value in fields.items()}
-        entry.summary.update(kept)
-        entry.summary["last"] = event
+        for name, value in fields.items():  # `fields` is this call's own dict: cut in place
+            if value.__class__ is str and len(value) > MAX_TEXT:
+                fields[name] = _clean(value)
+        summary = entry.summary
+        summary.update(fields)
+        summary["last"] = event
         if len(entry.events) < self.max_events:
-            entry.events.append(Event(now, event, kept))
+            entry.events.append(Event(now, event, fields))
         else:
             entry.dropped += 1
 

@@ -5,10 +5,14 @@ a line with ✓, and exits 0."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from pathlib import Path
 
+import pytest
+
+from sipwake.demo import story
 from tests.served import run_sipwake
 
 STORY = [
@@ -45,3 +49,34 @@ async def test_demo_tells_the_whole_story_and_exits_0(tmp_path: Path) -> None:
     assert len(steps) == 27, out
     assert elapsed < 20, f"the demo took {elapsed:.1f} s"
     assert not list(tmp_path.iterdir())  # its own temporary folder, gone; nothing left here
+
+
+class BrokenNode:
+    """A node whose SIP side never answers: the story must say where it stopped."""
+
+    def __init__(self, config: object) -> None:
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_failing_step_is_a_cross_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(story, "STEP_TIMEOUT", 0.3)
+    nodes: list[BrokenNode] = []
+
+    def make(config: object) -> BrokenNode:
+        nodes.append(BrokenNode(config))
+        return nodes[-1]
+
+    out = io.StringIO()
+    assert await story.run_demo(make, out) == 1
+    text = out.getvalue()
+    assert "✓ sipwake serving localhost" in text
+    assert "✗ Alice's iPhone (iOS, VoIP mode) registers with its PushKit and alert tokens in " \
+           "the Contact (RFC 8599): nothing within 0.3 s" in text, text
+    assert "✗ the story stopped after 2 steps" in text and "every step worked" not in text
+    assert nodes[0].stopped

@@ -470,6 +470,7 @@ async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout, stay: bool 
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                "%(message)s"))
         root = logging.getLogger()
+        level = root.level
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         standin = PushStandIn()
@@ -508,6 +509,7 @@ async def run_demo(make_node: NodeFactory, out: TextIO = sys.stdout, stay: bool 
                 await node.stop()
             await standin.close()
             root.removeHandler(handler)
+            root.setLevel(level)
             handler.close()
     story.say(f"\n✓ every step worked: {story.steps} steps in "
               f"{time.monotonic() - story.t0:.1f} s. To watch it live:\n"
