@@ -7,8 +7,9 @@ INVITE out → 180/200 → how it ended. Services tell it as it happens through 
 back (`GET /v1/admin/calls/{id}`, `/admin`).
 
 Bounded, as everything an outsider can make grow: at most `capacity` entries per kind
-(the oldest go first) and `max_events` events per entry (later ones are counted, not
-kept), field values cut to `MAX_TEXT` characters. Services never put a token or a
+(the oldest go first) and `max_events` events per entry (past that, events from the
+middle make room: an entry keeps how it began and its latest events, and counts what it
+dropped), field values cut to `MAX_TEXT` characters. Services never put a token or a
 message's text in a field. Nothing here is stored: a restart forgets it.
 """
 
@@ -56,7 +57,7 @@ class Entry:
     key: str
     started: float
     events: list[Event] = field(default_factory=list)
-    dropped: int = 0  # events past max_events, not kept
+    dropped: int = 0  # events dropped from the middle to stay within max_events
     summary: dict[str, Value] = field(default_factory=dict)  # latest value of each field
 
     @property
@@ -116,10 +117,13 @@ class Timeline:
         summary = entry.summary
         summary.update(fields)
         summary["last"] = event
-        if len(entry.events) < self.max_events:
-            entry.events.append(Event(now, event, fields))
-        else:
+        events = entry.events
+        if len(events) >= self.max_events:
+            # full: the beginning stays (how it started), and so does the latest (a
+            # user's registrations, a long call's end); one from the middle goes
+            del events[self.max_events // 2 if self.max_events > 1 else 0]
             entry.dropped += 1
+        events.append(Event(now, event, fields))
 
     def get(self, kind: str, key: str) -> Entry | None:
         entries = self._entries.get(kind)

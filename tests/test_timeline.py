@@ -35,10 +35,12 @@ def test_bounded_entries_events_and_text() -> None:
         t.record("call", f"c{i}", "invite in")
     assert [e.key for e in t.recent("call", 10)] == ["c4", "c3", "c2"]  # newest first
     assert t.get("call", "c0") is None
-    for _ in range(5):
-        t.record("call", "c4", "180", reason="x" * 1000)
+    for i in range(5):
+        t.record("call", "c4", f"18{i}", reason="x" * 1000)
     entry = t.get("call", "c4")
     assert entry is not None and len(entry.events) == 2 and entry.dropped == 4
+    # how it began and the latest stay
+    assert [e.event for e in entry.events] == ["invite in", "184"]
     assert len(str(entry.summary["reason"])) == MAX_TEXT + 1
     assert t.recent("call", 0) == [] and t.recent("nothing", 5) == []
 

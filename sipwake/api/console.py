@@ -149,7 +149,8 @@ class Timeline(msgspec.Struct):
     updated_at: float
     summary: Annotated[Fields, Meta(description="the latest value of every field, and "
                                                 "`last`: the latest event")]
-    dropped: Annotated[int, Meta(description="events past the per-entry cap, not kept")]
+    dropped: Annotated[int, Meta(description="events dropped from the middle to stay within "
+                                              "the per-entry cap")]
     events: list[TimelineEvent]
 
 
