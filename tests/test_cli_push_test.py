@@ -95,8 +95,10 @@ async def test_each_device_gets_a_test_push_and_its_answer_is_shown(
         assert request.headers["apns-push-type"] == "alert"
         assert request.headers["apns-topic"] == BUNDLE
         assert request.payload["type"] == "test"
-        assert request.payload["aps"]["alert"] == {"title": "Test push",
-                                                   "body": "sent by sipwake push test"}
+        assert request.payload["aps"]["alert"] == {
+            "title": "Test push", "title-loc-key": "TEST_TITLE",
+            "body": "Sent by sipwake push test", "loc-key": "TEST_BODY", "loc-args": [],
+        }  # fmt: skip
         _device, platform, provider, kind, token, status, outcome, ms, answer_id = row_of(
             out, "iphone")
         assert (platform, provider, kind, status, outcome) == ("ios", "apns", "alert", "200",
