@@ -359,3 +359,22 @@ async def test_who_may_call(caller: str) -> None:
     peer = await w.call(caller=f"sip:{caller}@{DOMAIN}")
     assert w.node.responses_to(peer)[-1] == (403 if caller == "mallory" else 180)
     assert w.pusher.kinds() == ([] if caller == "mallory" else ["call"])
+
+
+async def test_a_flow_failed_branch_wakes_its_device_and_parks_the_call() -> None:
+    """Cluster: the phone left another node's connection just before the call; that
+    node answers the branch 430 Flow Failed, and the call parks and pushes instead."""
+    w = World()
+    device = w.sleeping_iphone()
+    phone = phone_peer()
+    w.live(phone, device)  # this node still believes it is live
+    caller = await w.call()
+    assert w.pusher.kinds() == []  # reached: not pushed
+    (invite,) = w.node.requests_to(phone, "INVITE")
+    w.node.answer(invite, 430)
+    await w.settle()
+    assert w.node.responses_to(caller) == [180]  # parked: ringback, no failure
+    assert w.pusher.kinds() == ["call"]
+    await w.settle(30.1)  # and it ends as a parked call does
+    assert w.node.responses_to(caller)[-1] == 480
+    assert w.pusher.kinds() == ["call", "missed_call"]

@@ -398,9 +398,33 @@ class CallService:
             return
         if call.best is None or proxy.better(resp, call.best):
             call.best = resp
+        if status == 430 and branch.key not in call.pushed:
+            # RFC 5626 Flow Failed: the phone left another node's connection since we
+            # looked (cluster): it is asleep after all, so wake it
+            self.spawn(self._wake_instead(call, branch.key))
+            return
         if not call.pending_branches() and not call.pushed:
             # nobody left who could still answer and nobody to wait for: fail now
             self._end(call, Outcome.FAILED, call.best)
+
+    async def _wake_instead(self, call: Call, device_id: str) -> None:
+        """A branch's flow failed: push its device (and park the call if nobody else
+        rings), or, with no device to wake, fail the call when nobody is left."""
+        devices = await self.locations.devices_of(call.aor)
+        device = next((d for d in devices if d.device_id == device_id and d.enabled), None)
+        if not call.ringing:
+            return
+        if device is None or device_id in call.pushed:
+            if not call.pending_branches() and not call.pushed:
+                self._end(call, Outcome.FAILED, call.best)
+            return
+        if not call.pending_branches() and not call.parked:
+            call.parked = True  # nobody rings now: the caller waits for the push
+            last = call.st.last_response
+            if last is None or last.status < 180:
+                call.st.respond(make_response(call.invite, 180, to_tag=call.to_tag))
+            self._arm(call, self.settings.park_timeout)
+        self._push_call(call, [device])
 
     def _answer(self, call: Call, branch: Branch, resp: Message) -> None:
         invite = call.invite

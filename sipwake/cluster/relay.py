@@ -65,7 +65,7 @@ class Relay:
         if binding is None:
             # the phone left (connection closed, unregistered) since the other node
             # looked: that node's branch fails and it carries on with the others
-            st.reply(480, "Temporarily Unavailable (flow gone)")
+            st.reply(430)  # Flow Failed (RFC 5626): the other node wakes it instead
             return True
         if req.method == "INVITE":
             self.calls.on_relayed(st, binding)

@@ -45,7 +45,8 @@ log = logging.getLogger("sipwake.messages")
 
 BATCH = 100  # messages read from the store at a time
 WINDOW = 4  # transactions in flight per device ("one at a time or a small window")
-UNAVAILABLE = frozenset({408, 480, 486})  # + any 5xx: stop, keep the rest for later
+# + any 5xx: stop, keep the rest for later (430: the flow went, cluster or RFC 5626 edge)
+UNAVAILABLE = frozenset({408, 430, 480, 486})
 UDP_MAX = 1300  # bytes: a bigger MESSAGE is not sent over UDP (RFC 3428 §9)
 
 

@@ -75,7 +75,7 @@ REASONS = {
     407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
     413: "Request Entity Too Large", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
-    429: "Too Many Requests", 480: "Temporarily Unavailable",
+    429: "Too Many Requests", 430: "Flow Failed", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
     484: "Address Incomplete", 486: "Busy Here", 487: "Request Terminated",
     488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
