@@ -262,6 +262,7 @@ async def test_throttle_and_call_push_limits_count_across_nodes(nodes: Nodes) ->
     for _ in range(4):
         assert (await guesser.register()).status == 403
     guesser.close()
+    await b.wait_log("auth: 127.0.0.1 refused")  # B counted A's failures as its own
     app = await phone(b)
     try:
         refused = await app.register()
