@@ -16,20 +16,13 @@ from sipwake.sip.digest import (
     ha1,
     parse_credentials,
 )
+from sipwake.testing import ManualScheduler
 
 SECRET = b"test-secret-0123456789"
 REALM = "example.com"
 USER = "alice"
 PASSWORD = "s3cret"
 URI = "sip:example.com"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def nonce_of(challenge: str) -> str:
@@ -61,13 +54,13 @@ def answer(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualScheduler:
+    return ManualScheduler(1_700_000_000.0)
 
 
 @pytest.fixture
-def auth(clock: FakeClock) -> DigestAuth:
-    return DigestAuth(SECRET, REALM, clock=clock)
+def auth(clock: ManualScheduler) -> DigestAuth:
+    return DigestAuth(SECRET, REALM, clock=clock.time)
 
 
 def user_ha1(algorithm: str = "MD5") -> str:
@@ -192,7 +185,7 @@ def test_parse_never_raises_on_near_valid(params: list[tuple[str, str, bool]]) -
 @settings(max_examples=100, deadline=None)
 @given(st.text(), st.text(), st.text())
 def test_verify_never_raises(junk: str, nonce: str, nc: str) -> None:
-    auth = DigestAuth(SECRET, REALM, clock=FakeClock())
+    auth = DigestAuth(SECRET, REALM, clock=ManualScheduler(1_700_000_000.0).time)
     creds = Credentials(junk, REALM, nonce, junk, junk, "MD5", junk, "auth", nc, junk)
     assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.FAIL
 
@@ -211,14 +204,14 @@ def test_challenges_order_and_fields(auth: DigestAuth) -> None:
     assert all("stale=true" in v for v in auth.challenges(stale=True))
 
 
-def test_challenges_follow_configured_order(clock: FakeClock) -> None:
-    auth = DigestAuth(SECRET, REALM, ["sha-256", "MD5"], clock=clock)
+def test_challenges_follow_configured_order(clock: ManualScheduler) -> None:
+    auth = DigestAuth(SECRET, REALM, ["sha-256", "MD5"], clock=clock.time)
     values = auth.challenges()
     assert "algorithm=SHA-256" in values[0] and "algorithm=MD5" in values[1]
 
 
-def test_realm_is_quoted_safely(clock: FakeClock) -> None:
-    auth = DigestAuth(SECRET, 'we"ird\\realm', clock=clock)
+def test_realm_is_quoted_safely(clock: ManualScheduler) -> None:
+    auth = DigestAuth(SECRET, 'we"ird\\realm', clock=clock.time)
     creds = parse_credentials(auth.challenges()[0] + ', username="u", uri="u", response="x"')
     assert creds is not None and creds.realm == 'we"ird\\realm'
 
@@ -247,8 +240,8 @@ def test_sha256_end_to_end(auth: DigestAuth) -> None:
     assert auth.verify(creds2, "REGISTER", user_ha1("MD5")) is AuthResult.FAIL
 
 
-def test_other_node_with_same_secret_verifies(auth: DigestAuth, clock: FakeClock) -> None:
-    other = DigestAuth(SECRET, REALM, clock=clock)
+def test_other_node_with_same_secret_verifies(auth: DigestAuth, clock: ManualScheduler) -> None:
+    other = DigestAuth(SECRET, REALM, clock=clock.time)
     creds = answer(auth, nonce_of(auth.challenges()[0]))
     assert other.verify(creds, "REGISTER", user_ha1()) is AuthResult.OK
 
@@ -282,28 +275,28 @@ def test_wrong_realm_fails(auth: DigestAuth) -> None:
     assert auth.verify(creds, "REGISTER", ha1(USER, "evil.example", PASSWORD)) is AuthResult.FAIL
 
 
-def test_forged_nonce_fails(auth: DigestAuth, clock: FakeClock) -> None:
-    forger = DigestAuth(b"another secret", REALM, clock=clock)
+def test_forged_nonce_fails(auth: DigestAuth, clock: ManualScheduler) -> None:
+    forger = DigestAuth(b"another secret", REALM, clock=clock.time)
     creds = answer(auth, forger.make_nonce())
     assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.FAIL
     # Same secret, other realm: nonces are bound to the realm.
-    creds = answer(auth, DigestAuth(SECRET, "other.example", clock=clock).make_nonce())
+    creds = answer(auth, DigestAuth(SECRET, "other.example", clock=clock.time).make_nonce())
     assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.FAIL
 
 
 def test_expired_nonce_is_stale_only_with_right_password(
-    auth: DigestAuth, clock: FakeClock
+    auth: DigestAuth, clock: ManualScheduler
 ) -> None:
     nonce = auth.make_nonce()
-    clock.now += 301
+    clock.advance(301)
     assert auth.verify(answer(auth, nonce), "REGISTER", user_ha1()) is AuthResult.STALE
     bad = answer(auth, nonce, password="guess")
     assert auth.verify(bad, "REGISTER", user_ha1()) is AuthResult.FAIL
 
 
-def test_nonce_valid_until_ttl(auth: DigestAuth, clock: FakeClock) -> None:
+def test_nonce_valid_until_ttl(auth: DigestAuth, clock: ManualScheduler) -> None:
     nonce = auth.make_nonce()
-    clock.now += 299
+    clock.advance(299)
     assert auth.verify(answer(auth, nonce), "REGISTER", user_ha1()) is AuthResult.OK
 
 
@@ -323,16 +316,16 @@ def test_nonce_count_replay(auth: DigestAuth) -> None:
     )
 
 
-def test_replay_table_is_pruned_and_bounded(clock: FakeClock) -> None:
-    auth = DigestAuth(SECRET, REALM, clock=clock, max_nonces=3)
+def test_replay_table_is_pruned_and_bounded(clock: ManualScheduler) -> None:
+    auth = DigestAuth(SECRET, REALM, clock=clock.time, max_nonces=3)
     old = auth.make_nonce()
     assert auth.verify(answer(auth, old), "REGISTER", user_ha1()) is AuthResult.OK
-    clock.now += 400
+    clock.advance(400)
     nonces = [auth.make_nonce() for _ in range(4)]
     for n in nonces[:3]:
         assert auth.verify(answer(auth, n), "REGISTER", user_ha1()) is AuthResult.OK
     assert old not in auth._seen  # expired, pruned
-    clock.now += 1
+    clock.advance(1)
     fresh = auth.make_nonce()
     assert auth.verify(answer(auth, fresh), "REGISTER", user_ha1()) is AuthResult.OK
     assert len(auth._seen) == 3
@@ -380,8 +373,8 @@ def test_request_uri_checked_when_given(auth: DigestAuth) -> None:
     assert auth.verify(creds, "REGISTER", user_ha1(), request_uri=URI) is AuthResult.OK
 
 
-def test_algorithm_not_offered_fails(clock: FakeClock) -> None:
-    auth = DigestAuth(SECRET, REALM, ["SHA-256"], clock=clock)
+def test_algorithm_not_offered_fails(clock: ManualScheduler) -> None:
+    auth = DigestAuth(SECRET, REALM, ["SHA-256"], clock=clock.time)
     creds = answer(auth, auth.make_nonce(), algorithm="MD5")
     assert auth.verify(creds, "REGISTER", user_ha1()) is AuthResult.FAIL
 

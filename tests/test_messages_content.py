@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sipwake.messages.content import GENERIC, number_of, parse_content, split_media_type
 from sipwake.ratelimit import RateLimiter
+from sipwake.testing import ManualScheduler
 
 RCS = (
     b'From: "Alice Liddell" <sip:+4930123@ims.example.com>\r\n'
@@ -114,12 +115,12 @@ def test_hostile_bodies_never_raise(body: bytes, content_type: str) -> None:
 
 
 def test_rate_limiter_bucket() -> None:
-    now = [1000.0]
-    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
+    clock = ManualScheduler(1000.0)
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock.time)
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.take("a") == 0.5  # one token every half second
     assert limiter.take("b") == 0.0  # per sender
-    now[0] += 0.5
+    clock.advance(0.5)
     assert limiter.take("a") == 0.0
     assert limiter.take("a") > 0
     assert RateLimiter(rate=0, burst=1).take("x") == 0.0  # 0 disables

@@ -17,7 +17,6 @@ from push_helpers import (
     SA_KEY_ID,
     TEAM_ID,
     Certs,
-    FakeClock,
     MemoryPushLog,
     make_certs,
     write_apns_key,
@@ -25,6 +24,8 @@ from push_helpers import (
 )
 
 from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 from tests.store.conftest import backend  # noqa: F401  (SQLite and PostgreSQL stores)
 
 
@@ -47,8 +48,14 @@ def service_account(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, rsa
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(float(int(time.time())))  # whole seconds: exact TTLs in asserts
+def clock() -> ManualScheduler:
+    return ManualScheduler(float(int(time.time())))  # whole seconds: exact TTLs in asserts
+
+
+@pytest.fixture
+def sleeps(clock: ManualScheduler) -> Sleeps:
+    """The services' sleep: the clock moves on at once, the lengths are kept."""
+    return Sleeps(clock)
 
 
 @pytest.fixture
@@ -58,13 +65,13 @@ def store() -> MemoryPushLog:
 
 @pytest.fixture
 async def apns_server(
-    apns_key: tuple[str, ec.EllipticCurvePrivateKey], clock: FakeClock
+    apns_key: tuple[str, ec.EllipticCurvePrivateKey], clock: ManualScheduler
 ) -> AsyncIterator[Callable[..., Any]]:
     """Factory: `await apns_server(**standin_options)` → a started APNs stand-in."""
     servers: list[APNsStandIn] = []
 
     async def make(**options: Any) -> APNsStandIn:
-        options.setdefault("clock", clock)
+        options.setdefault("clock", clock.time)
         server = APNsStandIn(team_id=TEAM_ID, key_id=KEY_ID,
                              public_key=apns_key[1].public_key(), topics={BUNDLE}, **options)
         servers.append(await server.start())
@@ -77,7 +84,8 @@ async def apns_server(
 
 @pytest.fixture
 async def apns_push(
-    apns_key: tuple[str, ec.EllipticCurvePrivateKey], clock: FakeClock, store: MemoryPushLog
+    apns_key: tuple[str, ec.EllipticCurvePrivateKey], clock: ManualScheduler, sleeps: Sleeps,
+    store: MemoryPushLog,
 ) -> AsyncIterator[Callable[..., Any]]:
     """Factory: `apns_push(server, sandbox=None, **settings)` → (service, provider)."""
     services: list[PushService] = []
@@ -90,9 +98,9 @@ async def apns_push(
         provider = APNsProvider(
             APNsSettings(team_id=TEAM_ID, key_id=KEY_ID, key_file=apns_key[0], topic=BUNDLE,
                          url=server.url, sandbox_url=(sandbox or server).url, **settings),
-            clock=clock,
+            clock=clock.time,
         )
-        options: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "rand": lambda: 0.5}
+        options: dict[str, Any] = {"clock": clock.time, "sleep": sleeps, "rand": lambda: 0.5}
         options.update(service_options or {})
         service = PushService(options.pop("store", store), apns=provider, **options)
         services.append(service)
@@ -105,12 +113,12 @@ async def apns_push(
 
 @pytest.fixture
 async def fcm_server(
-    service_account: tuple[Path, rsa.RSAPrivateKey], clock: FakeClock
+    service_account: tuple[Path, rsa.RSAPrivateKey], clock: ManualScheduler
 ) -> AsyncIterator[Callable[..., Any]]:
     servers: list[FCMStandIn] = []
 
     async def make(**options: Any) -> FCMStandIn:
-        options.setdefault("clock", clock)
+        options.setdefault("clock", clock.time)
         server = FCMStandIn(project_id=PROJECT, client_email=SA_EMAIL, key_id=SA_KEY_ID,
                             public_key=service_account[1].public_key(), **options)
         servers.append(await server.start())
@@ -123,7 +131,8 @@ async def fcm_server(
 
 @pytest.fixture
 async def fcm_push(
-    service_account: tuple[Path, rsa.RSAPrivateKey], clock: FakeClock, store: MemoryPushLog
+    service_account: tuple[Path, rsa.RSAPrivateKey], clock: ManualScheduler, sleeps: Sleeps,
+    store: MemoryPushLog,
 ) -> AsyncIterator[Callable[..., Any]]:
     services: list[PushService] = []
 
@@ -134,9 +143,9 @@ async def fcm_push(
         provider = FCMProvider(
             FCMSettings(project_id=PROJECT, service_account_file=str(service_account[0]),
                         url=server.url, token_url=server.token_url, **settings),
-            clock=clock,
+            clock=clock.time,
         )
-        options: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "rand": lambda: 0.5}
+        options: dict[str, Any] = {"clock": clock.time, "sleep": sleeps, "rand": lambda: 0.5}
         options.update(service_options or {})
         service = PushService(options.pop("store", store), fcm=provider, **options)
         services.append(service)

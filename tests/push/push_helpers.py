@@ -1,4 +1,4 @@
-"""Shared pieces for the push tests: keys, certificates, a fake clock, a push log."""
+"""Shared pieces for the push tests: keys, certificates, a push log."""
 
 from __future__ import annotations
 
@@ -25,25 +25,6 @@ BUNDLE = "com.example.dialer"
 PROJECT = "sipwake-test"
 SA_EMAIL = "push@sipwake-test.iam.gserviceaccount.com"
 SA_KEY_ID = "0123456789abcdef"
-
-
-class FakeClock:
-    """Wall clock under test control; `sleep` advances it instead of waiting."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 async def until(check: Callable[[], object], timeout: float = 5) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from apns_standin import APNsStandIn, Reply
-from push_helpers import BUNDLE, FakeClock, MemoryPushLog, ios_device
+from push_helpers import BUNDLE, MemoryPushLog, ios_device
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -20,26 +19,28 @@ from sipwake.push import (
 )
 from sipwake.push.h2client import H2Pool
 from sipwake.push.tls import client_context, parse_origin
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 
 ALERT = "a" * 64
 VOIP = "b" * 64
 
 
-def call(clock: Callable[[], float], call_id: str = "park-1", ttl: float = 30) -> CallNotification:
+def call(clock: ManualScheduler, call_id: str = "park-1", ttl: float = 30) -> CallNotification:
     return CallNotification(call_id=call_id, caller_uri="sip:bob@example.com",
                             caller_number="+15551234", caller_name="Bob Builder",
                             pickup_uri="sip:pickup-park-1@example.com",
-                            expires_at=int(clock() + ttl))
+                            expires_at=int(clock.time() + ttl))
 
 
-def message(clock: FakeClock, body: str = "hello") -> MessageNotification:
+def message(clock: ManualScheduler, body: str = "hello") -> MessageNotification:
     return MessageNotification(message_id="m1", from_uri="sip:bob@example.com",
                                from_number="+15551234", from_name="Bob Builder", body=body,
-                               unread=3, badge=4, deadline=clock() + 3600)
+                               unread=3, badge=4, deadline=clock.time() + 3600)
 
 
 async def test_call_voip_mode_over_tls(apns_server: Any, apns_push: Any, certs: Any,
-                                       clock: FakeClock, store: MemoryPushLog) -> None:
+                                       clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server(ssl_context=certs.server_context(["h2"]))
     service, _ = apns_push(server, ca_file=certs.ca_file)
     n = call(clock)
@@ -66,7 +67,7 @@ async def test_call_voip_mode_over_tls(apns_server: Any, apns_push: Any, certs: 
 
 
 async def test_tls_needs_the_ca(apns_server: Any, apns_push: Any, certs: Any,
-                                clock: FakeClock) -> None:
+                                clock: ManualScheduler) -> None:
     server = await apns_server(ssl_context=certs.server_context(["h2"]))
     service, _ = apns_push(server)  # no ca_file: the self-signed CA is not trusted
     result = await service.send(ios_device(), call(clock, ttl=1))
@@ -81,14 +82,14 @@ def test_plain_http_needs_allow_insecure() -> None:
 
 
 async def test_voip_mode_sends_everything_else_as_alerts(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     device = ios_device()
     notifications = [
         CallCancelledNotification(call_id="park-1", reason="answered_elsewhere"),
         MissedCallNotification(call_id="park-1", caller_uri="sip:bob@example.com",
-                               caller_number="+15551234", caller_name="Bob", at=int(clock()),
+                               caller_number="+15551234", caller_name="Bob", at=int(clock.time()),
                                badge=2),
         message(clock),
         VoicemailNotification(from_uri="sip:bob@example.com", from_name="Bob", duration=12,
@@ -105,7 +106,7 @@ async def test_voip_mode_sends_everything_else_as_alerts(
         assert req.payload["type"] == n.kind
         assert "alert" in req.payload["aps"]
     missed, msg, vm = (r.payload for r in server.requests[1:])
-    assert missed["at"] == int(clock()) and missed["aps"]["badge"] == 2
+    assert missed["at"] == int(clock.time()) and missed["aps"]["badge"] == 2
     assert msg["unread"] == 3 and msg["truncated"] is False and msg["preview"] == "hello"
     assert msg["aps"]["alert"] == {"title": "Message from Bob Builder", "body": "hello",
                                    "title-loc-key": "MESSAGE_FROM",
@@ -121,7 +122,7 @@ async def test_voip_mode_sends_everything_else_as_alerts(
     assert server.requests[0].headers["apns-collapse-id"] == "park-1"  # replaces the ring
 
 
-async def test_alert_mode_call(apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+async def test_alert_mode_call(apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     device = ios_device(mode="alert")
@@ -145,7 +146,7 @@ async def test_alert_mode_call(apns_server: Any, apns_push: Any, clock: FakeCloc
 
 
 async def test_voip_only_device_gets_no_alerts(apns_server: Any, apns_push: Any,
-                                               clock: FakeClock, store: MemoryPushLog) -> None:
+                                               clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     device = ios_device(token="")
@@ -157,7 +158,7 @@ async def test_voip_only_device_gets_no_alerts(apns_server: Any, apns_push: Any,
 
 
 async def test_privacy_mode_hides_names_and_text(apns_server: Any, apns_push: Any,
-                                                 clock: FakeClock) -> None:
+                                                 clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     secret = "meet me at the secret place"
@@ -174,7 +175,7 @@ async def test_privacy_mode_hides_names_and_text(apns_server: Any, apns_push: An
 
 
 async def test_sandbox_devices_use_the_sandbox_host(apns_server: Any, apns_push: Any,
-                                                    clock: FakeClock) -> None:
+                                                    clock: ManualScheduler) -> None:
     production, sandbox = await apns_server(), await apns_server()
     service, _ = apns_push(production, sandbox=sandbox)
     await service.send(ios_device(sandbox=True), call(clock))
@@ -185,16 +186,16 @@ async def test_sandbox_devices_use_the_sandbox_host(apns_server: Any, apns_push:
 @pytest.mark.parametrize("reason", ["BadDeviceToken", "DeviceTokenNotForTopic",
                                     "TopicDisallowed"])
 async def test_rejected_token_disables_device(apns_server: Any, apns_push: Any,
-                                              clock: FakeClock, store: MemoryPushLog,
+                                              clock: ManualScheduler, store: MemoryPushLog,
                                               reason: str) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
-    device = store.add(ios_device(token_updated_at=clock() - 10))
+    device = store.add(ios_device(token_updated_at=clock.time() - 10))
     server.always(ALERT, Reply(400, reason))
     result = await service.send(device, message(clock))
     assert (result.outcome, result.status, result.reason, result.disabled) == (
         "invalid_token", 400, reason, True)
-    assert store.disable_calls == [(device.device_id, reason, clock())]
+    assert store.disable_calls == [(device.device_id, reason, clock.time())]
     assert not device.enabled
     # Disabled devices are never pushed again.
     again = await service.send(device, message(clock))
@@ -202,10 +203,10 @@ async def test_rejected_token_disables_device(apns_server: Any, apns_push: Any,
 
 
 async def test_unregistered_keeps_a_token_uploaded_after_its_timestamp(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
-    gone_at = clock() - 100
+    gone_at = clock.time() - 100
     old = store.add(ios_device("old", token="c" * 64, token_updated_at=gone_at - 50))
     new = store.add(ios_device("new", token="d" * 64, token_updated_at=gone_at + 50))
     for token in ("c" * 64, "d" * 64):
@@ -222,7 +223,7 @@ async def test_unregistered_keeps_a_token_uploaded_after_its_timestamp(
                                            (500, "InternalServerError"),
                                            (503, "ServiceUnavailable")])
 async def test_transient_errors_are_retried_with_the_same_apns_id(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog,
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog,
         status: int, reason: str) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
@@ -232,20 +233,20 @@ async def test_transient_errors_are_retried_with_the_same_apns_id(
     assert len({r.headers["apns-id"] for r in server.requests}) == 1
     assert [a.outcome for a in store.attempts] == ["retry", "retry", "delivered"]
     # jittered exponential backoff (jitter pinned at the middle: 75 %)
-    assert clock.sleeps == [0.375, 0.75]
+    assert sleeps.seen == [0.375, 0.75]
 
 
 async def test_retry_after_is_honoured(apns_server: Any, apns_push: Any,
-                                       clock: FakeClock) -> None:
+                                       clock: ManualScheduler, sleeps: Sleeps) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     server.program(VOIP, Reply(429, "TooManyRequests", retry_after="7"))
     assert (await service.send(ios_device(), call(clock))).outcome == "delivered"
-    assert clock.sleeps == [7.0]
+    assert sleeps.seen == [7.0]
 
 
 async def test_retries_stop_at_the_deadline(apns_server: Any, apns_push: Any,
-                                            clock: FakeClock, store: MemoryPushLog) -> None:
+                                            clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     server.always(VOIP, Reply(503, "ServiceUnavailable"))
@@ -254,20 +255,20 @@ async def test_retries_stop_at_the_deadline(apns_server: Any, apns_push: Any,
     original = server.handle
 
     def spy(*args: Any) -> Any:
-        starts.append(clock())
+        starts.append(clock.time())
         return original(*args)
 
     server.handle = spy  # type: ignore[method-assign]
     result = await service.send(ios_device(), n)
     assert result.outcome == "expired"
     assert starts and all(t < n.deadline for t in starts)
-    assert clock() < n.deadline  # did not even sleep past it
+    assert clock.time() < n.deadline  # did not even sleep past it
     assert result.attempts == len(starts) == 4  # 0.375 + 0.75 + 1.5 (+ 3 would pass 5 s)
     assert store.attempts[-1].outcome == "expired"
     assert [a.outcome for a in store.attempts[:-1]] == ["retry"] * 3
 
 
-async def test_deadline_already_passed(apns_server: Any, apns_push: Any, clock: FakeClock,
+async def test_deadline_already_passed(apns_server: Any, apns_push: Any, clock: ManualScheduler,
                                        store: MemoryPushLog) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
@@ -279,7 +280,7 @@ async def test_deadline_already_passed(apns_server: Any, apns_push: Any, clock: 
 
 
 async def test_permanent_errors_fail_without_retry(apns_server: Any, apns_push: Any,
-                                                   clock: FakeClock) -> None:
+                                                   clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     server.always(VOIP, Reply(400, "BadExpirationDate"))
@@ -288,7 +289,7 @@ async def test_permanent_errors_fail_without_retry(apns_server: Any, apns_push: 
 
 
 async def test_one_jwt_for_100_pushes_over_3_connections(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     # Five streams per connection; 100 concurrent pushes fill three connections.
     server = await apns_server(max_concurrent_streams=5, response_delay=0.005)
     service, provider = apns_push(server, max_connections=3)
@@ -306,7 +307,7 @@ async def test_one_jwt_for_100_pushes_over_3_connections(
 
 
 async def test_jwt_refreshed_after_50_minutes(apns_server: Any, apns_push: Any,
-                                              clock: FakeClock) -> None:
+                                              clock: ManualScheduler) -> None:
     server = await apns_server()
     service, provider = apns_push(server)
     await service.send(ios_device(), call(clock))
@@ -323,7 +324,7 @@ async def test_jwt_refreshed_after_50_minutes(apns_server: Any, apns_push: Any,
 
 
 async def test_expired_provider_token_mints_once_then_succeeds(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog) -> None:
     server = await apns_server()
     service, provider = apns_push(server)
     await service.send(ios_device(), call(clock))
@@ -333,13 +334,13 @@ async def test_expired_provider_token_mints_once_then_succeeds(
     assert all(r.outcome == "delivered" for r in results)
     assert provider.token.minted == 2  # one new token for all ten refusals
     assert len(server.jwts) == 2
-    assert not clock.sleeps  # retried at once, no backoff
+    assert not sleeps.seen  # retried at once, no backoff
     refused = [r for r in server.requests if r.reason == "ExpiredProviderToken"]
     assert len(refused) == 10
 
 
 async def test_expired_provider_token_twice_fails(apns_server: Any, apns_push: Any,
-                                                  clock: FakeClock) -> None:
+                                                  clock: ManualScheduler) -> None:
     server = await apns_server()
     service, provider = apns_push(server)
     server.always(VOIP, Reply(403, "ExpiredProviderToken"))
@@ -348,7 +349,7 @@ async def test_expired_provider_token_twice_fails(apns_server: Any, apns_push: A
 
 
 async def test_goaway_reconnects_and_resends_unprocessed_streams(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server(goaway_after=3)
     service, _ = apns_push(server)
     devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
@@ -366,7 +367,7 @@ async def test_goaway_reconnects_and_resends_unprocessed_streams(
 
 
 async def test_goaway_on_idle_connection(apns_server: Any, apns_push: Any,
-                                         clock: FakeClock) -> None:
+                                         clock: ManualScheduler) -> None:
     server = await apns_server()
     service, provider = apns_push(server)
     assert (await service.send(ios_device(), call(clock))).outcome == "delivered"
@@ -380,7 +381,7 @@ async def test_goaway_on_idle_connection(apns_server: Any, apns_push: Any,
 
 
 async def test_connection_dropped_mid_request_is_retried(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     server.program(VOIP, Reply(0, drop=True))
@@ -390,7 +391,7 @@ async def test_connection_dropped_mid_request_is_retried(
 
 
 async def test_idle_connection_is_kept_alive_with_pings(apns_server: Any, apns_push: Any,
-                                                        clock: FakeClock) -> None:
+                                                        clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server, ping_interval=0.02)
     await service.send(ios_device(), call(clock))
@@ -399,19 +400,19 @@ async def test_idle_connection_is_kept_alive_with_pings(apns_server: Any, apns_p
     assert server.connections == 1
 
 
-async def test_standin_is_strict(apns_server: Any, apns_key: Any, clock: FakeClock) -> None:
+async def test_standin_is_strict(apns_server: Any, apns_key: Any, clock: ManualScheduler) -> None:
     """The stand-in refuses what APNs refuses (so passing tests mean something)."""
     import jwt as pyjwt
     from cryptography.hazmat.primitives.asymmetric import ec
 
     server: APNsStandIn = await apns_server()
     pool = H2Pool(parse_origin(server.url, True), client_context())
-    good = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock())}, apns_key[1],
+    good = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock.time())}, apns_key[1],
                         algorithm="ES256", headers={"kid": "KEY7654321"})
     other_key = ec.generate_private_key(ec.SECP256R1())
-    forged = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock())}, other_key,
+    forged = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock.time())}, other_key,
                           algorithm="ES256", headers={"kid": "KEY7654321"})
-    stale = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock() - 3700)}, apns_key[1],
+    stale = pyjwt.encode({"iss": "TEAM123456", "iat": int(clock.time() - 3700)}, apns_key[1],
                          algorithm="ES256", headers={"kid": "KEY7654321"})
 
     async def post(jwt_token: str = good, push_type: str = "alert", topic: str = BUNDLE,
@@ -447,7 +448,7 @@ async def test_standin_is_strict(apns_server: Any, apns_key: Any, clock: FakeClo
 
 
 async def test_concurrency_limit_is_enforced_by_the_standin(apns_server: Any,
-                                                            clock: FakeClock) -> None:
+                                                            clock: ManualScheduler) -> None:
     """A client that ignores SETTINGS_MAX_CONCURRENT_STREAMS is caught."""
     server = await apns_server(max_concurrent_streams=2, response_delay=0.01)
     pool = H2Pool(parse_origin(server.url, True), client_context(), max_connections=1)
@@ -469,13 +470,13 @@ def test_token_lifetime_bounds() -> None:
 
     from sipwake.push.apns_token import ProviderToken
 
-    now = [time.time()]
+    clock = ManualScheduler(time.time())
     token = ProviderToken("T", "K", ec.generate_private_key(ec.SECP256R1()),
-                          clock=lambda: now[0])
+                          clock=clock.time)
     first = token.header()
-    now[0] += 20 * 60
+    clock.advance(20 * 60)
     assert token.header() is first  # never sooner than 20 minutes
-    now[0] += 30 * 60 + 1
+    clock.advance(30 * 60 + 1)
     assert token.header() != first  # past 50 minutes
     second = token.header()
     token.renew(first)  # a stale report about an already replaced token: no new mint
@@ -483,7 +484,7 @@ def test_token_lifetime_bounds() -> None:
 
 
 async def test_system_trust_store_honours_ssl_cert_file(
-        apns_server: Any, apns_push: Any, certs: Any, clock: FakeClock,
+        apns_server: Any, apns_push: Any, certs: Any, clock: ManualScheduler,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", certs.ca_file)
     server = await apns_server(ssl_context=certs.server_context(["h2"]))
@@ -507,9 +508,9 @@ def test_under_uvloop(apns_key: Any, certs: Any) -> None:
                                              ca_file=certs.ca_file))
         service = PushService(MemoryPushLog(), apns=provider)
         try:
-            now = time.time()
+            clock = ManualScheduler(time.time())
             results = await asyncio.gather(*(service.send(
-                ios_device(f"d{i}", voip=f"{i:064x}"), call(lambda: now)) for i in range(20)))
+                ios_device(f"d{i}", voip=f"{i:064x}"), call(clock)) for i in range(20)))
             return results[0].outcome, len(server.violations)
         finally:
             await service.close()
@@ -519,7 +520,7 @@ def test_under_uvloop(apns_key: Any, certs: Any) -> None:
 
 
 async def test_request_timeout_resets_the_stream_and_retries(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await apns_server(response_delay=2.0)
     service, provider = apns_push(server, request_timeout=0.05)
     result = await service.send(ios_device(), call(clock, ttl=2))
@@ -530,7 +531,7 @@ async def test_request_timeout_resets_the_stream_and_retries(
 
 
 async def test_cancelled_send_resets_its_stream(apns_server: Any, apns_push: Any,
-                                                clock: FakeClock) -> None:
+                                                clock: ManualScheduler) -> None:
     server = await apns_server(response_delay=0.2)
     service, provider = apns_push(server)
     task = asyncio.ensure_future(service.send(ios_device(), call(clock)))

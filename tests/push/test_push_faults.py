@@ -12,24 +12,26 @@ from typing import Any
 from apns_standin import Reply
 from fcm_standin import FCMReply
 from h2_standin import count_by
-from push_helpers import FakeClock, MemoryPushLog, android_device, ios_device, until
+from push_helpers import MemoryPushLog, android_device, ios_device, until
 
 from sipwake.push import CallNotification, MessageNotification
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 
 VOIP = "b" * 64
 
 
-def call(clock: FakeClock, ttl: float = 30, call_id: str = "park-1") -> CallNotification:
+def call(clock: ManualScheduler, ttl: float = 30, call_id: str = "park-1") -> CallNotification:
     return CallNotification(call_id=call_id, caller_uri="sip:bob@example.com",
                             caller_number="+15551234", caller_name="Bob",
                             pickup_uri=f"sip:pickup-{call_id}@example.com",
-                            expires_at=int(clock() + ttl))
+                            expires_at=int(clock.time() + ttl))
 
 
-def message(clock: FakeClock, ttl: float = 3600) -> MessageNotification:
+def message(clock: ManualScheduler, ttl: float = 3600) -> MessageNotification:
     return MessageNotification(message_id="m1", from_uri="sip:bob@example.com",
                                from_number="+15551234", from_name="Bob", body="hello",
-                               unread=1, deadline=clock() + ttl)
+                               unread=1, deadline=clock.time() + ttl)
 
 
 async def tls_fcm(fcm_server: Any, fcm_push: Any, certs: Any, **settings: Any) -> Any:
@@ -42,7 +44,7 @@ async def tls_fcm(fcm_server: Any, fcm_push: Any, certs: Any, **settings: Any) -
 # -- FCM transport faults ----------------------------------------------------------------
 
 async def test_fcm_connection_reset_mid_request_is_retried_and_delivered_once(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock,
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler,
         store: MemoryPushLog) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device("warm", token="warm"), message(clock))).delivered
@@ -57,7 +59,7 @@ async def test_fcm_connection_reset_mid_request_is_retried_and_delivered_once(
 
 
 async def test_fcm_every_connection_cut_is_retried_until_the_deadline(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     server.always("fcm-token-1", FCMReply(drop=True))
     async with asyncio.timeout(10):
@@ -67,7 +69,7 @@ async def test_fcm_every_connection_cut_is_retried_until_the_deadline(
 
 
 async def test_fcm_stall_on_a_shared_connection_times_out_and_is_retried(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock,
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler,
         store: MemoryPushLog) -> None:
     """One stream never answered while others flow on the same connection: the
     attempt's deadline fires anyway, the stream is reset, the retry is delivered."""
@@ -102,7 +104,7 @@ async def test_fcm_stall_on_a_shared_connection_times_out_and_is_retried(
 # -- FCM OAuth token ---------------------------------------------------------------------
 
 async def test_stalled_token_endpoint_never_holds_pushes_while_a_token_is_valid(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device(), message(clock))).delivered
     first = server.sends[0].bearer
@@ -125,7 +127,7 @@ async def test_stalled_token_endpoint_never_holds_pushes_while_a_token_is_valid(
 
 
 async def test_token_renewed_in_the_background_at_80_percent_of_its_life(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device(), message(clock))).delivered
     clock.advance(0.79 * 3600)
@@ -138,7 +140,7 @@ async def test_token_renewed_in_the_background_at_80_percent_of_its_life(
 
 
 async def test_failing_token_endpoint_leaves_the_valid_token_in_use(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, provider = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device(), message(clock))).delivered
     server.fail_tokens(*[400] * 20)  # e.g. a revoked key: refusals, not retried inside
@@ -155,7 +157,7 @@ async def test_failing_token_endpoint_leaves_the_valid_token_in_use(
 
 
 async def test_without_a_valid_token_pushes_wait_for_it_within_their_deadline(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock,
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler,
         store: MemoryPushLog) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs, request_timeout=0.3)
     server.stall_tokens()  # from the very start: there is no token at all
@@ -175,7 +177,7 @@ async def test_without_a_valid_token_pushes_wait_for_it_within_their_deadline(
 # -- APNs ----------------------------------------------------------------------------------
 
 async def test_apns_stall_times_out_and_is_retried(apns_server: Any, apns_push: Any,
-                                                   clock: FakeClock) -> None:
+                                                   clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server, request_timeout=0.3)
     server.program(VOIP, Reply(stall=True))
@@ -187,7 +189,7 @@ async def test_apns_stall_times_out_and_is_retried(apns_server: Any, apns_push: 
 
 
 async def test_apns_connection_cut_mid_request_is_sent_again_once(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server()
     service, _ = apns_push(server)
     server.program(VOIP, Reply(drop=True))
@@ -197,13 +199,13 @@ async def test_apns_connection_cut_mid_request_is_sent_again_once(
 
 
 async def test_apns_unreachable_then_back(apns_server: Any, apns_push: Any,
-                                          clock: FakeClock) -> None:
+                                          clock: ManualScheduler, sleeps: Sleeps) -> None:
     server = await apns_server()
     server.down = True
 
     async def sleep(seconds: float) -> None:  # back after the third backoff
-        await clock.sleep(seconds)
-        if len(clock.sleeps) == 3:
+        await sleeps(seconds)
+        if len(sleeps.seen) == 3:
             server.down = False
 
     service, _ = apns_push(server, service_options={"sleep": sleep})
@@ -220,7 +222,7 @@ async def test_apns_unreachable_then_back(apns_server: Any, apns_push: Any,
 # -- GOAWAY --------------------------------------------------------------------------------
 
 async def test_goaway_mid_flight_resends_only_the_refused_streams_once(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server(response_delay=0.3)
     service, _ = apns_push(server)
     devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
@@ -241,7 +243,7 @@ async def test_goaway_mid_flight_resends_only_the_refused_streams_once(
 
 
 async def test_a_request_refused_twice_goes_back_to_the_service_backoff(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog) -> None:
     """Refused by GOAWAY: sent again once, on a new connection. Refused there too: the
     attempt failed and the service's backoff decides when to try again; one attempt
     never puts a request on the wire more than twice."""
@@ -254,11 +256,11 @@ async def test_a_request_refused_twice_goes_back_to_the_service_backoff(
     assert max(per_attempt.values()) <= 2, per_attempt
     assert server.on_wire(VOIP) == 4 and len(server.delivered()) == 1
     assert [a.outcome for a in store.attempts] == ["retry", "delivered"]
-    assert clock.sleeps == [0.375]
+    assert sleeps.seen == [0.375]
 
 
 async def test_goaway_every_few_requests_never_sends_a_processed_request_twice(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server(goaway_after=3)
     service, _ = apns_push(server)
     devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
@@ -270,7 +272,7 @@ async def test_goaway_every_few_requests_never_sends_a_processed_request_twice(
 
 
 async def test_fcm_goaway_resends_the_refused_request_once(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device("warm", token="warm"), message(clock))).delivered
     server.program("fcm-token-1", FCMReply(goaway=True))
@@ -281,7 +283,7 @@ async def test_fcm_goaway_resends_the_refused_request_once(
 
 
 async def test_fcm_goaway_under_load_delivers_each_push_once(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     server.goaway_after = 3  # every connection is sent away after three answers
     devices = [android_device(f"p{i}", token=f"tok-{i}") for i in range(20)]
@@ -294,7 +296,7 @@ async def test_fcm_goaway_under_load_delivers_each_push_once(
 
 
 async def test_fcm_connections_cut_under_load_deliver_each_push_once(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler) -> None:
     server, service, _ = await tls_fcm(fcm_server, fcm_push, certs)
     assert (await service.send(android_device("warm", token="warm"), message(clock))).delivered
     devices = [android_device(f"p{i}", token=f"tok-{i}") for i in range(30)]
@@ -308,7 +310,7 @@ async def test_fcm_connections_cut_under_load_deliver_each_push_once(
 
 
 async def test_any_transport_exception_is_a_retry(
-        fcm_server: Any, fcm_push: Any, certs: Any, clock: FakeClock,
+        fcm_server: Any, fcm_push: Any, certs: Any, clock: ManualScheduler,
         store: MemoryPushLog, monkeypatch: Any) -> None:
     """Whatever the transport raises (anyio.EndOfStream escaped the old FCM sender) is
     one failed attempt, never an exception out of send() and never a dropped push."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fcm_standin import FCMReply
-from push_helpers import PROJECT, FakeClock, MemoryPushLog, android_device, until
+from push_helpers import PROJECT, MemoryPushLog, android_device, until
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -17,23 +17,25 @@ from sipwake.push import (
     MissedCallNotification,
     VoicemailNotification,
 )
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 
 
-def call(clock: FakeClock, ttl: float = 30) -> CallNotification:
+def call(clock: ManualScheduler, ttl: float = 30) -> CallNotification:
     return CallNotification(call_id="park-1", caller_uri="sip:bob@example.com",
                             caller_number="+15551234", caller_name="Bob Builder",
                             pickup_uri="sip:pickup-park-1@example.com",
-                            expires_at=int(clock() + ttl))
+                            expires_at=int(clock.time() + ttl))
 
 
-def message(clock: FakeClock, body: str = "hello") -> MessageNotification:
+def message(clock: ManualScheduler, body: str = "hello") -> MessageNotification:
     return MessageNotification(message_id="m1", from_uri="sip:bob@example.com",
                                from_number="+15551234", from_name="Bob", body=body, unread=3,
-                               deadline=clock() + 3600)
+                               deadline=clock.time() + 3600)
 
 
 async def test_every_kind_is_a_high_priority_string_data_message(
-        fcm_server: Any, fcm_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        fcm_server: Any, fcm_push: Any, clock: ManualScheduler, store: MemoryPushLog) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
     device = android_device()
@@ -42,7 +44,7 @@ async def test_every_kind_is_a_high_priority_string_data_message(
         n,
         CallCancelledNotification(call_id="park-1", reason="declined"),
         MissedCallNotification(call_id="park-1", caller_uri="sip:bob@example.com",
-                               caller_number="+15551234", caller_name="Bob", at=int(clock())),
+                               caller_number="+15551234", caller_name="Bob", at=int(clock.time())),
         message(clock),
         VoicemailNotification(from_uri="sip:bob@example.com", from_name="Bob", duration=12,
                               new=2, old=5),
@@ -72,7 +74,7 @@ async def test_every_kind_is_a_high_priority_string_data_message(
 
 
 async def test_call_ttl_counts_down_to_the_park_expiry(fcm_server: Any, fcm_push: Any,
-                                                       clock: FakeClock) -> None:
+                                                       clock: ManualScheduler) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
     n = call(clock, ttl=30)
@@ -82,13 +84,13 @@ async def test_call_ttl_counts_down_to_the_park_expiry(fcm_server: Any, fcm_push
 
 
 async def test_over_tls_with_ca_file(fcm_server: Any, fcm_push: Any, certs: Any,
-                                     clock: FakeClock) -> None:
+                                     clock: ManualScheduler) -> None:
     server = await fcm_server(ssl_context=certs.server_context(["h2"]))
     service, _ = fcm_push(server, ca_file=certs.ca_file)
     assert (await service.send(android_device(), call(clock))).outcome == "delivered"
 
 
-async def test_privacy_mode(fcm_server: Any, fcm_push: Any, clock: FakeClock) -> None:
+async def test_privacy_mode(fcm_server: Any, fcm_push: Any, clock: ManualScheduler) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
     device = android_device(privacy=True)
@@ -105,15 +107,15 @@ async def test_privacy_mode(fcm_server: Any, fcm_push: Any, clock: FakeClock) ->
 @pytest.mark.parametrize("code,status", [("UNREGISTERED", 404), ("INVALID_ARGUMENT", 400),
                                          ("SENDER_ID_MISMATCH", 403)])
 async def test_token_errors_disable_the_device(fcm_server: Any, fcm_push: Any,
-                                               clock: FakeClock, store: MemoryPushLog,
+                                               clock: ManualScheduler, store: MemoryPushLog,
                                                code: str, status: int) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
-    device = store.add(android_device(token_updated_at=clock() - 5))
+    device = store.add(android_device(token_updated_at=clock.time() - 5))
     server.always("fcm-token-1", FCMReply(code))
     result = await service.send(device, message(clock))
     assert (result.outcome, result.status, result.disabled) == ("invalid_token", status, True)
-    assert store.disable_calls == [(device.device_id, code, clock())]
+    assert store.disable_calls == [(device.device_id, code, clock.time())]
     assert (await service.send(device, message(clock))).outcome == "skipped"
     assert len(server.sends) == 1
 
@@ -131,7 +133,7 @@ async def test_invalid_argument_not_about_the_token_is_not_a_token_error() -> No
 
 
 @pytest.mark.parametrize("code", ["QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"])
-async def test_transient_errors_are_retried(fcm_server: Any, fcm_push: Any, clock: FakeClock,
+async def test_transient_errors_are_retried(fcm_server: Any, fcm_push: Any, clock: ManualScheduler, sleeps: Sleeps,
                                             store: MemoryPushLog, code: str) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
@@ -139,21 +141,21 @@ async def test_transient_errors_are_retried(fcm_server: Any, fcm_push: Any, cloc
     result = await service.send(android_device(), message(clock))
     assert result.outcome == "delivered" and result.attempts == 3
     assert [a.outcome for a in store.attempts] == ["retry", "retry", "delivered"]
-    assert clock.sleeps == [9.0, 0.75]  # Retry-After first, then the backoff
+    assert sleeps.seen == [9.0, 0.75]  # Retry-After first, then the backoff
 
 
 async def test_retry_after_beyond_the_deadline_expires(fcm_server: Any, fcm_push: Any,
-                                                       clock: FakeClock) -> None:
+                                                       clock: ManualScheduler, sleeps: Sleeps) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
     server.program("fcm-token-1", FCMReply("QUOTA_EXCEEDED", retry_after="60"))
     result = await service.send(android_device(), call(clock, ttl=30))
     assert result.outcome == "expired" and result.attempts == 1
-    assert clock.sleeps == []
+    assert sleeps.seen == []
 
 
 async def test_token_refreshed_once_under_concurrency_off_the_loop(
-        fcm_server: Any, fcm_push: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, clock: ManualScheduler) -> None:
     server = await fcm_server()
     service, provider = fcm_push(server)
     loop_thread = threading.get_ident()
@@ -185,7 +187,7 @@ async def test_token_refreshed_once_under_concurrency_off_the_loop(
 
 
 async def test_refused_access_token_is_replaced_once(fcm_server: Any, fcm_push: Any,
-                                                     clock: FakeClock,
+                                                     clock: ManualScheduler, sleeps: Sleeps,
                                                      store: MemoryPushLog) -> None:
     server = await fcm_server()
     service, _ = fcm_push(server)
@@ -193,7 +195,7 @@ async def test_refused_access_token_is_replaced_once(fcm_server: Any, fcm_push: 
     server.revoke_all()
     result = await service.send(android_device(), call(clock))
     assert result.outcome == "delivered" and result.attempts == 2
-    assert server.token_requests == 2 and not clock.sleeps
+    assert server.token_requests == 2 and not sleeps.seen
     assert store.attempts[1].status == 401
 
 
@@ -206,7 +208,7 @@ async def test_token_url_wins_over_the_key_file(fcm_server: Any, fcm_push: Any) 
 
 
 async def test_unreachable_token_endpoint_is_retried_until_the_deadline(
-        fcm_server: Any, fcm_push: Any, clock: FakeClock) -> None:
+        fcm_server: Any, fcm_push: Any, clock: ManualScheduler) -> None:
     server = await fcm_server()
     service, provider = fcm_push(server)
     provider.auth._request._allow_insecure = False  # token endpoint refused as insecure
@@ -216,7 +218,7 @@ async def test_unreachable_token_endpoint_is_retried_until_the_deadline(
 
 
 async def test_standin_rejects_non_string_data(fcm_server: Any, fcm_push: Any,
-                                               clock: FakeClock) -> None:
+                                               clock: ManualScheduler) -> None:
     """The stand-in really checks value types (so passing tests mean something)."""
     import json
 

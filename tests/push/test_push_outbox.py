@@ -14,38 +14,40 @@ from typing import Any
 import pytest
 from apns_standin import Reply
 from fcm_standin import FCMReply
-from push_helpers import FakeClock, MemoryPushLog, android_device, ios_device, until
+from push_helpers import MemoryPushLog, android_device, ios_device, until
 
 from sipwake.metrics import Metrics
 from sipwake.push import CallNotification, MessageNotification, RetryPolicy
 from sipwake.push.notification import from_json, to_json
 from sipwake.store import open_store
 from sipwake.store.models import Device, OutboxPush
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 
 ALERT = "a" * 64
 
 
-def message(clock: FakeClock, ttl: float = 24 * 3600, message_id: str = "m1") -> MessageNotification:
+def message(clock: ManualScheduler, ttl: float = 24 * 3600, message_id: str = "m1") -> MessageNotification:
     return MessageNotification(message_id=message_id, from_uri="sip:bob@example.com",
                                from_number="+15551234", from_name="Bob", body="hello",
-                               unread=1, badge=1, deadline=clock() + ttl)
+                               unread=1, badge=1, deadline=clock.time() + ttl)
 
 
-def call(clock: FakeClock, ttl: float = 30) -> CallNotification:
+def call(clock: ManualScheduler, ttl: float = 30) -> CallNotification:
     return CallNotification(call_id="park-1", caller_uri="sip:bob@example.com",
                             caller_number="+15551234", caller_name="Bob",
-                            pickup_uri="sip:pickup@example.com", expires_at=int(clock() + ttl))
+                            pickup_uri="sip:pickup@example.com", expires_at=int(clock.time() + ttl))
 
 
-def outage(clock: FakeClock, until: float,
+def outage(sleeps: Sleeps, until: float,
            end: Callable[[], None]) -> Callable[[float], Awaitable[None]]:
     """The service's sleep: the fake clock's, and the outage ends at `until`."""
     ended = False
 
     async def sleep(seconds: float) -> None:
         nonlocal ended
-        await clock.sleep(seconds)
-        if not ended and clock() >= until:
+        await sleeps(seconds)
+        if not ended and sleeps.scheduler.time() >= until:
             ended = True
             end()
 
@@ -64,69 +66,69 @@ async def never(seconds: float) -> None:
 # -- outages ---------------------------------------------------------------------------------
 
 async def test_outage_longer_than_the_old_eight_attempts_then_delivered_once(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog) -> None:
     server = await apns_server()
-    t0 = clock()
+    t0 = clock.time()
     server.down = True  # every connection refused for two minutes
 
     def end() -> None:
         server.down = False
 
-    service, _ = apns_push(server, service_options={"sleep": outage(clock, t0 + 120, end)})
+    service, _ = apns_push(server, service_options={"sleep": outage(sleeps, t0 + 120, end)})
     async with asyncio.timeout(10):
         result = await service.send(ios_device(), message(clock))
     assert result.delivered and result.attempts > 8
-    assert clock() >= t0 + 120
+    assert clock.time() >= t0 + 120
     assert server.on_wire(ALERT) == 1 and len(server.delivered()) == 1
     outcomes = [a.outcome for a in store.attempts]
     assert outcomes == ["retry"] * (result.attempts - 1) + ["delivered"]
-    assert max(clock.sleeps) <= 60  # capped backoff
+    assert max(sleeps.seen) <= 60  # capped backoff
     assert service.outbox_size == 0
 
 
 async def test_fcm_429_with_retry_after_for_two_minutes_then_delivered_once(
-        fcm_server: Any, fcm_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        fcm_server: Any, fcm_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog) -> None:
     server = await fcm_server()
-    t0 = clock()
+    t0 = clock.time()
     server.always("fcm-token-1", FCMReply("QUOTA_EXCEEDED", retry_after="5"))
 
     def end() -> None:
         server.sticky.clear()
 
-    service, _ = fcm_push(server, service_options={"sleep": outage(clock, t0 + 120, end)})
+    service, _ = fcm_push(server, service_options={"sleep": outage(sleeps, t0 + 120, end)})
     async with asyncio.timeout(10):
         result = await service.send(android_device(), message(clock))
     assert result.delivered and result.attempts > 8
-    assert all(s >= 5 for s in clock.sleeps)  # Retry-After honoured
+    assert all(s >= 5 for s in sleeps.seen)  # Retry-After honoured
     assert len(server.delivered("fcm-token-1")) == 1
     assert [s.status for s in server.sends].count(429) == result.attempts - 1
     assert server.violations == []
 
 
 async def test_short_ttl_expires_during_the_outage_and_is_never_delivered(
-        apns_server: Any, apns_push: Any, clock: FakeClock, store: MemoryPushLog) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, store: MemoryPushLog) -> None:
     server = await apns_server()
-    t0 = clock()
+    t0 = clock.time()
     server.down = True
 
     def end() -> None:
         server.down = False
 
-    service, _ = apns_push(server, service_options={"sleep": outage(clock, t0 + 120, end)})
+    service, _ = apns_push(server, service_options={"sleep": outage(sleeps, t0 + 120, end)})
     n = message(clock, ttl=60)
     async with asyncio.timeout(10):
         result = await service.send(ios_device(), n)
     assert result.outcome == "expired"
-    assert clock() < n.deadline  # given up before sleeping past it
+    assert clock.time() < n.deadline  # given up before sleeping past it
     assert store.attempts[-1].outcome == "expired"
     await asyncio.sleep(0.05)
     assert server.wire == [] and service.outbox_size == 0
 
 
 async def test_backlog_drains_at_a_bounded_rate_when_the_provider_recovers(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps) -> None:
     server = await apns_server()
-    t0 = clock()
+    t0 = clock.time()
     server.down = True
 
     def end() -> None:
@@ -135,12 +137,12 @@ async def test_backlog_drains_at_a_bounded_rate_when_the_provider_recovers(
 
     policy = RetryPolicy(drain_rate=10, drain_concurrency=4)
     service, provider = apns_push(server, service_options={
-        "sleep": outage(clock, t0 + 60, end), "retry": policy})
+        "sleep": outage(sleeps, t0 + 60, end), "retry": policy})
     starts: list[float] = []  # when each attempt started (fake clock)
     attempt = provider.attempt
 
     async def timed(push: Any, time_left: float | None = None) -> Any:
-        starts.append(clock())
+        starts.append(clock.time())
         return await attempt(push, time_left)
 
     provider.attempt = timed
@@ -163,9 +165,9 @@ async def test_backlog_drains_at_a_bounded_rate_when_the_provider_recovers(
 
 
 async def test_call_retries_go_before_the_backlog(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps) -> None:
     server = await apns_server()
-    t0 = clock()
+    t0 = clock.time()
     server.down = True
 
     def end() -> None:
@@ -173,7 +175,7 @@ async def test_call_retries_go_before_the_backlog(
 
     policy = RetryPolicy(drain_rate=5, drain_concurrency=1)
     service, _ = apns_push(server, service_options={
-        "sleep": outage(clock, t0 + 20, end), "retry": policy})
+        "sleep": outage(sleeps, t0 + 20, end), "retry": policy})
     backlog = [asyncio.ensure_future(service.send(ios_device(f"d{i}", token=f"{i:064x}"),
                                                   message(clock))) for i in range(20)]
     await asyncio.sleep(0.01)
@@ -187,7 +189,7 @@ async def test_call_retries_go_before_the_backlog(
 # -- the store's outbox ------------------------------------------------------------------------
 
 async def test_call_pushes_never_wait_for_a_store_write(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     class StalledOutbox:
         def __init__(self) -> None:
             self.added: list[OutboxPush] = []
@@ -219,7 +221,7 @@ async def test_call_pushes_never_wait_for_a_store_write(
 
 
 async def test_delivered_at_once_leaves_nothing_in_the_outbox(
-        apns_server: Any, apns_push: Any, clock: FakeClock, tmp_path: Path) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/push.db")
     try:
         server = await apns_server()
@@ -236,7 +238,7 @@ async def test_delivered_at_once_leaves_nothing_in_the_outbox(
 
 
 async def test_a_device_disabled_during_the_outage_is_not_pushed(
-        apns_server: Any, apns_push: Any, clock: FakeClock, tmp_path: Path) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps, tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/push.db")
     try:
         server = await apns_server()
@@ -248,10 +250,10 @@ async def test_a_device_disabled_during_the_outage_is_not_pushed(
             server.down = False
 
         service, _ = apns_push(server, service_options={
-            "store": store, "outbox": store, "sleep": outage(clock, clock() + 30, end)})
+            "store": store, "outbox": store, "sleep": outage(sleeps, clock.time() + 30, end)})
         sending = asyncio.ensure_future(service.send(device, message(clock)))
         await until(lambda: store.push_attempts(device.device_id))
-        assert await store.disable_device(device.device_id, "Unregistered", clock())
+        assert await store.disable_device(device.device_id, "Unregistered", clock.time())
         result = await asyncio.wait_for(sending, 5)
         assert (result.outcome, result.reason) == ("skipped", "device disabled")
         assert server.wire == []
@@ -262,7 +264,7 @@ async def test_a_device_disabled_during_the_outage_is_not_pushed(
 
 
 async def test_restart_resumes_pending_pushes_and_delivers_each_once(
-        backend: Any, apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        backend: Any, apns_server: Any, apns_push: Any, clock: ManualScheduler) -> None:
     server = await apns_server()
     server.down = True
     store = await backend.open()
@@ -307,7 +309,7 @@ async def test_restart_resumes_pending_pushes_and_delivers_each_once(
 
 
 async def test_stop_tells_waiting_callers(apns_server: Any, apns_push: Any,
-                                          clock: FakeClock) -> None:
+                                          clock: ManualScheduler) -> None:
     server = await apns_server()
     server.always("b" * 64, Reply(503, "ServiceUnavailable"))
     service, _ = apns_push(server, service_options={"sleep": never})
@@ -320,7 +322,7 @@ async def test_stop_tells_waiting_callers(apns_server: Any, apns_push: Any,
 
 
 def test_notifications_survive_their_json() -> None:
-    clock = FakeClock(1_764_180_000.0)
+    clock = ManualScheduler(1_764_180_000.0)
     for n in (message(clock), call(clock)):
         again = from_json(n.kind, to_json(n))
         assert again == n and again.deadline == n.deadline
@@ -331,7 +333,7 @@ def test_notifications_survive_their_json() -> None:
 # -- metrics ---------------------------------------------------------------------------------------
 
 async def test_metrics_show_the_outbox_and_outcomes(
-        apns_server: Any, apns_push: Any, clock: FakeClock) -> None:
+        apns_server: Any, apns_push: Any, clock: ManualScheduler, sleeps: Sleeps) -> None:
     metrics = Metrics()
     server = await apns_server()
     server.down = True
@@ -340,7 +342,7 @@ async def test_metrics_show_the_outbox_and_outcomes(
     def end() -> None:
         server.down = False
 
-    sleep = outage(clock, clock() + 30, end)
+    sleep = outage(sleeps, clock.time() + 30, end)
 
     async def watching(seconds: float) -> None:
         seen.append(metrics.registry.get_sample_value(

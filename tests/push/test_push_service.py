@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from push_helpers import FakeClock, MemoryPushLog, android_device, ios_device
+from push_helpers import MemoryPushLog, android_device, ios_device
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -20,6 +20,8 @@ from sipwake.push import (
 )
 from sipwake.push.notification import DEFAULT_TTL
 from sipwake.store.models import PushAttempt
+from sipwake.testing import ManualScheduler
+from tests.helpers.clock import Sleeps
 
 
 def call(ttl: float = 30) -> CallNotification:
@@ -90,7 +92,8 @@ async def test_a_broken_push_log_does_not_stop_pushes() -> None:
 
 
 async def test_attempts_are_capped() -> None:
-    clock = FakeClock(time.time())
+    clock = ManualScheduler(time.time())
+    sleeps = Sleeps(clock)
 
     class Flaky:
         name = "fcm"
@@ -110,13 +113,13 @@ async def test_attempts_are_capped() -> None:
 
     provider = Flaky()
     service = PushService(MemoryPushLog(), fcm=provider,  # type: ignore[arg-type]
-                          retry=RetryPolicy(max_attempts=4), clock=clock, sleep=clock.sleep,
+                          retry=RetryPolicy(max_attempts=4), clock=clock.time, sleep=sleeps,
                           rand=lambda: 1.0)
     n = MessageNotification(message_id="m", from_uri="sip:b@x", from_number="1", from_name="B",
-                            body="hi", unread=1, deadline=clock() + 86400)
+                            body="hi", unread=1, deadline=clock.time() + 86400)
     result = await service.send(android_device(), n)
     assert (result.outcome, result.attempts, provider.calls) == ("failed", 4, 4)
-    assert clock.sleeps == pytest.approx([0.5, 1.0, 2.0])
+    assert sleeps.seen == pytest.approx([0.5, 1.0, 2.0])
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
@@ -145,7 +148,7 @@ def test_notification_defaults_and_validation() -> None:
 
 
 async def test_no_attempt_starts_after_the_deadline_even_after_a_slow_one() -> None:
-    clock = FakeClock(time.time())
+    clock = ManualScheduler(time.time())
 
     class Slow:
         name = "fcm"
@@ -166,10 +169,10 @@ async def test_no_attempt_starts_after_the_deadline_even_after_a_slow_one() -> N
 
     provider = Slow()
     store = MemoryPushLog()
-    service = PushService(store, fcm=provider, clock=clock,  # type: ignore[arg-type]
-                          sleep=clock.sleep)
+    service = PushService(store, fcm=provider, clock=clock.time,  # type: ignore[arg-type]
+                          sleep=Sleeps(clock))
     result = await service.send(android_device(), CallNotification(
         call_id="p", caller_uri="", caller_number="", caller_name="", pickup_uri="",
-        expires_at=int(clock() + 10)))
+        expires_at=int(clock.time() + 10)))
     assert (result.outcome, result.attempts, provider.calls) == ("expired", 1, 1)
     assert [a.outcome for a in store.attempts] == ["retry", "expired"]
