@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.agent import Agent
+from tests.helpers.ports import free_port
 
 DOMAIN = "example.com"
 USERS = [str(n) for n in range(1000, 1005)]
@@ -40,12 +41,6 @@ def tool(name: str) -> str:
     if not found:
         sys.exit("sipvicious is not installed: pip install sipvicious==0.3.8")
     return found
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(args: list[str], timeout: float = 30) -> str:
@@ -84,7 +79,7 @@ def main() -> int:
     if not sipwake.exists():
         sys.exit("no sipwake console script next to this interpreter: pip install .")
     tmp = Path(tempfile.mkdtemp(prefix="sipwake-abuse-"))
-    port, http = free_udp_port(), free_udp_port()
+    port, http = free_port(socket.SOCK_DGRAM), free_port()
     config = tmp / "sipwake.toml"
     config.write_text(
         f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{port}"]\nsecret = "abuse"\n'

@@ -56,7 +56,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from register import DOMAIN, free_port, last_count, wait_udp  # noqa: E402 - bench/register.py
+from register import DOMAIN, last_count, wait_udp  # noqa: E402 - bench/register.py
+
+from tests.helpers.ports import free_port  # noqa: E402
 
 UAC = HERE / "calls_uac.xml"  # built-in uac + field0 callee + Record-Route set
 FARM = HERE / "call_farm.py"
@@ -336,8 +338,8 @@ def main() -> None:
     parked_inf.write_text("SEQUENTIAL\n" + "".join(f"u{i}\n" for i in range(args.users)))
     plain_inf.write_text("SEQUENTIAL\n" + "".join(f"c{i}\n" for i in range(args.users)))
 
-    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
-    base_uas, plain_uas = free_port(), free_port()
+    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    base_uas, plain_uas = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
     ))  # fmt: skip

@@ -37,18 +37,13 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.agent import Agent, respond
+from tests.helpers.ports import free_port
 from tests.message_load import MessageLoad
 from tests.test_messages import cpim
 
 DOMAIN = "example.com"
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 INSTANCE = ';+sip.instance="<urn:uuid:00000000-0000-4000-8000-0000000fa175>"'
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Phone:

@@ -20,6 +20,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ import register as register_bench  # noqa: E402 - bench/register.py, beside this
 from sipwake.store import open_store  # noqa: E402
 from sipwake.store.models import Device  # noqa: E402
 from tests.agent import Agent  # noqa: E402
+from tests.helpers.ports import free_port  # noqa: E402
 from tests.message_load import MessageLoad  # noqa: E402
 
 DOMAIN = register_bench.DOMAIN
@@ -142,7 +144,7 @@ def main() -> None:
     ]
     inf.write_text("\n".join(lines) + "\n")
 
-    sip_port, http_port = register_bench.free_port(), register_bench.free_port()
+    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
     (tmp / "bench.toml").write_text(
         f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{sip_port}"]\n'
         'secret = "bench"\ntrusted_peers = ["127.0.0.1"]\n'

@@ -35,11 +35,7 @@ DOMAIN = "bench.example"
 AUTH = ROOT / "tests" / "sipp" / "register_auth.xml"  # the scenario the SIPp test uses
 BARE = HERE / "register_bare.xml"
 
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers.ports import free_port  # noqa: E402 - after the sys.path line
 
 
 # ------------------------------------------------------------ the echo responder
@@ -188,7 +184,8 @@ def main() -> None:
         for r in range(args.rounds)
     ]
 
-    sip_port, http_port, echo_port = free_port(), free_port(), free_port()
+    sip_port, http_port, echo_port = (free_port(socket.SOCK_DGRAM), free_port(),
+                                       free_port(socket.SOCK_DGRAM))
     (tmp / "bench.toml").write_text(
         f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{sip_port}"]\n'
         # SIPp is one address sending thousands a second: no per-address rate limit

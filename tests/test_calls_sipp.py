@@ -15,17 +15,12 @@ from pathlib import Path
 
 from sipwake.store.models import Binding
 from tests.conftest import DOMAIN, ServerFactory, wait_for
+from tests.helpers.ports import free_port
 from tests.test_calls import FCM, sleeping_ios
 
 SCENARIOS = Path(__file__).parent / "sipp"
 PROXIED = int(os.environ.get("SIPWAKE_LEAK_CALLS", "10000"))
 PARKED = 300
-
-
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def sipp(*args: str, cwd: Path) -> asyncio.subprocess.Process:
@@ -49,7 +44,7 @@ async def test_thousands_of_calls_leave_nothing_behind(
     await r.add_user("alice")
     await r.add_user("bob")
     await sleeping_ios(r, "bob", params=FCM)
-    uas_port = udp_port()
+    uas_port = free_port(socket.SOCK_DGRAM)
     aor = f"sip:alice@{DOMAIN}"
     # alice's phone is a SIPp UAS: its binding, as a REGISTER from there would leave it
     r.server.registrar.bindings[aor] = {

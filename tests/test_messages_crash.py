@@ -15,17 +15,12 @@ from sipwake.store import open_store
 from sipwake.store.models import InboxMessage, User
 from tests.agent import Agent
 from tests.conftest import DOMAIN, instance_id
+from tests.helpers.ports import free_port
 from tests.message_load import MessageLoad
 from tests.test_messages import BOB, Handset, cpim
 
 BURST = 1000
 KILL_AFTER = 300  # 2xx answers seen before the SIGKILL
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import DOMAIN, ServerFactory
+from tests.helpers.ports import free_port
 
 APNS = ";pn-provider=apns;pn-prid=" + "ab" * 32 + ";pn-param=ABCD123456.com.example.dialer.voip"
 
@@ -58,12 +59,6 @@ async def test_register_over_tls(start_server: ServerFactory, tmp_path: Path) ->
     assert resp.status == 200
     (binding,) = r.server.registrar.live_bindings(f"sip:alice@{DOMAIN}")
     assert binding.flow.startswith("tls-") and binding.received.startswith("tls:")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
