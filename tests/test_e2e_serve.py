@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.agent import Agent, Dialer, next_request, respond
+from tests.helpers.certs import make_certs, self_signed
 from tests.push.apns_standin import APNsStandIn, Request
-from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, make_certs, write_apns_key
+from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 from tests.served import DOMAIN, Served, serve
-from tests.test_serve import self_signed
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 ALERT, VOIP = "a7" * 32, "b7" * 32

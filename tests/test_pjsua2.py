@@ -30,8 +30,9 @@ import pytest
 
 from sipwake.sip.message import Message
 from tests.agent import Agent, Dialer
+from tests.helpers.certs import make_certs
 from tests.push.apns_standin import APNsStandIn
-from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, make_certs, write_apns_key
+from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 from tests.served import DOMAIN, Served, serve
 from tests.test_e2e_serve import config
 

@@ -16,15 +16,14 @@ from push_helpers import (
     SA_EMAIL,
     SA_KEY_ID,
     TEAM_ID,
-    Certs,
     MemoryPushLog,
-    make_certs,
     write_apns_key,
     write_service_account,
 )
 
 from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
 from sipwake.testing import ManualScheduler
+from tests.helpers.certs import Certs, make_certs
 from tests.helpers.clock import Sleeps
 from tests.store.conftest import backend  # noqa: F401  (SQLite and PostgreSQL stores)
 
