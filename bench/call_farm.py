@@ -16,7 +16,7 @@ one line each on stdout:
   {"cmd": "stats"}              counters
   {"cmd": "stop"}
 
-The APNs stand-in is tests/push/apns_standin.py (strict: ES256 JWT, topic, push
+The APNs stand-in is tests/helpers/apns_standin.py (strict: ES256 JWT, topic, push
 type, payload) over h2c. Every push it accepts wakes the device owning the token in
 its :path, which then:
   REGISTER (digest: the nonce of its first 401 is reused with a growing nc, so no
@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "push")]
+sys.path.insert(0, str(ROOT))
 
-from apns_standin import APNsStandIn  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from tests.helpers.apns_standin import APNsStandIn  # noqa: E402
 
 TEAM, KID, BUNDLE = "TEAM123456", "KEY7654321", "com.example.dialer"
 PN_PARAM = f"{TEAM}.{BUNDLE}.voip"

@@ -10,7 +10,7 @@ loop: a fixed number of calls in flight, no rate limit, calls completed / elapse
 2. proxied: SIPp UAC -> sipwake -> a registered callee: a SIPp UAS whose users
    c0..cN were registered (digest) from the UAS's port just before it started;
 3. parked: SIPp UAC -> sipwake, callee asleep: 180, APNs VoIP push over h2c to the
-   strict stand-in (tests/push/apns_standin.py) -> the woken device REGISTERs ->
+   strict stand-in (tests/helpers/apns_standin.py) -> the woken device REGISTERs ->
    sipwake forwards the parked INVITE -> 180/200 -> ACK -> BYE -> 200 -> the device
    un-REGISTERs (asleep again): flows/s at max, then a run rate-limited to half that;
 4. sipwake's own latencies (GET /v1/admin/stats): INVITE in -> push out (the h2

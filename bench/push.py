@@ -2,7 +2,7 @@
 
     python bench/push.py [--count 20000] [--concurrency 200] [--rounds 2]
 
-The local APNs stand-in (tests/push/apns_standin.py: full request checks, JWT
+The local APNs stand-in (tests/helpers/apns_standin.py: full request checks, JWT
 signature verified once per token and its age on every request) runs in a child
 process; the clients run one at a time in this process, on one event loop (one
 core). Printed:
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "push")]
+sys.path.insert(0, str(ROOT))
 
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
@@ -63,7 +63,7 @@ def run(coro: object) -> object:
 
 
 def serve(key_pem: bytes, pipe: Connection) -> None:
-    from apns_standin import APNsStandIn
+    from tests.helpers.apns_standin import APNsStandIn
 
     key = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.agent import Agent, Dialer, next_request, respond
+from tests.helpers.apns_standin import APNsStandIn, Request
 from tests.helpers.certs import make_certs, self_signed
-from tests.push.apns_standin import APNsStandIn, Request
-from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 from tests.served import DOMAIN, Served, serve
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")

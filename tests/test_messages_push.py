@@ -15,9 +15,9 @@ from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, P
 from sipwake.push.truncate import ELLIPSIS, is_boundary
 from sipwake.store.models import Device
 from tests.conftest import Running, ServerFactory
-from tests.push.apns_standin import APNsStandIn
-from tests.push.fcm_standin import FCMStandIn
-from tests.push.push_helpers import (
+from tests.helpers.apns_standin import APNsStandIn
+from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.push import (
     BUNDLE,
     KEY_ID,
     PROJECT,

@@ -4,7 +4,7 @@ pjsua2 (PJSIP's own API, in a driver process of its own: tests/pjsua_phone.py)
 registers with digest auth and RFC 8599 parameters in its Contact URI over UDP, TCP
 and TLS against `sipwake serve` (tests/served.py); goes to sleep (unregisters); bob
 calls from a test agent; the call is parked and a VoIP push goes to a strict APNs
-stand-in over TLS (tests/push/apns_standin.py); then the app either wakes and
+stand-in over TLS (tests/helpers/apns_standin.py); then the app either wakes and
 registers, gets the parked INVITE and answers it, or picks the call up explicitly with
 an INVITE to the push's pickup_uri that carries no offer.
 """
@@ -30,9 +30,9 @@ import pytest
 
 from sipwake.sip.message import Message
 from tests.agent import Agent, Dialer
+from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.certs import make_certs
-from tests.push.apns_standin import APNsStandIn
-from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 from tests.served import DOMAIN, Served, serve
 from tests.test_e2e_serve import config
 

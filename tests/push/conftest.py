@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apns_standin import APNsStandIn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fcm_standin import FCMStandIn
-from push_helpers import (
+
+from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
+from sipwake.testing import ManualScheduler
+from tests.helpers.apns_standin import APNsStandIn
+from tests.helpers.certs import Certs, make_certs
+from tests.helpers.clock import Sleeps
+from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.push import (
     BUNDLE,
     KEY_ID,
     PROJECT,
@@ -20,11 +25,6 @@ from push_helpers import (
     write_apns_key,
     write_service_account,
 )
-
-from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
-from sipwake.testing import ManualScheduler
-from tests.helpers.certs import Certs, make_certs
-from tests.helpers.clock import Sleeps
 from tests.store.conftest import backend  # noqa: F401  (SQLite and PostgreSQL stores)
 
 

@@ -7,8 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from apns_standin import APNsStandIn, Reply
-from push_helpers import BUNDLE, MemoryPushLog, ios_device
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -20,7 +18,9 @@ from sipwake.push import (
 from sipwake.push.h2client import H2Pool
 from sipwake.push.tls import client_context, parse_origin
 from sipwake.testing import ManualScheduler
+from tests.helpers.apns_standin import APNsStandIn, Reply
 from tests.helpers.clock import Sleeps
+from tests.helpers.push import BUNDLE, MemoryPushLog, ios_device
 
 ALERT = "a" * 64
 VOIP = "b" * 64
@@ -495,9 +495,8 @@ async def test_system_trust_store_honours_ssl_cert_file(
 def test_under_uvloop(apns_key: Any, certs: Any) -> None:
     """The server runs on uvloop when installed: its transports are not asyncio's."""
     uvloop = pytest.importorskip("uvloop")
-    from push_helpers import KEY_ID, TEAM_ID
-
     from sipwake.push import APNsProvider, APNsSettings, PushService
+    from tests.helpers.push import KEY_ID, TEAM_ID
 
     async def main() -> tuple[str, int]:
         server = APNsStandIn(team_id=TEAM_ID, key_id=KEY_ID, public_key=apns_key[1].public_key(),

@@ -9,14 +9,13 @@ import asyncio
 import time
 from typing import Any
 
-from apns_standin import Reply
-from fcm_standin import FCMReply
-from h2_standin import count_by
-from push_helpers import MemoryPushLog, android_device, ios_device, until
-
 from sipwake.push import CallNotification, MessageNotification
 from sipwake.testing import ManualScheduler
+from tests.helpers.apns_standin import Reply
 from tests.helpers.clock import Sleeps
+from tests.helpers.fcm_standin import FCMReply
+from tests.helpers.h2_standin import count_by
+from tests.helpers.push import MemoryPushLog, android_device, ios_device, until
 
 VOIP = "b" * 64
 

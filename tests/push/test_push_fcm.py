@@ -7,8 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-from fcm_standin import FCMReply
-from push_helpers import PROJECT, MemoryPushLog, android_device, until
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -19,6 +17,8 @@ from sipwake.push import (
 )
 from sipwake.testing import ManualScheduler
 from tests.helpers.clock import Sleeps
+from tests.helpers.fcm_standin import FCMReply
+from tests.helpers.push import PROJECT, MemoryPushLog, android_device, until
 
 
 def call(clock: ManualScheduler, ttl: float = 30) -> CallNotification:

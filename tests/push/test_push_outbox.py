@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apns_standin import Reply
-from fcm_standin import FCMReply
-from push_helpers import MemoryPushLog, android_device, ios_device, until
 
 from sipwake.metrics import Metrics
 from sipwake.push import CallNotification, MessageNotification, RetryPolicy
@@ -22,7 +19,10 @@ from sipwake.push.notification import from_json, to_json
 from sipwake.store import open_store
 from sipwake.store.models import Device, OutboxPush
 from sipwake.testing import ManualScheduler
+from tests.helpers.apns_standin import Reply
 from tests.helpers.clock import Sleeps
+from tests.helpers.fcm_standin import FCMReply
+from tests.helpers.push import MemoryPushLog, android_device, ios_device, until
 
 ALERT = "a" * 64
 

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from push_helpers import MemoryPushLog, android_device, ios_device
 
 from sipwake.push import (
     CallCancelledNotification,
@@ -22,6 +21,7 @@ from sipwake.push.notification import DEFAULT_TTL
 from sipwake.store.models import PushAttempt
 from sipwake.testing import ManualScheduler
 from tests.helpers.clock import Sleeps
+from tests.helpers.push import MemoryPushLog, android_device, ios_device
 
 
 def call(ttl: float = 30) -> CallNotification:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from push_helpers import BUNDLE, KEY_ID, PROJECT, TEAM_ID
 
 from sipwake.config import ApnsConfig, FcmConfig, PushConfig
 from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings
 from sipwake.push_setup import build_push
+from tests.helpers.push import BUNDLE, KEY_ID, PROJECT, TEAM_ID
 
 
 @pytest.mark.parametrize(("section", "settings"),

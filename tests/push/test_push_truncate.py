@@ -7,11 +7,11 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from push_helpers import android_device, ios_device
 
 from sipwake.push import apns_payload, fcm_payload
 from sipwake.push.notification import CallNotification, MessageNotification
 from sipwake.push.truncate import _MAX_CLUSTER, ELLIPSIS, clip, fit, is_boundary, scrub
+from tests.helpers.push import android_device, ios_device
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # 👨‍👩‍👧‍👦
 ATOMS = [

@@ -30,10 +30,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-try:
-    from h2_standin import Answer, Fault, H2StandIn
-except ModuleNotFoundError:  # imported as tests.push.apns_standin
-    from tests.push.h2_standin import Answer, Fault, H2StandIn
+from tests.helpers.h2_standin import Answer, Fault, H2StandIn
 
 PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
               "location", "liveactivity", "pushtotalk", "controls", "widgets"}

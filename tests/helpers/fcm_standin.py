@@ -31,10 +31,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-try:
-    from h2_standin import Answer, Fault, H2StandIn
-except ModuleNotFoundError:  # imported as tests.push.fcm_standin
-    from tests.push.h2_standin import Answer, Fault, H2StandIn
+from tests.helpers.h2_standin import Answer, Fault, H2StandIn
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
