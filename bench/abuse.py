@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.agent import Agent
+from tests.helpers.agent import Agent
 from tests.helpers.ports import free_port
 
 DOMAIN = "example.com"

@@ -36,7 +36,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.agent import Agent, respond
+from tests.helpers.agent import Agent, respond
 from tests.helpers.ports import free_port
 from tests.message_load import MessageLoad
 from tests.test_messages import cpim

@@ -17,7 +17,7 @@ from sipwake.config import Config, load_config
 from sipwake.server import Server
 from sipwake.sip.digest import ha1
 from sipwake.store.models import User
-from tests.agent import Agent
+from tests.helpers.agent import Agent
 
 DOMAIN = "example.com"
 PG_DSN = os.environ.get("SIPWAKE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

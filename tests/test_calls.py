@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from sipwake.sip.message import Message
-from tests.agent import Agent, Dialer, next_request, respond
 from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
+from tests.helpers.agent import Agent, Dialer, next_request, respond
 
 VOIP = "a1" * 32
 APNS = f";pn-provider=apns;pn-prid={VOIP};pn-param=ABCD123456.com.example.dialer.voip"
@@ -243,7 +243,7 @@ async def test_explicit_pickup_bridges_both_dialogs(calls: Running) -> None:
     pickup.start()
     challenge = await pickup.final()
     assert challenge.status == 407
-    from tests.agent import digest_header
+    from tests.helpers.agent import digest_header
 
     auth = digest_header(challenge.get("Proxy-Authenticate") or "", "INVITE", fields["pickup_uri"], "alice", "secret")
     host, port = phone.local

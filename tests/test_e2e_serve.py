@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent import Agent, Dialer, next_request, respond
+from tests.helpers.agent import Agent, Dialer, next_request, respond
 from tests.helpers.apns_standin import APNsStandIn, Request
 from tests.helpers.certs import make_certs, self_signed
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key

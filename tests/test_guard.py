@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agent import Agent
 from tests.conftest import DOMAIN, Running, ServerFactory, wait_for
+from tests.helpers.agent import Agent
 from tests.served import serve
 
 SCENARIOS = Path(__file__).parent / "sipp"

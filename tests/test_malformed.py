@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from tests.agent import Agent
 from tests.conftest import DOMAIN, Running, wait_for
+from tests.helpers.agent import Agent
 
 TRANSPORTS = ["udp", "tcp"]
 _STATUS = re.compile(rb"SIP/2\.0 (\d{3}) ")

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from sipwake.sip.message import Message
-from tests.agent import Agent, Dialer
+from tests.helpers.agent import Agent, Dialer
 from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.certs import make_certs
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key

@@ -38,7 +38,7 @@ async def test_sha256_digest(running: Running) -> None:
     phone = await running.phone("alice")
     data, branch = phone.build("REGISTER", f"sip:{DOMAIN}", {"Contact": phone.contact()})
     challenge = (await phone._transact(data, branch, 5)).get_all("WWW-Authenticate")[1]
-    from tests.agent import digest_header
+    from tests.helpers.agent import digest_header
 
     auth = digest_header(challenge, "REGISTER", f"sip:{DOMAIN}", "alice", "secret")
     data, branch = phone.build(

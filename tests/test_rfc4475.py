@@ -9,7 +9,7 @@ import pytest
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import parse
-from tests.agent import Agent
+from tests.helpers.agent import Agent
 from tests.conftest import Running, wait_for
 from tests.rfc4475 import MALFORMED, MESSAGES, WELL_FORMED
 from tests.test_malformed import alive, answers

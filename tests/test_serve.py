@@ -71,7 +71,7 @@ async def test_cli_user_add_serve_health_and_sigterm(tmp_path: Path) -> None:
             async with http.get(f"http://127.0.0.1:{http_port}/healthz") as resp:
                 assert resp.status == 200
                 assert (await resp.json()) == {"status": "ok"}
-        from tests.agent import Agent
+        from tests.helpers.agent import Agent
 
         phone = await Agent("alice", "pw", DOMAIN, ("127.0.0.1", sip_port)).start()
         assert (await phone.register(params=APNS)).status == 200

@@ -1,5 +1,5 @@
 """SIP helpers for the voicemail tests: a voicemail server's NOTIFY, a device's
-SUBSCRIBE dialog, answering the server's requests. Built on tests/agent.py."""
+SUBSCRIBE dialog, answering the server's requests. Built on tests/helpers/agent.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import secrets
 
 from sipwake.sip.message import Message, make_response
 from sipwake.store.models import Device
-from tests.agent import Agent, digest_header
 from tests.conftest import DOMAIN, Running
+from tests.helpers.agent import Agent, digest_header
 
 CT = "application/simple-message-summary"
 ALERT_TOKEN = "a1" * 32
