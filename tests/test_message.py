@@ -9,11 +9,7 @@ from hypothesis import strategies as st
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response, parse, parse_error_partial
 from sipwake.sip.uri import URI, NameAddr, Via
-
-
-def crlf(text: str) -> bytes:
-    return text.lstrip("\n").replace("\n", "\r\n").encode()
-
+from tests.helpers.rfc4475 import WELL_FORMED, crlf
 
 REGISTER = crlf("""
 REGISTER sip:example.com SIP/2.0
@@ -149,60 +145,10 @@ def test_via_with_ipv6_and_params() -> None:
     assert v.params["rport"] == "5000"
 
 
-# RFC 4475 §3.1.1-style valid but tortuous messages: must parse.
+# RFC 4475 §3.1.1 valid but tortuous messages (the RFC's own, tests/helpers/rfc4475.py):
+# must parse.
 VALID = [
-    # wsinv-like: escapes in URI user, odd but legal spacing, unknown headers, tab LWS
-    crlf("""
-INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0
-TO :
- sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n
-from   : "J Rosenberg \\\\\\""       <sip:jdrosen@example.com>
-  ;
-  tag = 98asjd8
-MaX-fOrWaRdS: 0068
-Call-ID: wsinv.ndaksdj@192.0.2.1
-Content-Length   : 0
-cseq: 0009
-  INVITE
-Via  : SIP  /   2.0
- /UDP
-    192.0.2.2;branch=390skdjuw
-s :
-NewFangledHeader:   newfangled value
- continued newfangled value
-UnknownHeaderWithUnusualValue: ;;,,;;,;
-Route:
- <sip:services.example.com;lr;unknownwith=value;unknown-no-value>
-v:  SIP  / 2.0  / TCP     spindle.example.com   ;
-  branch  =   z9hG4bK9ikj8  ,
- SIP  /    2.0   / UDP  192.168.255.111   ; branch=
- z9hG4bK30239
-m:"Quoted string \\"\\"" <sip:jdrosen@example.com> ; newparam =
-      newvalue ;
-  secondparam ; q = 0.33
-""") + b"\r\n",
-    # intmeth: unknown method with odd token characters
-    crlf("""
-!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com SIP/2.0
-Via: SIP/2.0/UDP host1.example.com;branch=z9hG4bK-.!%66*_+`'~
-To: <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
-From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=_token~1'+`*%!-.
-Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/"][?}{
-CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~
-Max-Forwards: 255
-extensionHeader-!.%*+_`'~: 大停電
-Content-Length: 0
-""") + b"\r\n",
-    # noreason: status line without a reason phrase
-    crlf("""
-SIP/2.0 100
-Via: SIP/2.0/UDP 192.0.2.105;branch=z9hG4bK2398ndaoe
-Call-ID: noreason.asndj203insdf99223ndf
-CSeq: 35 INVITE
-From: <sip:user@example.com>;tag=39ansfi3
-To: <sip:user@example.edu>;tag=902jndnke3
-Content-Length: 0
-""") + b"\r\n",
+    *(WELL_FORMED[name][1] for name in ("wsinv", "intmeth", "noreason")),
     # LF-only line ends (seen from broken phones): accepted
     b"OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:b@x>;tag=1\n"
     b"To: <sip:a@x>\nCall-ID: 1\nCSeq: 1 OPTIONS\n\n",
