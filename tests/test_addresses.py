@@ -4,7 +4,7 @@ the To tag on every answer we give as a UAS."""
 from __future__ import annotations
 
 from sipwake.sip.transport import Listener, TransportLayer, canonical_host
-from tests.conftest import DOMAIN, Running
+from tests.helpers.node import DOMAIN, Running
 
 
 def layer(*listeners: Listener, advertise: str = "") -> TransportLayer:

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 
 from sipwake.sip.message import Message
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
 from tests.helpers.agent import Agent, Dialer, next_request, respond
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 
 VOIP = "a1" * 32
 APNS = f";pn-provider=apns;pn-prid={VOIP};pn-param=ABCD123456.com.example.dialer.voip"

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from sipwake.store.models import Binding
-from tests.conftest import DOMAIN, ServerFactory, wait_for
+from tests.helpers.node import DOMAIN, ServerFactory
 from tests.helpers.ports import free_port
+from tests.helpers.wait import wait_for
 from tests.test_calls import FCM, sleeping_ios
 
 SCENARIOS = Path(__file__).parent / "sipp"

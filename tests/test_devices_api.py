@@ -27,8 +27,8 @@ from sipwake.push.notification import MessageNotification
 from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.store.models import Device
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, make_config
 from tests.helpers.agent import digest_header
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id, make_config
 
 ALERT = "b2" * 32
 VOIP = "a1" * 32

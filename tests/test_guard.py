@@ -16,8 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import DOMAIN, Running, ServerFactory, wait_for
 from tests.helpers.agent import Agent
+from tests.helpers.node import DOMAIN, Running, ServerFactory
+from tests.helpers.wait import wait_for
 from tests.served import serve
 
 SCENARIOS = Path(__file__).parent / "sipp"

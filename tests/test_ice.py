@@ -12,8 +12,8 @@ import aioice.ice
 import pytest
 
 from sipwake.sip.message import Message
-from tests.conftest import DOMAIN, Running
 from tests.helpers.agent import Dialer, digest_header, next_request, respond
+from tests.helpers.node import DOMAIN, Running
 from tests.test_calls import call_fields, calls, sleeping_ios, wait_push, wake  # noqa: F401
 
 

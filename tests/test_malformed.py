@@ -10,8 +10,9 @@ import re
 
 import pytest
 
-from tests.conftest import DOMAIN, Running, wait_for
 from tests.helpers.agent import Agent
+from tests.helpers.node import DOMAIN, Running
+from tests.helpers.wait import wait_for
 
 TRANSPORTS = ["udp", "tcp"]
 _STATUS = re.compile(rb"SIP/2\.0 (\d{3}) ")

@@ -13,8 +13,8 @@ from typing import Any
 
 from sipwake.sip.message import Message
 from sipwake.store.models import Device, InboxMessage, Mailbox
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id
 from tests.helpers.agent import Agent, respond
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
 
 BOB = f"sip:bob@{DOMAIN}"
 ALICE = f"sip:alice@{DOMAIN}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import Running, ServerFactory, instance_id
+from tests.helpers.node import Running, ServerFactory, instance_id
 from tests.test_messages import BOB, TEXT, Handset, cpim, send, setup
 
 Auth = dict[str, str] | None

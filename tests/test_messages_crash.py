@@ -13,8 +13,8 @@ from pathlib import Path
 from sipwake.sip.digest import ha1
 from sipwake.store import open_store
 from sipwake.store.models import InboxMessage, User
-from tests.conftest import DOMAIN, instance_id
 from tests.helpers.agent import Agent
+from tests.helpers.node import DOMAIN, instance_id
 from tests.helpers.ports import free_port
 from tests.message_load import MessageLoad
 from tests.test_messages import BOB, Handset, cpim

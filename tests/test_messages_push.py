@@ -14,9 +14,9 @@ import pytest
 from sipwake.push import APNsProvider, APNsSettings, FCMProvider, FCMSettings, PushService
 from sipwake.push.truncate import ELLIPSIS, is_boundary
 from sipwake.store.models import Device
-from tests.conftest import Running, ServerFactory
 from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.node import Running, ServerFactory
 from tests.helpers.push import (
     BUNDLE,
     KEY_ID,

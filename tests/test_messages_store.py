@@ -14,7 +14,7 @@ import pytest
 
 from sipwake.store import Store, open_store
 from sipwake.store.models import InboxMessage
-from tests.conftest import PG_DSN
+from tests.helpers.node import PG_DSN
 
 BOB = "sip:bob@example.com"
 ALICE = "sip:alice@example.com"

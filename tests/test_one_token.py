@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id
 from tests.helpers.agent import Dialer
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
 from tests.test_calls import APNS, OFFER, TRUSTED, VOIP, wait_push
 from tests.test_devices_api import basic
 

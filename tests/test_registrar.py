@@ -8,7 +8,8 @@ from pathlib import Path
 
 from sipwake.registrar.registrar import FEATURE_CAPS
 from sipwake.store.models import Binding, Device
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, make_config, wait_for
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id, make_config
+from tests.helpers.wait import wait_for
 
 VOIP_TOKEN = "a1" * 32
 ALERT_TOKEN = "b2" * 32

@@ -9,9 +9,10 @@ import pytest
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import parse
-from tests.conftest import Running, wait_for
 from tests.helpers.agent import Agent
+from tests.helpers.node import Running
 from tests.helpers.rfc4475 import MALFORMED, MESSAGES, WELL_FORMED
+from tests.helpers.wait import wait_for
 from tests.test_malformed import alive, answers
 
 _TOP_VIA = re.compile(rb"(?im)^(?:via|v)\s*:\s*SIP\s*/\s*\d\.\d\s*/\s*\w+\s+([^;,\s]+)")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import DOMAIN, ServerFactory
 from tests.helpers.certs import self_signed
+from tests.helpers.node import DOMAIN, ServerFactory
 from tests.helpers.ports import free_port
 
 APNS = ";pn-provider=apns;pn-prid=" + "ab" * 32 + ";pn-param=ABCD123456.com.example.dialer.voip"

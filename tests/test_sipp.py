@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sipwake.store.models import Binding, Device
-from tests.conftest import DOMAIN, Running, wait_for
+from tests.helpers.node import DOMAIN, Running
+from tests.helpers.wait import wait_for
 
 SCENARIOS = Path(__file__).parent / "sipp"
 USERS = 20

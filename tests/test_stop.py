@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from sipwake.sip.message import Message
-from tests.conftest import wait_for
 from tests.helpers.agent import Agent, Dialer, respond
+from tests.helpers.wait import wait_for
 from tests.served import DOMAIN, Served, serve
 
 FCM = ";pn-provider=fcm;pn-prid=fcm-stop-1;pn-param=stop-project"

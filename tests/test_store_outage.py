@@ -17,9 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
 from tests.faults import FaultyProxy
 from tests.helpers.agent import Agent
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 from tests.test_devices_api import basic
 from tests.test_messages import Handset
 

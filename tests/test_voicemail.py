@@ -9,7 +9,7 @@ import pytest
 
 from sipwake.store.models import InboxMessage
 from sipwake.voicemail.summary import Counts, parse
-from tests.conftest import DOMAIN, Running, ServerFactory
+from tests.helpers.node import DOMAIN, Running, ServerFactory
 from tests.test_sipp import run_sipp
 from tests.voicemail_helpers import (
     CT,

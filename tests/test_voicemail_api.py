@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from sipwake.voicemail.summary import Counts, parse
-from tests.conftest import DOMAIN, Running, ServerFactory
+from tests.helpers.node import DOMAIN, Running, ServerFactory
 from tests.voicemail_helpers import Subscriber, add_ios_device, voicemail_pushes
 
 TOKEN = "service-token-123"

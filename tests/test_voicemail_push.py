@@ -11,9 +11,9 @@ import pytest
 
 from sipwake.config import ApnsConfig, FcmConfig
 from sipwake.store.models import Device
-from tests.conftest import DOMAIN, Running, ServerFactory
 from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.node import DOMAIN, Running, ServerFactory
 from tests.helpers.push import (
     BUNDLE,
     KEY_ID,

@@ -18,9 +18,10 @@ from wsproto.events import Request as WsRequest
 from sipwake.sip import websocket
 from sipwake.sip.message import parse
 from sipwake.sip.peer import Peer
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
 from tests.helpers.agent import Agent, Dialer, next_request, respond
 from tests.helpers.certs import self_signed
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 
 OFFER = b"v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
 VOIP = "b2" * 32

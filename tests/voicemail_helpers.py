@@ -8,8 +8,8 @@ import secrets
 
 from sipwake.sip.message import Message, make_response
 from sipwake.store.models import Device
-from tests.conftest import DOMAIN, Running
 from tests.helpers.agent import Agent, digest_header
+from tests.helpers.node import DOMAIN, Running
 
 CT = "application/simple-message-summary"
 ALERT_TOKEN = "a1" * 32

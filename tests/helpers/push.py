@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,18 +17,6 @@ BUNDLE = "com.example.dialer"
 PROJECT = "sipwake-test"
 SA_EMAIL = "push@sipwake-test.iam.gserviceaccount.com"
 SA_KEY_ID = "0123456789abcdef"
-
-
-async def until(check: Callable[[], object], timeout: float = 5) -> None:
-    """Poll `check()` (which may return an awaitable) until it is true."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return
-            await asyncio.sleep(0.002)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from tests.helpers.apns_standin import Reply
 from tests.helpers.clock import Sleeps
 from tests.helpers.fcm_standin import FCMReply
 from tests.helpers.h2_standin import count_by
-from tests.helpers.push import MemoryPushLog, android_device, ios_device, until
+from tests.helpers.push import MemoryPushLog, android_device, ios_device
+from tests.helpers.wait import wait_for
 
 VOIP = "b" * 64
 
@@ -148,7 +149,7 @@ async def test_failing_token_endpoint_leaves_the_valid_token_in_use(
         async with asyncio.timeout(2):
             assert (await service.send(android_device(), message(clock))).delivered
         await server.wait_token_requests(2 + i)  # a renewal was tried beside it, and
-        await until(lambda: provider.auth.last_error is not None  # failed; the next is
+        await wait_for(lambda: provider.auth.last_error is not None  # failed; the next is
                     and provider.auth._refreshing is None)  # tried after a backoff
         clock.advance(10)
     assert len({s.bearer for s in server.sends}) == 1
@@ -226,7 +227,7 @@ async def test_goaway_mid_flight_resends_only_the_refused_streams_once(
     service, _ = apns_push(server)
     devices = [ios_device(f"d{i}", voip=f"{i:064x}") for i in range(10)]
     sends = [asyncio.ensure_future(service.send(d, call(clock))) for d in devices]
-    await until(lambda: len(server.wire) >= 10)
+    await wait_for(lambda: len(server.wire) >= 10)
     (conn,) = server._conns
     promised = sorted(conn.streams)[4]
     conn.goaway(promised)  # the first five are processed, the last five refused

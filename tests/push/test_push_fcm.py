@@ -18,7 +18,8 @@ from sipwake.push import (
 from sipwake.testing import ManualScheduler
 from tests.helpers.clock import Sleeps
 from tests.helpers.fcm_standin import FCMReply
-from tests.helpers.push import PROJECT, MemoryPushLog, android_device, until
+from tests.helpers.push import PROJECT, MemoryPushLog, android_device
+from tests.helpers.wait import wait_for
 
 
 def call(clock: ManualScheduler, ttl: float = 30) -> CallNotification:
@@ -180,7 +181,7 @@ async def test_token_refreshed_once_under_concurrency_off_the_loop(
     assert all(r.outcome == "delivered" for r in results)
     assert len({s.bearer for s in server.sends}) == 1
     await server.wait_token_requests(2)
-    await until(lambda: provider.auth.current() != server.sends[0].bearer)
+    await wait_for(lambda: provider.auth.current() != server.sends[0].bearer)
     assert (await service.send(devices[0], call(clock))).outcome == "delivered"
     assert server.sends[-1].bearer != server.sends[0].bearer
     assert server.token_requests == 2 and len(threads) == 2

@@ -22,7 +22,8 @@ from sipwake.testing import ManualScheduler
 from tests.helpers.apns_standin import Reply
 from tests.helpers.clock import Sleeps
 from tests.helpers.fcm_standin import FCMReply
-from tests.helpers.push import MemoryPushLog, android_device, ios_device, until
+from tests.helpers.push import MemoryPushLog, android_device, ios_device
+from tests.helpers.wait import wait_for
 
 ALERT = "a" * 64
 
@@ -252,7 +253,7 @@ async def test_a_device_disabled_during_the_outage_is_not_pushed(
         service, _ = apns_push(server, service_options={
             "store": store, "outbox": store, "sleep": outage(sleeps, clock.time() + 30, end)})
         sending = asyncio.ensure_future(service.send(device, message(clock)))
-        await until(lambda: store.push_attempts(device.device_id))
+        await wait_for(lambda: store.push_attempts(device.device_id))
         assert await store.disable_device(device.device_id, "Unregistered", clock.time())
         result = await asyncio.wait_for(sending, 5)
         assert (result.outcome, result.reason) == ("skipped", "device disabled")
@@ -277,7 +278,7 @@ async def test_restart_resumes_pending_pushes_and_delivers_each_once(
     pending = [asyncio.ensure_future(first.send(phone, message(clock))),
                asyncio.ensure_future(first.send(other, message(clock, ttl=60, message_id="m2"))),
                asyncio.ensure_future(first.send(phone, call(clock)))]
-    await until(lambda: first.outbox_size == 3)
+    await wait_for(lambda: first.outbox_size == 3)
     await first.close()  # a stop: the durable pushes stay in the store
     results = await asyncio.gather(*pending)
     assert [r.outcome for r in results] == ["queued", "queued", "failed"]
@@ -290,7 +291,7 @@ async def test_restart_resumes_pending_pushes_and_delivers_each_once(
     server.down = False
     second, _ = apns_push(server, service_options={"store": store, "outbox": store})
     await second.start()
-    await until(lambda: _empty(store.outbox_pushes()))
+    await wait_for(lambda: _empty(store.outbox_pushes()))
     assert len(server.delivered()) == 1
     (sent,) = server.wire
     assert sent.headers["apns-id"] == results[0].push_id  # the same push, resumed
@@ -314,7 +315,7 @@ async def test_stop_tells_waiting_callers(apns_server: Any, apns_push: Any,
     server.always("b" * 64, Reply(503, "ServiceUnavailable"))
     service, _ = apns_push(server, service_options={"sleep": never})
     sending = asyncio.ensure_future(service.send(ios_device(), call(clock)))
-    await until(lambda: service.outbox_size)
+    await wait_for(lambda: service.outbox_size)
     await service.close()
     result = await sending
     assert (result.outcome, result.attempts) == ("failed", 1)
