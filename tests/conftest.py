@@ -13,6 +13,7 @@ import pytest
 
 from sipwake.config import Config
 from sipwake.server import Server
+from tests.helpers.calls import TRUSTED
 from tests.helpers.node import PG_DSN, Running, ServerFactory, make_config
 
 
@@ -37,6 +38,15 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
 @pytest.fixture
 async def running(start_server: ServerFactory) -> Running:
     return await start_server()
+
+
+@pytest.fixture
+async def calls(start_server: ServerFactory) -> Running:
+    """A node for call tests: 127.0.0.1 trusted, a 5 s park, users alice and bob."""
+    r = await start_server(sip=TRUSTED, calls={"park_timeout": 5, "alert_repeat": 15})
+    await r.add_user("alice")
+    await r.add_user("bob")
+    return r
 
 
 @pytest.fixture

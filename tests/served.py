@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.apns_standin import APNsStandIn
+from tests.helpers.certs import self_signed
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID
+
 DOMAIN = "example.com"
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 _LISTENING = re.compile(r"SIP listening on (\w+):([^ ]+):(\d+)")
 _HTTP = re.compile(r"HTTPS? listening on [^ ]*:(\d+)")
 
@@ -145,3 +150,33 @@ async def serve(
         elif m := _HTTP.search(line):
             served.http_port = int(m.group(1))
     return served
+
+
+def apns_config(tmp_path: Path, standin: APNsStandIn, key_file: str, ca_file: str) -> str:
+    """A config with a listener of every transport (TLS ones on a self-signed certificate)
+    whose pushes go to an APNs stand-in."""
+    cert, key = self_signed(tmp_path)
+    listen = ", ".join(f'"{t}:127.0.0.1:0"' for t in TRANSPORTS)
+    return f"""
+[sip]
+domain = "{DOMAIN}"
+listen = [{listen}]
+tls_cert = "{cert}"
+tls_key = "{key}"
+secret = "e2e-secret"
+
+[http]
+listen = "127.0.0.1:0"
+
+[calls]
+park_timeout = 15
+
+[push.apns]
+team_id = "{TEAM_ID}"
+key_id = "{KEY_ID}"
+key_file = "{key_file}"
+topic = "{BUNDLE}"
+url = "{standin.url}"
+sandbox_url = "{standin.url}"
+ca_file = "{ca_file}"
+"""

@@ -3,7 +3,6 @@ schemas) and the handlers on in-memory fakes, with no `Server` behind them."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sipwake.metrics import Metrics
 from sipwake.store.errors import StoreUnavailable
 from sipwake.store.models import CallRecord, Device, InboxMessage, Mailbox, User
 from sipwake.voicemail import Report
+from tests.helpers.api import basic
 
 ALICE = User("alice", "example.com", "0" * 32, "0" * 64)
 VM = {"user": "alice", "new": 1, "old": 0}
@@ -228,7 +228,7 @@ async def fakes() -> AsyncIterator[Fakes]:
     await client.close()
 
 
-BASIC = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+BASIC = basic("alice")
 
 
 async def test_handlers_use_only_what_they_are_given(fakes: Fakes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 import aiohttp
@@ -11,23 +10,21 @@ import pytest
 
 from sipwake.sip.message import Message
 from tests.helpers.agent import Agent, Dialer, next_request, respond
-from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.api import basic
+from tests.helpers.calls import (
+    FCM,
+    OFFER,
+    TRUSTED,
+    call_fields,
+    sink_of,
+    sleeping_ios,
+    wait_push,
+    wake,
+)
+from tests.helpers.node import DOMAIN, Running, ServerFactory
 from tests.helpers.wait import wait_for
 
-VOIP = "a1" * 32
-APNS = f";pn-provider=apns;pn-prid={VOIP};pn-param=ABCD123456.com.example.dialer.voip"
-FCM = ";pn-provider=fcm;pn-prid=fcm-token-1;pn-param=my-project"
-OFFER = b"v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=candidate:1 1 UDP 2130706431 127.0.0.1 40000 typ host\r\n"
 ANSWER = b"v=0\r\no=callee 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=candidate:1 1 UDP 2130706431 127.0.0.1 50000 typ host\r\n"
-TRUSTED: dict[str, Any] = {"trusted_peers": ["127.0.0.1"]}
-
-
-@pytest.fixture
-async def calls(start_server: ServerFactory) -> Running:
-    r = await start_server(sip=TRUSTED, calls={"park_timeout": 5, "alert_repeat": 15})
-    await r.add_user("alice")
-    await r.add_user("bob")
-    return r
 
 
 def pushes(r: Running, kind: str | None = None) -> list[dict[str, Any]]:
@@ -35,45 +32,6 @@ def pushes(r: Running, kind: str | None = None) -> list[dict[str, Any]]:
     assert sink is not None
     found = [p for p in reversed(sink.pushes()) if kind is None or p["payload_type"] == kind]
     return found
-
-
-def payload_type(entry: dict[str, Any]) -> str:
-    payload = entry["payload"]
-    if entry["provider"] == "fcm":
-        return str(payload["data"]["type"])
-    return str(payload["type"])
-
-
-async def sleeping_ios(r: Running, user: str = "alice", params: str = APNS) -> Agent:
-    """A phone that registered its push token, then went to sleep (Expires: 0)."""
-    phone = await r.phone(user)
-    inst = instance_id()
-    phone.instance = inst  # type: ignore[attr-defined]
-    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"')).status == 200
-    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"', expires=0)).status == 200
-    assert r.server.registrar.live_bindings(f"sip:{user}@{DOMAIN}") == []
-    return phone
-
-
-async def wake(r: Running, phone: Agent, params: str = APNS) -> None:
-    inst = phone.instance  # type: ignore[attr-defined]
-    assert (await phone.register(params=params, header_params=f';+sip.instance="<{inst}>"')).status == 200
-
-
-def sink_of(r: Running, kind: str) -> list[dict[str, Any]]:
-    sink = r.server.push.sink
-    assert sink is not None
-    return [p for p in reversed(sink.pushes()) if payload_type(p) == kind]
-
-
-async def wait_push(r: Running, kind: str, count: int = 1) -> list[dict[str, Any]]:
-    await wait_for(lambda: len(sink_of(r, kind)) >= count)
-    return sink_of(r, kind)
-
-
-def call_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    payload = entry["payload"]
-    return dict(payload["data"]) if entry["provider"] == "fcm" else dict(payload)
 
 
 async def test_registered_callee_fork_first_answer_wins(calls: Running) -> None:
@@ -195,7 +153,7 @@ async def test_caller_cancel_is_a_missed_call(calls: Running) -> None:
     await wait_for(lambda: calls.server.calls.counts()["ringing"] == 0)
     await calls.server.calls.logged()
     async with aiohttp.ClientSession() as http:
-        auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        auth = basic("alice")
         url = f"http://127.0.0.1:{calls.server.http.port}/v1/calls?missed=1"  # type: ignore[union-attr]
         async with http.get(url, headers=auth) as resp:
             assert resp.status == 200
@@ -367,10 +325,10 @@ async def test_decline_over_http(calls: Running) -> None:
     call_id = call_fields((await wait_push(calls, "call", 2))[0])["call_id"]
     base = f"http://127.0.0.1:{calls.server.http.port}"  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as http:
-        bob = {"Authorization": "Basic " + base64.b64encode(b"bob:secret").decode()}
+        bob = basic("bob")
         async with http.post(f"{base}/v1/calls/{call_id}/decline", headers=bob) as resp:
             assert resp.status == 404  # not bob's call
-        alice = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        alice = basic("alice")
         async with http.post(f"{base}/v1/calls/{call_id}/decline", headers=alice) as resp:
             assert resp.status == 200
     assert (await dial.final()).status == 603

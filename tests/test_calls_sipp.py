@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from sipwake.store.models import Binding
+from tests.helpers.calls import FCM, sleeping_ios
 from tests.helpers.node import DOMAIN, ServerFactory
 from tests.helpers.ports import free_port
 from tests.helpers.wait import wait_for
-from tests.test_calls import FCM, sleeping_ios
 
 SCENARIOS = Path(__file__).parent / "sipp"
 PROXIED = int(os.environ.get("SIPWAKE_LEAK_CALLS", "10000"))

@@ -7,7 +7,6 @@ OpenAPI document.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -28,21 +27,11 @@ from sipwake.push.service import PushService
 from sipwake.push_setup import build_push
 from sipwake.store.models import Device
 from tests.helpers.agent import digest_header
+from tests.helpers.api import ALERT, IOS, VOIP, basic, bearer
 from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id, make_config
 
-ALERT = "b2" * 32
-VOIP = "a1" * 32
 APNS_VOIP = f";pn-provider=apns;pn-prid={VOIP};pn-param=ABCD123456.com.example.dialer.voip"
-IOS = {"platform": "ios", "push_token": ALERT, "voip_token": VOIP, "topic": "com.example.dialer"}
 ANDROID = {"platform": "android", "push_token": "dK3x:APA91bH-token_1", "topic": "my-project"}
-
-
-def basic(user: str, password: str = "secret") -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Api:

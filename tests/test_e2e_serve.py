@@ -19,11 +19,10 @@ import pytest
 
 from tests.helpers.agent import Agent, Dialer, next_request, respond
 from tests.helpers.apns_standin import APNsStandIn, Request
-from tests.helpers.certs import make_certs, self_signed
+from tests.helpers.certs import make_certs
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
-from tests.served import DOMAIN, Served, serve
+from tests.served import DOMAIN, TRANSPORTS, Served, apns_config, serve
 
-TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 ALERT, VOIP = "a7" * 32, "b7" * 32
 # one iPhone, two tokens: PushKit for calls, alerts for messages (liblinphone's form)
 PN = f";pn-provider=apns;pn-prid={ALERT}:remote&{VOIP}:voip;pn-param={TEAM_ID}.{BUNDLE}.remote&voip"
@@ -44,34 +43,6 @@ async def apns(tmp_path: Path) -> AsyncIterator[tuple[APNsStandIn, str, str]]:
     await standin.start()
     yield standin, key_file, certs.ca_file
     await standin.close()
-
-
-def config(tmp_path: Path, standin: APNsStandIn, key_file: str, ca_file: str) -> str:
-    cert, key = self_signed(tmp_path)
-    listen = ", ".join(f'"{t}:127.0.0.1:0"' for t in TRANSPORTS)
-    return f"""
-[sip]
-domain = "{DOMAIN}"
-listen = [{listen}]
-tls_cert = "{cert}"
-tls_key = "{key}"
-secret = "e2e-secret"
-
-[http]
-listen = "127.0.0.1:0"
-
-[calls]
-park_timeout = 15
-
-[push.apns]
-team_id = "{TEAM_ID}"
-key_id = "{KEY_ID}"
-key_file = "{key_file}"
-topic = "{BUNDLE}"
-url = "{standin.url}"
-sandbox_url = "{standin.url}"
-ca_file = "{ca_file}"
-"""
 
 
 async def phone(served: Served, transport: str, user: str = "alice") -> Agent:
@@ -154,7 +125,7 @@ async def test_sleeping_app_is_woken_for_a_call_and_a_message(
     tmp_path: Path, apns: tuple[APNsStandIn, str, str], loop: str, transport: str
 ) -> None:
     standin, key_file, ca_file = apns
-    served = await serve(tmp_path, config(tmp_path, standin, key_file, ca_file), loop=loop)
+    served = await serve(tmp_path, apns_config(tmp_path, standin, key_file, ca_file), loop=loop)
     try:
         assert set(served.sip) == set(TRANSPORTS)
         await call_wakes_and_is_answered(served, standin, transport)

@@ -13,8 +13,8 @@ import pytest
 
 from sipwake.sip.message import Message
 from tests.helpers.agent import Dialer, digest_header, next_request, respond
+from tests.helpers.calls import call_fields, sleeping_ios, wait_push, wake
 from tests.helpers.node import DOMAIN, Running
-from tests.test_calls import call_fields, calls, sleeping_ios, wait_push, wake  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ async def connect_and_exchange(a: aioice.Connection, b: aioice.Connection) -> No
     assert data == b"hello through ICE" and component == 1 and back == b"and back"
 
 
-async def test_ice_after_fork_late(calls: Running) -> None:  # noqa: F811
+async def test_ice_after_fork_late(calls: Running) -> None:
     phone = await sleeping_ios(calls)
     caller_ice, offer = await ice_agent(controlling=True)
     dial = Dialer(await calls.phone("bob"), f"sip:alice@{DOMAIN}", offer)
@@ -78,7 +78,7 @@ async def test_ice_after_fork_late(calls: Running) -> None:  # noqa: F811
         await asyncio.gather(caller_ice.close(), callee_ice.close())
 
 
-async def test_ice_after_explicit_pickup(calls: Running) -> None:  # noqa: F811
+async def test_ice_after_explicit_pickup(calls: Running) -> None:
     phone = await sleeping_ios(calls)
     caller_ice, offer = await ice_agent(controlling=True)
     dial = Dialer(await calls.phone("bob"), f"sip:alice@{DOMAIN}", offer)

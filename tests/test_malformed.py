@@ -10,19 +10,12 @@ import re
 
 import pytest
 
-from tests.helpers.agent import Agent
+from tests.helpers.agent import Agent, alive, answers
 from tests.helpers.node import DOMAIN, Running
 from tests.helpers.wait import wait_for
 
 TRANSPORTS = ["udp", "tcp"]
 _STATUS = re.compile(rb"SIP/2\.0 (\d{3}) ")
-
-
-def answers(agent: Agent, branch: str) -> list[bytes]:
-    """Every response that came back for `branch`, raw: it may echo what our parser (the
-    agent's too) refuses, such as a NUL in the Call-ID."""
-    tag = re.compile(rb"branch=" + re.escape(branch.encode()) + rb"(?![^;,\s])")
-    return [data for data in agent.wire if data.startswith(b"SIP/") and tag.search(data)]
 
 
 async def status_of(agent: Agent, data: bytes, branch: str) -> int:
@@ -42,11 +35,6 @@ async def status_of(agent: Agent, data: bytes, branch: str) -> int:
     m = _STATUS.match(resp)
     assert m is not None
     return int(m.group(1))
-
-
-async def alive(agent: Agent) -> None:
-    """The server (and for TCP this connection) still answers a good request."""
-    assert (await agent.request("OPTIONS", f"sip:{DOMAIN}")).status == 200
 
 
 async def unanswered(agent: Agent, data: bytes, branch: str) -> None:

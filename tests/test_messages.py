@@ -11,62 +11,12 @@ import time
 import zlib
 from typing import Any
 
-from sipwake.sip.message import Message
 from sipwake.store.models import Device, InboxMessage, Mailbox
 from tests.helpers.agent import Agent, respond
+from tests.helpers.messaging import BOB, TEXT, Handset, cpim, send, setup
 from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
 
-BOB = f"sip:bob@{DOMAIN}"
 ALICE = f"sip:alice@{DOMAIN}"
-TEXT = "text/plain;charset=UTF-8"
-
-
-def cpim(text: str | bytes, imdn_id: str, sender: str = '"Alice A." <sip:alice@example.com>',
-         inner: str = TEXT) -> bytes:
-    body = text.encode() if isinstance(text, str) else text
-    return (
-        f"From: {sender}\r\nTo: <{BOB}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
-        f"imdn.Message-ID: {imdn_id}\r\nimdn.Disposition-Notification: positive-delivery\r\n"
-        f"\r\nContent-Type: {inner}\r\n\r\n"
-    ).encode() + body
-
-
-async def send(agent: Agent, to: str, body: bytes, content_type: str = TEXT,
-               **headers: str) -> Message:
-    hdrs = {"To": f"<sip:{to}@{DOMAIN}>", "Content-Type": content_type, **headers}
-    return await agent.request("MESSAGE", f"sip:{to}@{DOMAIN}", hdrs, body)
-
-
-class Handset:
-    """A phone that answers every MESSAGE sent to it (`status`) and keeps them."""
-
-    def __init__(self, agent: Agent, status: int = 200) -> None:
-        self.agent = agent
-        self.status = status
-        self.got: list[Message] = []
-        self._seen: set[tuple[str, int]] = set()
-        self._changed = asyncio.Event()
-        self._task = asyncio.ensure_future(self._answer())
-
-    async def _answer(self) -> None:
-        while True:
-            req = await self.agent.requests.get()
-            respond(self.agent, req, self.status if req.method == "MESSAGE" else 200)
-            key = (req.call_id, req.cseq[0])
-            if req.method == "MESSAGE" and key not in self._seen:  # not a retransmission
-                self._seen.add(key)
-                self.got.append(req)
-                self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
-            while len(self.got) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.got
-
-    def stop(self) -> None:
-        self._task.cancel()
 
 
 async def register(r: Running, user: str, instance: str, status: int = 200) -> Handset:
@@ -87,15 +37,6 @@ async def sleeping_device(r: Running, aor: str = BOB, provider: str = "apns") ->
     )
     await r.server.store.put_device(device)
     return device
-
-
-async def setup(start_server: ServerFactory, push_interval: float = 0.05,
-                **messages: Any) -> tuple[Running, Agent]:
-    r = await start_server(messages={"forward_timeout": 0.5, **messages})
-    r.server.inbox.pushes.interval = push_interval  # 1 s in production; tests of it say so
-    await r.add_user("alice")
-    await r.add_user("bob")
-    return r, await r.phone("alice")
 
 
 def sink_pushes(r: Running, kind: str = "message") -> list[dict[str, Any]]:
@@ -501,7 +442,7 @@ async def test_compressed_bodies_are_read_kept_and_delivered_as_sent(
     assert r.server.http is not None
     import aiohttp
 
-    from tests.test_devices_api import basic
+    from tests.helpers.api import basic
 
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{r.server.http.port}/v1/messages"

@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.helpers.messaging import BOB, TEXT, Handset, cpim, send, setup
 from tests.helpers.node import Running, ServerFactory, instance_id
-from tests.test_messages import BOB, TEXT, Handset, cpim, send, setup
 
 Auth = dict[str, str] | None
 BOB_AUTH = {"Authorization": aiohttp.encode_basic_auth("bob", "secret")}

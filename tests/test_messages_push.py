@@ -16,6 +16,7 @@ from sipwake.push.truncate import ELLIPSIS, is_boundary
 from sipwake.store.models import Device
 from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.messaging import BOB, cpim, send, setup
 from tests.helpers.node import Running, ServerFactory
 from tests.helpers.push import (
     BUNDLE,
@@ -27,7 +28,6 @@ from tests.helpers.push import (
     write_apns_key,
     write_service_account,
 )
-from tests.test_messages import BOB, cpim, send, setup
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # 👨‍👩‍👧‍👦
 PIECES = [

@@ -7,9 +7,9 @@ from __future__ import annotations
 import aiohttp
 
 from tests.helpers.agent import Dialer
+from tests.helpers.api import basic
+from tests.helpers.calls import APNS, OFFER, TRUSTED, VOIP, wait_push
 from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
-from tests.test_calls import APNS, OFFER, TRUSTED, VOIP, wait_push
-from tests.test_devices_api import basic
 
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 BOTH = ";pn-provider=apns;pn-prid={alert}:remote&{voip}:voip;pn-param=ABCD123456.com.example.dialer.remote&voip"

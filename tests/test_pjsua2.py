@@ -12,7 +12,6 @@ an INVITE to the push's pickup_uri that carries no offer.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import importlib.util
 import json
@@ -30,11 +29,11 @@ import pytest
 
 from sipwake.sip.message import Message
 from tests.helpers.agent import Agent, Dialer
+from tests.helpers.api import basic
 from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.certs import make_certs
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
-from tests.served import DOMAIN, Served, serve
-from tests.test_e2e_serve import config
+from tests.served import DOMAIN, Served, apns_config, serve
 
 DRIVER = Path(__file__).with_name("pjsua_phone.py")
 ALICE = f"sip:alice@{DOMAIN}"
@@ -220,7 +219,7 @@ class World:
         return agent
 
     async def devices(self) -> list[dict[str, Any]]:
-        auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        auth = basic("alice")
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"{self.served.http}/v1/devices", headers=auth) as resp,
@@ -244,7 +243,7 @@ async def world(tmp_path: Path, server_loop: str) -> AsyncIterator[World]:
     ).start()  # fmt: skip
     # the end-to-end config: every transport, a self-signed SIP certificate, the stand-in
     served = await serve(
-        tmp_path, config(tmp_path, apns, key_file, certs.ca_file), loop=server_loop
+        tmp_path, apns_config(tmp_path, apns, key_file, certs.ca_file), loop=server_loop
     )
     w = World(served, apns, tmp_path)
     try:

@@ -9,11 +9,10 @@ import pytest
 
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import parse
-from tests.helpers.agent import Agent
+from tests.helpers.agent import Agent, alive, answers
 from tests.helpers.node import Running
 from tests.helpers.rfc4475 import MALFORMED, MESSAGES, WELL_FORMED
 from tests.helpers.wait import wait_for
-from tests.test_malformed import alive, answers
 
 _TOP_VIA = re.compile(rb"(?im)^(?:via|v)\s*:\s*SIP\s*/\s*\d\.\d\s*/\s*\w+\s+([^;,\s]+)")
 _BRANCH = re.compile(rb"(?i)branch\s*=\s*([^;,\s]*)")

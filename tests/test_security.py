@@ -19,10 +19,10 @@ import pytest
 from sipwake.sip.digest import ha1
 from sipwake.store.models import User
 from tests.helpers.agent import Dialer, digest_header, next_request, respond
+from tests.helpers.api import IOS, basic, bearer
+from tests.helpers.calls import FCM, OFFER, call_fields, sink_of, sleeping_ios, wait_push
 from tests.helpers.certs import self_signed
 from tests.helpers.node import DOMAIN, Running, ServerFactory
-from tests.test_calls import FCM, OFFER, call_fields, sink_of, sleeping_ios, wait_push
-from tests.test_devices_api import IOS, basic, bearer
 
 ALICE = f"sip:alice@{DOMAIN}"
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
 from sipwake.store.models import Binding, Device
 from tests.helpers.node import DOMAIN, Running
+from tests.helpers.sipp import run_sipp
 from tests.helpers.wait import wait_for
 
 SCENARIOS = Path(__file__).parent / "sipp"
 USERS = 20
-
-
-async def run_sipp(target: tuple[str, int], args: list[str], cwd: Path) -> tuple[int, str]:
-    sipp = shutil.which("sipp")
-    assert sipp, "SIPp missing: apt-get install sip-tester (the test command does it)"
-    proc = await asyncio.create_subprocess_exec(
-        sipp, f"{target[0]}:{target[1]}", "-i", "127.0.0.1", "-p", "0",
-        "-nostdin", "-timeout", "30s", "-timeout_error", "-trace_err",
-        *args,
-        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace")
 
 
 def user_line(name: str, password: str, token: str) -> str:

@@ -19,10 +19,10 @@ import pytest
 
 from tests.faults import FaultyProxy
 from tests.helpers.agent import Agent
+from tests.helpers.api import basic
+from tests.helpers.messaging import Handset
 from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
 from tests.helpers.wait import wait_for
-from tests.test_devices_api import basic
-from tests.test_messages import Handset
 
 ALICE = f"sip:alice@{DOMAIN}"
 FCM = ";pn-provider=fcm;pn-prid=outage-token-1;pn-param=outage-project"

@@ -10,7 +10,7 @@ import pytest
 from sipwake.store.models import InboxMessage
 from sipwake.voicemail.summary import Counts, parse
 from tests.helpers.node import DOMAIN, Running, ServerFactory
-from tests.test_sipp import run_sipp
+from tests.helpers.sipp import run_sipp
 from tests.voicemail_helpers import (
     CT,
     Subscriber,

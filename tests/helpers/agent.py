@@ -401,3 +401,15 @@ class Dialer:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
         return await a._transact(("\r\n".join(lines) + "\r\n\r\n").encode() + body, branch, 10)
+
+
+def answers(agent: Agent, branch: str) -> list[bytes]:
+    """Every response that came back for `branch`, raw: it may echo what our parser (the
+    agent's too) refuses, such as a NUL in the Call-ID."""
+    tag = re.compile(rb"branch=" + re.escape(branch.encode()) + rb"(?![^;,\s])")
+    return [data for data in agent.wire if data.startswith(b"SIP/") and tag.search(data)]
+
+
+async def alive(agent: Agent) -> None:
+    """The server (and for TCP this connection) still answers a good request."""
+    assert (await agent.request("OPTIONS", f"sip:{agent.domain}")).status == 200
