@@ -21,8 +21,8 @@ from sipwake.sip.peer import Peer
 from sipwake.sip.uri import URI
 from sipwake.store.models import Binding, CallRecord, Device, User
 from tests.helpers.sipnode import SipNode, phone_peer, request
+from tests.helpers.standins import DOMAIN, Locations, Users
 
-DOMAIN = "example.com"
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 OFFER = b"v=0\r\no=bob 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 ANSWER = b"v=0\r\no=alice 2 2 IN IP4 203.0.113.9\r\ns=-\r\nc=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
@@ -30,26 +30,6 @@ T1 = 0.5
 
 
 # ---------------------------------------------------------------- stand-ins
-@dataclass
-class Locations:
-    bindings: dict[str, list[Binding]] = field(default_factory=dict)
-    devices: dict[str, list[Device]] = field(default_factory=dict)
-
-    def live_bindings(self, aor: str) -> list[Binding]:
-        return list(self.bindings.get(aor, []))
-
-    async def devices_of(self, aor: str) -> list[Device]:
-        return list(self.devices.get(aor, []))
-
-
-class Users:
-    def __init__(self, *names: str) -> None:
-        self.users = {n: User(n, DOMAIN, "", "") for n in names}
-
-    async def get(self, username: str, domain: str) -> User | None:
-        return self.users.get(username)
-
-
 class Gate:
     """Local users are who their From says (a passed digest); nobody else gets in."""
 

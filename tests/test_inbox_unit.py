@@ -22,26 +22,9 @@ from sipwake.store.models import Binding, Device, User
 from sipwake.store.sqlite import SQLiteStore
 from sipwake.tasks import Tasks
 from tests.helpers.sipnode import SipNode, phone_peer, request
+from tests.helpers.standins import DOMAIN, Locations, Users
 
-DOMAIN = "example.com"
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
-
-
-@dataclass
-class Locations:
-    bindings: dict[str, list[Binding]] = field(default_factory=dict)
-    devices: dict[str, list[Device]] = field(default_factory=dict)
-
-    def live_bindings(self, aor: str) -> list[Binding]:
-        return list(self.bindings.get(aor, []))
-
-    async def devices_of(self, aor: str) -> list[Device]:
-        return list(self.devices.get(aor, []))
-
-
-class Users:
-    async def get(self, username: str, domain: str) -> User | None:
-        return User(username, DOMAIN, "", "") if username in ("alice", "bob") else None
 
 
 class Gate:
@@ -75,7 +58,7 @@ class World:
         self.pusher = Broadcaster(clock=self.node.scheduler.time)
         self.inbox = Inbox(
             MessagesConfig(**{"forward_timeout": 4.0, **settings}), DOMAIN,
-            store=store, locations=self.locations, users=Users(), gate=Gate(),
+            store=store, locations=self.locations, users=Users("alice", "bob"), gate=Gate(),
             uac=self.node.uac, pusher=self.pusher, tasks=self.tasks,
             scheduler=self.node.scheduler,
         )  # fmt: skip
