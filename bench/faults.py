@@ -37,9 +37,9 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers.agent import Agent, respond
+from tests.helpers.message_load import MessageLoad
 from tests.helpers.messaging import cpim
 from tests.helpers.ports import free_port
-from tests.message_load import MessageLoad
 
 DOMAIN = "example.com"
 PG = "postgresql://postgres@127.0.0.1:5432/test"

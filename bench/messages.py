@@ -37,8 +37,8 @@ import register as register_bench  # noqa: E402 - bench/register.py, beside this
 from sipwake.store import open_store  # noqa: E402
 from sipwake.store.models import Device  # noqa: E402
 from tests.helpers.agent import Agent  # noqa: E402
+from tests.helpers.message_load import MessageLoad  # noqa: E402
 from tests.helpers.ports import free_port  # noqa: E402
-from tests.message_load import MessageLoad  # noqa: E402
 
 DOMAIN = register_bench.DOMAIN
 BOB = f"sip:bob@{DOMAIN}"

@@ -17,7 +17,7 @@ from sipwake.cli import check_username, main
 from sipwake.sip.digest import ha1
 from tests.helpers.node import DOMAIN, PG_DSN, ServerFactory, make_config
 from tests.helpers.configs import write_config
-from tests.readonly import read_only
+from tests.helpers.readonly import read_only
 from tests.served import run_sipwake
 
 MISSING_PG = urlsplit(PG_DSN)._replace(path="/sipwake_does_not_exist").geturl()

@@ -14,10 +14,10 @@ from sipwake.sip.digest import ha1
 from sipwake.store import open_store
 from sipwake.store.models import InboxMessage, User
 from tests.helpers.agent import Agent
+from tests.helpers.message_load import MessageLoad
 from tests.helpers.messaging import BOB, Handset, cpim
 from tests.helpers.node import DOMAIN, instance_id
 from tests.helpers.ports import free_port
-from tests.message_load import MessageLoad
 
 BURST = 1000
 KILL_AFTER = 300  # 2xx answers seen before the SIGKILL

@@ -1,6 +1,6 @@
 """A real phone stack against the installed server: pjsua2 as the sleeping mobile app.
 
-pjsua2 (PJSIP's own API, in a driver process of its own: tests/pjsua_phone.py)
+pjsua2 (PJSIP's own API, in a driver process of its own: tests/helpers/pjsua_phone.py)
 registers with digest auth and RFC 8599 parameters in its Contact URI over UDP, TCP
 and TLS against `sipwake serve` (tests/served.py); goes to sleep (unregisters); bob
 calls from a test agent; the call is parked and a VoIP push goes to a strict APNs
@@ -35,7 +35,7 @@ from tests.helpers.certs import make_certs
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 from tests.served import DOMAIN, Served, apns_config, serve
 
-DRIVER = Path(__file__).with_name("pjsua_phone.py")
+DRIVER = Path(__file__).parent / "helpers" / "pjsua_phone.py"
 ALICE = f"sip:alice@{DOMAIN}"
 OFFER = (
     b"v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.skipif(
 # ------------------------------------------------------------------ the phone
 @dataclass
 class PjPhone:
-    """The test's end of tests/pjsua_phone.py: commands in, events out."""
+    """The test's end of tests/helpers/pjsua_phone.py: commands in, events out."""
 
     proc: asyncio.subprocess.Process
     log_path: Path

@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.faults import FaultyProxy
 from tests.helpers.agent import Agent
 from tests.helpers.api import basic
+from tests.helpers.faults import FaultyProxy
 from tests.helpers.messaging import Handset
 from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
 from tests.helpers.wait import wait_for

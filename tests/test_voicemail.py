@@ -11,7 +11,7 @@ from sipwake.store.models import InboxMessage
 from sipwake.voicemail.summary import Counts, parse
 from tests.helpers.node import DOMAIN, Running, ServerFactory
 from tests.helpers.sipp import run_sipp
-from tests.voicemail_helpers import (
+from tests.helpers.voicemail import (
     CT,
     Subscriber,
     add_ios_device,

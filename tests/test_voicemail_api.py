@@ -11,7 +11,7 @@ import pytest
 
 from sipwake.voicemail.summary import Counts, parse
 from tests.helpers.node import DOMAIN, Running, ServerFactory
-from tests.voicemail_helpers import Subscriber, add_ios_device, voicemail_pushes
+from tests.helpers.voicemail import Subscriber, add_ios_device, voicemail_pushes
 
 TOKEN = "service-token-123"
 ALICE = f"sip:alice@{DOMAIN}"

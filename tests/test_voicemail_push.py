@@ -24,7 +24,7 @@ from tests.helpers.push import (
     write_apns_key,
     write_service_account,
 )
-from tests.voicemail_helpers import notify, summary
+from tests.helpers.voicemail import notify, summary
 
 ALICE = f"sip:alice@{DOMAIN}"
 IPHONE, PRIVATE = "a1" * 32, "b2" * 32

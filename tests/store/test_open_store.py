@@ -11,7 +11,7 @@ import pytest
 from sipwake.store import StoreOpenError, User, create_store, display_url, open_store
 from sipwake.store.postgres import PostgresStore
 from sipwake.store.sqlite import SQLiteStore
-from tests.readonly import read_only
+from tests.helpers.readonly import read_only
 
 if TYPE_CHECKING:
     from tests.store.conftest import PgAdmin

@@ -1,7 +1,7 @@
 """A pjsua2 phone in a process of its own, driven over stdin/stdout (JSON lines).
 
 pjsua2's Endpoint is a process-wide singleton with threads of its own, so it never
-runs inside pytest: the test starts `python tests/pjsua_phone.py LOGFILE`, writes
+runs inside pytest: the test starts `python tests/helpers/pjsua_phone.py LOGFILE`, writes
 commands as JSON lines and reads events back as JSON lines. Everything pjsua2 does
 happens on this process's main thread (no SIP worker threads: `threadCnt = 0`, the main
 loop polls `libHandleEvents`), commands included, so no callback races a command.
