@@ -14,7 +14,7 @@ from sipwake.store.sqlite import SQLiteStore
 from tests.helpers.readonly import read_only
 
 if TYPE_CHECKING:
-    from tests.store.conftest import PgAdmin
+    from tests.helpers.stores import PgAdmin
 
 
 def test_sqlite_relative_path_is_relative_to_cwd(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sipwake.store import Binding, Device, PushAttempt, Store, User, migrations
 
 if TYPE_CHECKING:
-    from tests.store.conftest import Backend
+    from tests.helpers.stores import Backend
 
 AOR = "sip:alice@example.com"
 
