@@ -9,6 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "sipwake"
+TESTS = ROOT.parent / "tests"
 
 FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics",
                "timeline"}
@@ -53,23 +54,27 @@ def _unit(module: str) -> str | None:
     return parts[1]
 
 
+def _modules(path: Path) -> list[str]:
+    """Every module `path` imports (absolute names; TYPE_CHECKING and in-function too)."""
+    modules: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.append(node.module)
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+    return modules
+
+
 def _imports() -> dict[str, dict[str, list[str]]]:
     """unit → imported unit → the files that import it."""
     found: dict[str, dict[str, list[str]]] = {}
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT)
         unit = rel.parts[0].removesuffix(".py")
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            for module in modules:
-                target = _unit(module)
-                if target is not None and target != unit:
-                    found.setdefault(unit, {}).setdefault(target, []).append(str(rel))
+        for module in _modules(path):
+            target = _unit(module)
+            if target is not None and target != unit:
+                found.setdefault(unit, {}).setdefault(target, []).append(str(rel))
     return found
 
 
@@ -92,3 +97,19 @@ def test_no_import_goes_against_the_layers() -> None:
 def test_only_cli_imports_the_server() -> None:
     importers = {u for u, targets in _imports().items() if "server" in targets}
     assert importers <= {"cli"}
+
+
+def test_tests_share_code_through_helpers_only() -> None:
+    """What tests share lives in tests/helpers/ (and tests/served.py): no module under
+    tests/ or bench/ imports a test module, and no test module imports a conftest (its
+    fixtures reach the tests without an import)."""
+    wrong = []
+    for path in sorted([*TESTS.rglob("*.py"), *(ROOT.parent / "bench").rglob("*.py")]):
+        for module in _modules(path):
+            first, _, _ = module.partition(".")
+            last = module.rsplit(".", 1)[-1]
+            if first != "tests" and "." in module:
+                continue  # another package's (aiohttp.test_utils)
+            if last.startswith("test_") or (path.name.startswith("test_") and last == "conftest"):
+                wrong.append(f"{path.relative_to(ROOT.parent)} imports {module}")
+    assert wrong == []
