@@ -18,6 +18,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +30,9 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-from register import AUTH, DOMAIN, free_port, last_count, user_file, wait_udp  # noqa: E402
+from register import AUTH, DOMAIN, last_count, user_file, wait_udp  # noqa: E402
+
+from tests.helpers.ports import free_port  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -67,7 +70,7 @@ class Node:
     """`sipwake serve` (from this checkout) with a cluster configuration."""
 
     def __init__(self, tmp: Path, name: str, store: str, secret: str, workers: int) -> None:
-        self.port = free_port()
+        self.port = free_port(socket.SOCK_DGRAM)  # and TCP on the same number
         config = tmp / f"{name}.toml"
         config.write_text(
             f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{self.port}", '

@@ -22,11 +22,12 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from sipwake.sip.message import Message
-from tests.agent import Agent, Dialer, next_request, respond
-from tests.conftest import wait_for
-from tests.faults import FaultyProxy
-from tests.push.apns_standin import APNsStandIn, Reply, Request
-from tests.push.push_helpers import BUNDLE, KEY_ID, TEAM_ID, make_certs, write_apns_key
+from tests.helpers.agent import Agent, Dialer, next_request, respond
+from tests.helpers.apns_standin import APNsStandIn, Reply, Request
+from tests.helpers.certs import make_certs
+from tests.helpers.faults import FaultyProxy
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
+from tests.helpers.wait import wait_for
 from tests.served import DOMAIN, Served, serve
 
 REDIS = ("127.0.0.1", 6379)
