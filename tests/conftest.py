@@ -13,8 +13,11 @@ import pytest
 
 from sipwake.config import Config
 from sipwake.server import Server
+from tests.helpers.apns_standin import APNsStandIn
 from tests.helpers.calls import TRUSTED
+from tests.helpers.certs import make_certs
 from tests.helpers.node import PG_DSN, Running, ServerFactory, make_config
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
 
 
 @pytest.fixture
@@ -60,3 +63,17 @@ async def pg_url() -> AsyncIterator[str]:
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
+
+
+@pytest.fixture
+async def apns(tmp_path: Path) -> AsyncIterator[tuple[APNsStandIn, str, str]]:
+    """A strict APNs stand-in over TLS with its own CA: (stand-in, key file, CA file)."""
+    certs = make_certs(tmp_path)
+    key_file, key = write_apns_key(tmp_path)
+    standin = APNsStandIn(
+        team_id=TEAM_ID, key_id=KEY_ID, public_key=key.public_key(), topics={BUNDLE},
+        ssl_context=certs.server_context(["h2"]),
+    )  # fmt: skip
+    await standin.start()
+    yield standin, key_file, certs.ca_file
+    await standin.close()

@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipwake.sip.message import Message
 from tests.helpers.agent import Agent, Dialer, next_request, respond
 from tests.helpers.apns_standin import APNsStandIn, Reply, Request
-from tests.helpers.certs import make_certs
 from tests.helpers.faults import FaultyProxy
-from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
+from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID
 from tests.helpers.wait import wait_for
 from tests.served import DOMAIN, Served, serve
 
@@ -47,19 +46,6 @@ async def redis_up() -> None:
         await client.aclose()
     except OSError as exc:
         pytest.fail(f"Redis must run on 127.0.0.1:6379 (as on the CI machine): {exc}")
-
-
-@pytest.fixture
-async def apns(tmp_path: Path) -> AsyncIterator[tuple[APNsStandIn, str, str]]:
-    certs = make_certs(tmp_path)
-    key_file, key = write_apns_key(tmp_path)
-    standin = APNsStandIn(
-        team_id=TEAM_ID, key_id=KEY_ID, public_key=key.public_key(), topics={BUNDLE},
-        ssl_context=certs.server_context(["h2"]),
-    )  # fmt: skip
-    await standin.start()
-    yield standin, key_file, certs.ca_file
-    await standin.close()
 
 
 class Nodes:

@@ -12,15 +12,13 @@ with no traceback in its log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.agent import Agent, Dialer, next_request, respond
 from tests.helpers.apns_standin import APNsStandIn, Request
-from tests.helpers.certs import make_certs
-from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID, write_apns_key
+from tests.helpers.push import BUNDLE, TEAM_ID
 from tests.served import DOMAIN, TRANSPORTS, Served, apns_config, serve
 
 ALERT, VOIP = "a7" * 32, "b7" * 32
@@ -29,20 +27,6 @@ PN = f";pn-provider=apns;pn-prid={ALERT}:remote&{VOIP}:voip;pn-param={TEAM_ID}.{
 INSTANCE = ';+sip.instance="<urn:uuid:6f1c1d2e-2f4a-4a5b-9c3d-0e1f2a3b4c5d>"'
 OFFER = b"v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
 ANSWER = b"v=0\r\no=alice 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\n"
-
-
-@pytest.fixture
-async def apns(tmp_path: Path) -> AsyncIterator[tuple[APNsStandIn, str, str]]:
-    """A strict APNs stand-in over TLS with its own CA: (stand-in, key file, CA file)."""
-    certs = make_certs(tmp_path)
-    key_file, key = write_apns_key(tmp_path)
-    standin = APNsStandIn(
-        team_id=TEAM_ID, key_id=KEY_ID, public_key=key.public_key(), topics={BUNDLE},
-        ssl_context=certs.server_context(["h2"]),
-    )  # fmt: skip
-    await standin.start()
-    yield standin, key_file, certs.ca_file
-    await standin.close()
 
 
 async def phone(served: Served, transport: str, user: str = "alice") -> Agent:
