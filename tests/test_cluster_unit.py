@@ -12,6 +12,7 @@ from sipwake.registrar.registrar import reach
 from sipwake.sip.digest import AuthResult, DigestAuth, parse_credentials
 from sipwake.sip.message import Message
 from sipwake.store.models import Binding
+from sipwake.testing import ManualScheduler
 
 B = "tcp:127.0.0.1:5070"
 
@@ -51,21 +52,20 @@ def test_a_route_not_signed_with_the_secret_is_not_ours() -> None:
 
 
 def test_nodes_are_alive_while_heard_and_while_we_cannot_tell() -> None:
-    now = [100.0]
-    bus = Bus("redis://127.0.0.1:1", "c", "me", clock=lambda: now[0])
+    clock = ManualScheduler(100.0)
+    bus = Bus("redis://127.0.0.1:1", "c", "me", clock=clock.time)
     assert bus.alive("other")  # off the bus: can't tell, so alive
-    bus.connected_at = now[0]
-    now[0] += NODE_TIMEOUT + 1
+    bus.connected_at = clock.time()
+    clock.advance(NODE_TIMEOUT + 1)
     assert bus.settled() and not bus.alive("other")  # never heard since we're up
-    bus.seen["other"] = now[0]
+    bus.seen["other"] = clock.time()
     assert bus.alive("other") and bus.nodes() == ["me", "other"]
-    now[0] += NODE_TIMEOUT
+    clock.advance(NODE_TIMEOUT)
     assert not bus.alive("other") and bus.alive("me")
 
 
 def test_other_nodes_tokens_count_here() -> None:
-    now = [0.0]
-    limiter = RateLimiter(rate=1 / 60, burst=2, clock=lambda: now[0])
+    limiter = RateLimiter(rate=1 / 60, burst=2, clock=ManualScheduler().time)
     taken: list[str] = []
     limiter.on_take = taken.append
     assert limiter.take("bob|alice") == 0 and taken == ["bob|alice"]
@@ -74,7 +74,7 @@ def test_other_nodes_tokens_count_here() -> None:
 
 
 def test_other_nodes_failures_count_here() -> None:
-    throttle = AuthThrottle(limit=3, window=60, block=60, clock=lambda: 0.0)
+    throttle = AuthThrottle(limit=3, window=60, block=60, clock=ManualScheduler().time)
     told: list[str] = []
     throttle.on_failure = told.append
     throttle.failed("192.0.2.1")
