@@ -15,8 +15,8 @@ import pytest
 
 from sipwake.cli import check_username, main
 from sipwake.sip.digest import ha1
-from tests.helpers.node import DOMAIN, PG_DSN, ServerFactory, make_config
 from tests.helpers.configs import write_config
+from tests.helpers.node import DOMAIN, PG_DSN, ServerFactory, make_config
 from tests.helpers.readonly import read_only
 from tests.served import run_sipwake
 

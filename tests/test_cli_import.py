@@ -17,8 +17,9 @@ from sipwake.progress import ProgressBar
 from sipwake.provision import read_csv
 from sipwake.sip.digest import ha1
 from sipwake.store import open_store
-from tests.conftest import DOMAIN
+from sipwake.testing import ManualScheduler
 from tests.helpers.configs import write_config
+from tests.helpers.node import DOMAIN
 from tests.served import run_sipwake, sipwake_command
 
 
@@ -234,12 +235,12 @@ def test_progress_bar_redraws_at_most_every_tenth_of_a_second() -> None:
         def isatty(self) -> bool:
             return True
 
-    now = [0.0]
+    clock = ManualScheduler()
     stream = Tty()
-    bar = ProgressBar(stream, 100, "importing", clock=lambda: now[0])
+    bar = ProgressBar(stream, 100, "importing", clock=clock.time)
     bar(10)
     bar(20)  # same instant: not drawn
-    now[0] = 0.5
+    clock.advance(0.5)
     bar(50)
     bar(100)  # the end is always drawn
     assert stream.getvalue().split("\r")[1:] == [

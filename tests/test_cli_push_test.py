@@ -12,12 +12,12 @@ import pytest
 
 from sipwake.store import open_store
 from sipwake.store.models import Device
-from tests.conftest import DOMAIN
+from tests.helpers.apns_standin import Reply
 from tests.helpers.configs import write_config
+from tests.helpers.fcm_standin import FCMReply
+from tests.helpers.node import DOMAIN
 from tests.helpers.providers import push_standins
-from tests.push.apns_standin import Reply
-from tests.push.fcm_standin import FCMReply
-from tests.push.push_helpers import BUNDLE, PROJECT
+from tests.helpers.push import BUNDLE, PROJECT
 from tests.served import run_sipwake
 
 ALICE = f"sip:alice@{DOMAIN}"

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import DOMAIN
+from tests.helpers.node import DOMAIN
 
 
 def write_config(folder: Path, store_url: str, extra: str = "") -> Path:

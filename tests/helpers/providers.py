@@ -1,4 +1,4 @@
-"""The strict APNs and FCM stand-ins (tests/push/) started together, with the keys they
+"""The strict APNs and FCM stand-ins (tests/helpers/) started together, with the keys they
 check and the `[push.apns]` / `[push.fcm]` TOML that points a configuration at them:
 for tests that drive the installed `sipwake` commands against both providers."""
 
@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.push.apns_standin import APNsStandIn
-from tests.push.fcm_standin import FCMStandIn
-from tests.push.push_helpers import (
+from tests.helpers.apns_standin import APNsStandIn
+from tests.helpers.fcm_standin import FCMStandIn
+from tests.helpers.push import (
     BUNDLE,
     KEY_ID,
     PROJECT,
