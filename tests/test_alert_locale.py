@@ -9,8 +9,8 @@ import json
 
 import aiohttp
 
-from tests.agent import Dialer
-from tests.conftest import DOMAIN, ServerFactory
+from tests.helpers.agent import Dialer
+from tests.helpers.node import DOMAIN, ServerFactory
 
 ALERT = "b2" * 32
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}

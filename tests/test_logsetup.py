@@ -13,7 +13,7 @@ import pytest
 
 from sipwake import logsetup
 from sipwake.config import ConfigError, load_config
-from tests.agent import Agent
+from tests.helpers.agent import Agent
 from tests.served import DOMAIN, serve
 
 

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import sipwake.metrics
 from sipwake.store.errors import ERRORS, StoreUnavailable, outages_raised
-from tests.agent import Dialer, next_request, respond
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
+from tests.helpers.agent import Dialer, next_request, respond
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 FCM = ";pn-provider=fcm;pn-prid=dK3x:APA91bH-token_1;pn-param=my-project"

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import DOMAIN, ServerFactory, instance_id, wait_for
+from tests.helpers.node import DOMAIN, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 
 TOKEN, NEW_TOKEN = "a1" * 32, "c3" * 32
 PARAM = ";pn-param=ABCD123456.com.example.dialer.voip"

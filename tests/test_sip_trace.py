@@ -9,7 +9,7 @@ import pytest
 
 from sipwake.sip.peer import Peer
 from sipwake.sip.trace import describe, redact
-from tests.conftest import ServerFactory
+from tests.helpers.node import ServerFactory
 
 TOKEN = "a1" * 32
 PARAMS = f";pn-provider=apns;pn-prid={TOKEN};pn-param=ABCD123456.com.example.dialer.voip"

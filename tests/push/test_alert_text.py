@@ -10,7 +10,6 @@ import re
 import time
 
 import pytest
-from push_helpers import BUNDLE, android_device, ios_device
 
 from sipwake.push import apns_payload, fcm_payload
 from sipwake.push.alert_text import STRINGS, language, render
@@ -21,6 +20,7 @@ from sipwake.push.notification import (
     MissedCallNotification,
     VoicemailNotification,
 )
+from tests.helpers.push import BUNDLE, android_device, ios_device
 
 NOW = 1_764_180_000
 
