@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agent import Agent, Dialer, next_request, respond
-from tests.conftest import DOMAIN, Running, ServerFactory, instance_id, wait_for
+from tests.helpers.agent import Agent, Dialer, next_request, respond
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id
+from tests.helpers.wait import wait_for
 
 TOKEN = "admin-token-123"
 VOIP = "a1" * 32

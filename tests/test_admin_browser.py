@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent import Agent, Dialer
+from tests.helpers.agent import Agent, Dialer
 from tests.served import DOMAIN, Served, serve
 
 CHROMIUM = "/usr/bin/chromium"

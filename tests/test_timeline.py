@@ -3,22 +3,15 @@ offsets from the injected clock."""
 
 from __future__ import annotations
 
+from sipwake.testing import ManualScheduler
 from sipwake.timeline import MAX_TEXT, NO_TRACE, Timeline
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_events_in_order_with_offsets_and_a_summary() -> None:
-    clock = Clock()
-    t = Timeline(clock=clock)
+    clock = ManualScheduler(1000.0)
+    t = Timeline(clock=clock.time)
     t.record("call", "c1", "invite in", caller="sip:bob@x", live=0)
-    clock.now += 0.25
+    clock.advance(0.25)
     t.record("call", "c1", "push", device="d1", answer="delivered", ms=3.5)
     entry = t.get("call", "c1")
     assert entry is not None
@@ -30,7 +23,7 @@ def test_events_in_order_with_offsets_and_a_summary() -> None:
 
 
 def test_bounded_entries_events_and_text() -> None:
-    t = Timeline(capacity=3, max_events=2, clock=Clock())
+    t = Timeline(capacity=3, max_events=2, clock=ManualScheduler(1000.0).time)
     for i in range(5):
         t.record("call", f"c{i}", "invite in")
     assert [e.key for e in t.recent("call", 10)] == ["c4", "c3", "c2"]  # newest first
@@ -46,7 +39,7 @@ def test_bounded_entries_events_and_text() -> None:
 
 
 def test_kinds_are_kept_apart_and_the_null_trace_does_nothing() -> None:
-    t = Timeline(clock=Clock())
+    t = Timeline(clock=ManualScheduler(1000.0).time)
     t.record("call", "1", "invite in")
     t.record("message", "1", "stored")
     call, message = t.get("call", "1"), t.get("message", "1")
