@@ -2,7 +2,10 @@
 and two separate nodes sharing PostgreSQL + Redis, side by side in one run.
 
 Every configuration is a cluster's (PostgreSQL store in a fresh schema, Redis bus,
-one secret), so the comparison is of processes, not of stores. The load is SIPp,
+one secret), so the comparison is of processes, not of stores; "alone" is one node
+without Redis, for what the cluster itself costs. Besides the rate, the server's CPU
+per transaction (its processes' /proc times): on a machine whose cores SIPp and
+PostgreSQL share with the server, that is the steadier figure. The load is SIPp,
 closed loop, REGISTER with digest and RFC 8599 parameters, every user distinct
 (the scenario the SIPp test uses); one socket per call (`-t un`) so the kernel can
 spread sources over the workers. For two nodes, two SIPp instances each load one.
@@ -30,7 +33,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-from register import AUTH, DOMAIN, last_count, user_file, wait_udp  # noqa: E402
+from register import AUTH, DOMAIN, cpu_seconds, last_count, user_file, wait_udp  # noqa: E402
 
 from tests.helpers.ports import free_port  # noqa: E402
 
@@ -69,14 +72,17 @@ async def _schema(action: str, name: str) -> None:
 class Node:
     """`sipwake serve` (from this checkout) with a cluster configuration."""
 
-    def __init__(self, tmp: Path, name: str, store: str, secret: str, workers: int) -> None:
+    def __init__(
+        self, tmp: Path, name: str, store: str, secret: str, workers: int, cluster: bool = True
+    ) -> None:
         self.port = free_port(socket.SOCK_DGRAM)  # and TCP on the same number
         config = tmp / f"{name}.toml"
         config.write_text(
             f'[sip]\ndomain = "{DOMAIN}"\nlisten = ["udp:127.0.0.1:{self.port}", '
             f'"tcp:127.0.0.1:{self.port}"]\nsecret = "{secret}"\nsource_rate = 0\n'
             f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[store]\nurl = "{store}"\n'
-            f'[cluster]\nredis_url = "{REDIS}"\n[log]\nlevel = "WARNING"\n'
+            + (f'[cluster]\nredis_url = "{REDIS}"\n' if cluster else "")
+            + '[log]\nlevel = "WARNING"\n'
         )
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
@@ -86,9 +92,27 @@ class Node:
         wait_udp(self.port, timeout=30)
         time.sleep(2.0)  # every worker up (the first answers before the others bind)
 
+    def cpu(self) -> float:
+        """CPU seconds of the node: the process and its workers."""
+        pids = [self.proc.pid, *children(self.proc.pid)]
+        return sum(cpu_seconds(p) for p in pids)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def load(
@@ -129,47 +153,55 @@ def main() -> None:
     schema = f"bench_{secrets.token_hex(4)}"
     asyncio.run(_schema("CREATE", schema))
     store = f"{PG}?schema={schema}"
-    configs = {"workers=1": 1, "workers=2": 2, "2 nodes": 0}
-    per_round = args.users * 2  # the two-node configuration loads twice the users
-    total = per_round * args.rounds * len(configs)
+    # name → (worker processes per node, nodes, a cluster's configuration)
+    configs = {
+        "alone": (1, 1, False),  # no Redis: what the cluster costs
+        "workers=1": (1, 1, True),
+        "workers=2": (2, 1, True),
+        "2 nodes": (1, 2, True),
+    }
+    total = args.users * args.rounds * sum(n for _, n, _ in configs.values())
     t = time.perf_counter()
     provision(store, total)
     print(f"provisioned {total} users in PostgreSQL in {time.perf_counter() - t:.1f}s")
     rates: dict[str, list[float]] = {name: [] for name in configs}
+    cpu_us: dict[str, list[float]] = {name: [] for name in configs}
     next_user = 0
     try:
         for r in range(args.rounds):
-            for name, workers in configs.items():
+            for name, (workers, count, cluster) in configs.items():
                 secret = f"bench-{r}-{name}"
-                if workers:
-                    nodes = [Node(tmp, f"n{r}{workers}", store, secret, workers)]
-                else:
-                    nodes = [Node(tmp, f"n{r}a", store, secret, 1),
-                             Node(tmp, f"n{r}b", store, secret, 1)]  # fmt: skip
+                nodes = [Node(tmp, f"n{r}{name}{i}".replace(" ", "").replace("=", ""), store,
+                              secret, workers, cluster) for i in range(count)]  # fmt: skip
                 try:
-                    count = args.users  # per node
                     infs = []
                     for i, _ in enumerate(nodes):
                         infs.append(user_file(tmp / f"r{r}{name}{i}.csv".replace(" ", ""),
-                                              next_user, count))  # fmt: skip
-                        next_user += count
-                    secs, ok, failed = load([n.port for n in nodes], infs, count,
+                                              next_user, args.users))  # fmt: skip
+                        next_user += args.users
+                    cpu = sum(n.cpu() for n in nodes)
+                    secs, ok, failed = load([n.port for n in nodes], infs, args.users,
                                             args.concurrency)  # fmt: skip
+                    cpu = sum(n.cpu() for n in nodes) - cpu
                 finally:
                     for n in nodes:
                         n.stop()
-                rate = 2 * ok / secs  # 401 challenge + authenticated REGISTER
-                rates[name].append(rate)
+                tx = 2 * ok  # 401 challenge + authenticated REGISTER
+                rates[name].append(tx / secs)
+                cpu_us[name].append(cpu / max(1, tx) * 1e6)
                 note = f" ({failed} failed)" if failed else ""
-                print(f"round {r + 1} {name:10s}: {rate:7.0f} REGISTER tx/s{note}", flush=True)
+                print(f"round {r + 1} {name:10s}: {tx / secs:7.0f} REGISTER tx/s, "
+                      f"server CPU {cpu_us[name][-1]:4.0f} us/tx{note}", flush=True)  # fmt: skip
     finally:
         asyncio.run(_schema("DROP", schema))
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(rates["workers=1"])
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"{name:10s}: {median:7.0f} REGISTER tx/s (median of {args.rounds})   "
-              f"x{median / base:.2f} of one worker")  # fmt: skip
+        print(f"{name:10s}: {median:7.0f} REGISTER tx/s (median of {args.rounds}), "
+              f"x{median / base:.2f} of one worker; server CPU "
+              f"{statistics.median(cpu_us[name]):4.0f} us per transaction")  # fmt: skip
+    print(f"(this machine: {os.cpu_count()} cores, shared by SIPp, PostgreSQL and the server)")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,15 @@ log = logging.getLogger("sipwake.cluster")
 ADOPT_EVERY = 5.0  # seconds between looks for pushes left by a node gone
 
 
+BINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
+DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Device))
+
+
+def _fields(record: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """A flat record's fields (dataclasses.asdict copies deep, and costs ten times)."""
+    return {name: getattr(record, name) for name in names}
+
+
 class Location(Protocol):
     """The registrar: other nodes' bindings kept as reached from here."""
 
@@ -46,7 +55,7 @@ class Location(Protocol):
 
     def remote_removed(self, aor: str, key: str, node: str) -> None: ...
 
-    def remote_devices_changed(self, aor: str | None) -> None: ...
+    def remote_devices_changed(self, aor: str | None, device_id: str = "") -> None: ...
 
     def local_binding(self, aor: str, key: str) -> Binding | None: ...
 
@@ -128,15 +137,15 @@ class Cluster:
 
     def registered(self, binding: Binding, device: Device | None) -> None:
         self.bus.publish("reg", {
-            "b": dataclasses.asdict(binding),
-            "d": dataclasses.asdict(device) if device is not None else None,
+            "b": _fields(binding, BINDING_FIELDS),
+            "d": _fields(device, DEVICE_FIELDS) if device is not None else None,
         })  # fmt: skip
 
     def removed(self, binding: Binding) -> None:
         self.bus.publish("unbind", {"aor": binding.aor, "key": binding.key})
 
-    def devices_changed(self, aor: str | None) -> None:
-        self.bus.publish("dev", {"aor": aor})
+    def devices_changed(self, aor: str | None, device_id: str) -> None:
+        self.bus.publish("dev", {"aor": aor, "id": device_id})
 
     # ------------------------------------------------------ the calls' Parks
     def parked_elsewhere(self, park_id: str, aor: str, request_uri: str) -> Binding | None:
@@ -193,7 +202,8 @@ class Cluster:
 
         self.bus.on("reg", reg)
         self.bus.on("unbind", lambda node, d: location.remote_removed(d["aor"], d["key"], node))
-        self.bus.on("dev", lambda node, d: location.remote_devices_changed(d.get("aor")))
+        self.bus.on("dev", lambda node, d: location.remote_devices_changed(
+            d.get("aor"), str(d.get("id") or "")))  # fmt: skip
         def resync() -> None:
             spawn(location.resync())
 

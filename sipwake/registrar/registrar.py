@@ -74,7 +74,7 @@ class Peers(Protocol):
 
     def removed(self, binding: Binding) -> None: ...
 
-    def devices_changed(self, aor: str | None) -> None: ...
+    def devices_changed(self, aor: str | None, device_id: str) -> None: ...
 
 
 class RegistrarMetrics(Protocol):
@@ -173,12 +173,12 @@ class Registrar:
         if b is not None and b.node == node:  # not one registered here since
             self._forget(aor, key)
 
-    def remote_devices_changed(self, aor: str | None) -> None:
-        if aor is None:
+    def remote_devices_changed(self, aor: str | None, device_id: str = "") -> None:
+        """Another node wrote a device (`device_id`; "" and no aor: maybe any)."""
+        if device_id:
+            self.devices.pop(device_id, None)
+        elif aor is None:
             self.devices.clear()
-        else:
-            for device_id in [i for i, d in self.devices.items() if d.aor == aor]:
-                del self.devices[device_id]
         self._device_changed(aor, announce=False)
 
     async def resync(self) -> None:
@@ -236,9 +236,11 @@ class Registrar:
             self._by_aor[aor] = (now, devices)
         return list(devices)
 
-    def _device_changed(self, aor: str | None, announce: bool = True) -> None:
+    def _device_changed(
+        self, aor: str | None, device_id: str = "", announce: bool = True
+    ) -> None:
         if announce and self.peers is not None:
-            self.peers.devices_changed(aor)
+            self.peers.devices_changed(aor, device_id)
         self._writes += 1
         if aor is None:
             self._by_aor.clear()
@@ -265,12 +267,12 @@ class Registrar:
     def device_saved(self, device: Device) -> None:
         """`device` was stored: refresh the cache."""
         self.devices[device.device_id] = device
-        self._device_changed(device.aor)
+        self._device_changed(device.aor, device.device_id)
 
     def device_deleted(self, device_id: str) -> None:
         """A device was deleted: forget it, so a REGISTER recreates it."""
         gone = self.devices.pop(device_id, None)
-        self._device_changed(gone.aor if gone is not None else None)
+        self._device_changed(gone.aor if gone is not None else None, device_id)
         for derived in [k for k, v in self._joined.items() if v == device_id]:
             del self._joined[derived]
 
