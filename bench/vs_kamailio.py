@@ -770,8 +770,10 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     args.tests = [t for t in args.tests.split(",") if t]
     if args.quick:
-        args.rounds = 1
-        args.seconds = min(args.seconds, 4.0)
+        if args.rounds == p.get_default("rounds"):
+            args.rounds = 1  # more for an A/B (--baseline): rounds alternate
+        if args.seconds == p.get_default("seconds"):
+            args.seconds = 4.0
         args.register_pool = min(args.register_pool, 3000)
         args.callees = min(args.callees, 200)
         if args.devices == p.get_default("devices"):
