@@ -416,3 +416,18 @@ def test_a_wire_message_is_sent_as_its_bytes_and_read_only_for_its_top_via() -> 
     top = wire.top_via
     assert (top.host, top.port, top.branch) == ("192.0.2.7", 5062, "z9hG4bKa")
     assert top.params["received"] == "192.0.2.9"
+
+
+def test_a_name_addr_parsed_again_is_a_fresh_copy() -> None:
+    text = '"Alice" <sip:alice@example.com;transport=udp>;tag=abc;+sip.instance="<urn:x>"'
+    first = NameAddr.parse(text)
+    first.params["tag"] = "changed"
+    first.uri.params["transport"] = "tcp"
+    first.uri.user = "mallory"
+    again = NameAddr.parse(text)
+    assert (again.display, again.tag, again.params["+sip.instance"]) == ("Alice", "abc", '"<urn:x>"')
+    assert (again.uri.user, again.uri.params) == ("alice", {"transport": "udp"})
+    with pytest.raises(SipParseError):
+        NameAddr.parse("<sip:bad")  # errors are not remembered as answers
+    with pytest.raises(SipParseError):
+        NameAddr.parse("<sip:bad")
