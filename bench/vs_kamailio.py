@@ -519,6 +519,7 @@ class Bench:
     servers: list[Server]
     runs: list[Run] = field(default_factory=list)
     log: Callable[[str], None] = print
+    parked_runs: int = 0
 
     # ------------------------------------------------------------ scenarios
     def scenario(self, name: str) -> Path:
@@ -580,7 +581,9 @@ class Bench:
         calls = self.calls_for(rate)
         self.asleep(server, calls)
         inf = inf_file(self.tmp / "parked.csv", "p", 0, calls)
-        common = ("-inf", str(inf), "-cid_str", "park-%u")
+        # caller and device share call #k's Call-ID; a new one every run (no leftovers)
+        self.parked_runs += 1
+        common = ("-inf", str(inf), "-cid_str", f"park{self.parked_runs}-%u")
         with self.measured(server) as cpu:
             started = time.perf_counter()
             device = self.sipp.start(self.sipp.cmd(server.port, self.scenario("device.xml"),
@@ -695,6 +698,7 @@ def median(xs: list[float]) -> float:
 def report(
     args: argparse.Namespace,
     best: dict[tuple[str, str], list[Run]],
+    same: dict[tuple[str, str], list[Run]],
     memory: dict[str, dict[int, float]],
     latency: dict[str, Any] | None,
 ) -> None:
@@ -705,20 +709,31 @@ def report(
           f"{args.seconds:.0f} s runs, {mode}")  # fmt: skip
     print()
     names = [n for n in ("Kamailio", "baseline", "sipwake") if any(k[0] == n for k in best)]
+    others = [n for n in names if n != "sipwake"]
     head = f"{'test':10}" + "".join(f"{n + ' max/s':>16}{n + ' us/op':>16}" for n in names)
-    ratios = [("sipwake", "Kamailio"), ("sipwake", "baseline")]
-    ratios = [(a, b) for a, b in ratios if a in names and b in names]
-    head += "".join(f"{a[:4] + '/' + b[:4]:>11}" for a, b in ratios)
+    if not args.quick:
+        head += "".join(f"{n + ' us/op =rate':>22}" for n in others)
+    head += "".join(f"{'sipwake/' + n[:4]:>14}" for n in others if "sipwake" in names)
     print(head)
     print("-" * len(head))
     for test in args.tests:
         rate = {n: median([r.rate for r in best.get((n, test), [])]) for n in names}
         cpu = {n: median([r.cpu_per_op_us for r in best.get((n, test), [])]) for n in names}
-        print(f"{test:10}" + "".join(f"{rate[n]:16.0f}{cpu[n]:16.0f}" for n in names)
-              + "".join(f"{cpu[a] / cpu[b]:11.2f}" for a, b in ratios))
-    print("(max/s: the highest passing rate, median over rounds; us/op: server CPU per "
-          f"{'/'.join(UNIT[t][:-1] for t in args.tests)} at that rate; ratio: sipwake/Kamailio"
-          " CPU per operation, lower is better, 1.0 is parity)")  # fmt: skip
+        line = f"{test:10}" + "".join(f"{rate[n]:16.0f}{cpu[n]:16.0f}" for n in names)
+        if not args.quick:
+            # the others at sipwake's max rate of each round: the ratio's denominator
+            cpu_same = {n: median([r.cpu_per_op_us for r in same.get((n, test), [])
+                                   if r.passed]) for n in others}  # fmt: skip
+            line += "".join(f"{cpu_same[n]:22.0f}" for n in others)
+        else:
+            cpu_same = {n: cpu[n] for n in others}  # quick: all ran at one rate already
+        if "sipwake" in names:
+            line += "".join(f"{cpu['sipwake'] / cpu_same[n]:14.2f}" for n in others)
+        print(line)
+    print(f"(max/s: the highest passing rate, median over rounds; us/op: server CPU per "
+          f"{'/'.join(UNIT[t][:-1] for t in args.tests)} at that rate"
+          + ("" if args.quick else "; '=rate': at sipwake's max rate of the same round")
+          + "; sipwake/X: CPU per operation at the same rate, lower is better, 1.0 is parity)")
     if args.quick:
         print("(--quick: both at the same fixed rate; 'max/s' is that rate when it passed, "
               "0 when it failed)")
@@ -816,6 +831,7 @@ def main() -> None:
     best: dict[tuple[str, str], list[Run]] = {}
     memory: dict[str, dict[int, float]] = {}
     latency: dict[str, Any] | None = None
+    same: dict[tuple[str, str], list[Run]] = {}  # runs at sipwake's max rate of the round
     spy: subprocess.Popen[bytes] | None = None
     try:
         for server in servers:
@@ -849,6 +865,15 @@ def main() -> None:
                     if top is not None:
                         best.setdefault(key, []).append(top)
                         guesses[key] = max(guesses[key], top.rate)
+                if args.quick:
+                    continue
+                # CPU per operation falls as the rate rises (fixed costs spread): the
+                # ratio compares both at one rate, sipwake's highest passing one
+                mine = [r for r in best.get(("sipwake", test), []) if r.round == rnd]
+                for server in order:
+                    if mine and server.name != "sipwake":
+                        run = bench.run_test(test, server, mine[0].rate, rnd)
+                        same.setdefault((server.name, test), []).append(run)
         if spy is not None:
             stop(spy, signal.SIGINT)
             spy = None
@@ -870,7 +895,7 @@ def main() -> None:
         for server in servers:
             server.stop()
         apns.stop()
-    report(args, best, memory, latency)
+    report(args, best, same, memory, latency)
     print(f"whole bench: {time.perf_counter() - started:.0f} s")
     shutil.rmtree(tmp, ignore_errors=True)
 
