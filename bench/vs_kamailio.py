@@ -215,6 +215,7 @@ class Sipp:
         self.core = core
         self.cwd = cwd
         self.exe = shutil.which("sipp") or "sipp"
+        self.extra: list[str] = []  # --trace: -trace_err (SIPp's error logs in the scratch dir)
 
     def cmd(self, port: int, scenario: Path, *args: str, rate: float, calls: int,
             local_port: int = 0, seconds: float = 60) -> list[str]:  # fmt: skip
@@ -224,7 +225,7 @@ class Sipp:
                       "-l", str(max(100, int(rate * 10))),
                       "-nostdin", "-timeout", f"{seconds + 40:.0f}s", "-timeout_error",
                       "-max_recv_loops", "10000", "-max_sched_loops", "10000",
-                      "-buff_size", str(4 << 20), *args)  # fmt: skip
+                      "-buff_size", str(4 << 20), *self.extra, *args)  # fmt: skip
 
     def start(self, cmd: list[str]) -> subprocess.Popen[str]:
         return subprocess.Popen(cmd, cwd=self.cwd, stdout=subprocess.PIPE,
@@ -781,6 +782,8 @@ def parse_args() -> argparse.Namespace:
                                                      QUICK_RATES.items()))  # fmt: skip
     p.add_argument("--profile", metavar="PREFIX",
                    help="py-spy the sipwake server during its measured runs")
+    p.add_argument("--trace", action="store_true",
+                   help="SIPp error logs (-trace_err), scratch directory kept")
     p.add_argument("--apns-standin", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.tests = [t for t in args.tests.split(",") if t]
@@ -828,6 +831,8 @@ def main() -> None:
     print(f"provisioned {sum(n for _, n in users)} users per server in "
           f"{time.perf_counter() - t:.0f} s; scratch {tmp}")  # fmt: skip
     bench = Bench(args, tmp, Sipp(args.client_core, tmp), servers)
+    if args.trace:
+        bench.sipp.extra.append("-trace_err")
     best: dict[tuple[str, str], list[Run]] = {}
     memory: dict[str, dict[int, float]] = {}
     latency: dict[str, Any] | None = None
@@ -897,7 +902,10 @@ def main() -> None:
         apns.stop()
     report(args, best, same, memory, latency)
     print(f"whole bench: {time.perf_counter() - started:.0f} s")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.trace:
+        print(f"scratch kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _failed_at(run: Run) -> Run:
