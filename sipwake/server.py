@@ -21,7 +21,7 @@ from typing import Any
 
 from sipwake.api.console import ConsoleSources
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
-from sipwake.auth import Admission, AuthThrottle, UserDirectory
+from sipwake.auth import Admission, AuthThrottle, UserDirectory, without_credentials
 from sipwake.calls.service import IN_DIALOG_METHODS, CallService
 from sipwake.cluster.bus import Bus
 from sipwake.cluster.node import Cluster
@@ -138,7 +138,8 @@ class Server:
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
-        self.router.route("REGISTER", self._register)
+        # a REGISTER without credentials gets its 401 at once, without a Task
+        self.router.route("REGISTER", self._register, eager=without_credentials)
         await self._services(loop)
         if self.cluster is not None:
             self._wire_cluster(self.cluster)

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipwake.sip.errors import SipParseError
-from sipwake.sip.message import Message, make_response, parse, parse_error_partial
+from sipwake.sip.message import (
+    Message,
+    WireMessage,
+    make_response,
+    parse,
+    parse_error_partial,
+)
 from sipwake.sip.uri import URI, NameAddr, Via
 from tests.helpers.rfc4475 import WELL_FORMED, crlf
 
@@ -393,3 +399,35 @@ def test_parse_caches_stay_small_under_hostile_input() -> None:
         parse((base + f"X-{'n' * (i % 3) * 40}{i}: v\r\nContent-Length: 0\r\n\r\n").encode())
     assert len(message._NAMES) <= message._NAMES_MAX
     assert all(len(name) <= 64 for name in message._NAMES)
+
+
+def test_a_wire_message_is_sent_as_its_bytes_and_read_only_for_its_top_via() -> None:
+    request = parse(
+        b"REGISTER sip:example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bKa;rport=5062;received=192.0.2.9, "
+        b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\n"
+        b"CSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+    resp = make_response(request, 200, to_tag="t")
+    wire = WireMessage(200, "OK", resp.to_bytes())
+    assert wire.to_bytes() == resp.to_bytes()
+    assert (wire.status, wire.reason, wire.method) == (200, "OK", "")
+    top = wire.top_via
+    assert (top.host, top.port, top.branch) == ("192.0.2.7", 5062, "z9hG4bKa")
+    assert top.params["received"] == "192.0.2.9"
+
+
+def test_a_name_addr_parsed_again_is_a_fresh_copy() -> None:
+    text = '"Alice" <sip:alice@example.com;transport=udp>;tag=abc;+sip.instance="<urn:x>"'
+    first = NameAddr.parse(text)
+    first.params["tag"] = "changed"
+    first.uri.params["transport"] = "tcp"
+    first.uri.user = "mallory"
+    again = NameAddr.parse(text)
+    assert (again.display, again.tag, again.params["+sip.instance"]) == ("Alice", "abc", '"<urn:x>"')
+    assert (again.uri.user, again.uri.params) == ("alice", {"transport": "udp"})
+    with pytest.raises(SipParseError):
+        NameAddr.parse("<sip:bad")  # errors are not remembered as answers
+    with pytest.raises(SipParseError):
+        NameAddr.parse("<sip:bad")

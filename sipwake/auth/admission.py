@@ -188,6 +188,12 @@ class Admission:
         return "" if self.trusted.trusts_host(ip) else ip
 
 
+def without_credentials(request: Message) -> bool:
+    """No Authorization at all: `authenticate` answers it from memory (a challenge, or
+    403 to a throttled source), never reaching the users' store."""
+    return request.get("authorization") is None
+
+
 def _seconds(wait: float) -> int:
     return max(1, int(wait + 0.999))
 

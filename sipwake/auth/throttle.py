@@ -9,6 +9,7 @@ IPv6 sources count per /64: one host there may use any address of its network.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -21,6 +22,7 @@ log = logging.getLogger("sipwake.auth")
 MAX_SOURCES = 100_000  # addresses tracked; beyond it the ones not blocked are dropped
 
 
+@functools.lru_cache(maxsize=4096)  # the same few addresses ask again and again
 def source_key(host: str) -> str:
     """What is counted: the IPv4 address, or the IPv6 /64."""
     try:
@@ -61,6 +63,8 @@ class AuthThrottle:
 
     def blocked(self, host: str) -> float:
         """Seconds `host` stays refused; 0 when it may try."""
+        if not self._sources:
+            return 0.0  # nobody failed lately: every authenticated request asks this
         source = self._sources.get(source_key(host))
         if source is None or not source.until:
             return 0.0

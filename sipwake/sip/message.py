@@ -323,6 +323,38 @@ class Message:
         return m
 
 
+class WireMessage(Message):
+    """A message kept as the bytes it was sent as (a final response a finished
+    transaction resends to retransmissions): sent as they are, never parsed whole; its
+    top Via, where a UDP response goes, is read from them when asked."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, status: int, reason: str, wire: bytes) -> None:
+        super().__init__(status=status, reason=reason)
+        self.wire = wire
+
+    def to_bytes(self) -> bytes:
+        return self.wire
+
+    @property
+    def vias(self) -> list[Via]:
+        """The top Via only: all a resend needs."""
+        cached = self._cache.get("via")
+        if cached is None:
+            cached = self._cache["via"] = _top_via(self.wire)
+        return cached
+
+
+def _top_via(wire: bytes) -> list[Via]:
+    head = wire.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("via", "v"):
+            return [Via.parse(split_unquoted(value, ",")[0])]
+    return []
+
+
 def parse(data: bytes, stream: bool = False) -> Message:
     """Parse one whole SIP message.
 

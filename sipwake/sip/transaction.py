@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
-from sipwake.sip.message import Message, make_response, parse
+from sipwake.sip.message import Message, WireMessage, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.uri import Via, split_unquoted
 from sipwake.timing import Handle, Scheduler
@@ -241,7 +241,7 @@ class _Transaction:
 class ServerTransaction(_Transaction):
     """One server transaction (§17.2). The TU answers through `respond()`."""
 
-    __slots__ = ("_wire", "cancel_reason", "invite", "last_response")
+    __slots__ = ("cancel_reason", "invite", "last_response")
 
     def __init__(self, layer: TransactionLayer, request: Message, key: Key) -> None:
         self._layer = layer
@@ -251,7 +251,6 @@ class ServerTransaction(_Transaction):
         self.state = PROCEEDING if self.invite else TRYING
         self.last_response: Message | None = None
         self.cancel_reason = ""  # the Reason (RFC 3326) of a CANCEL that matched it
-        self._wire = b""  # the final response as sent, while lingering in Completed
         self._retx = None
         self._tmo = None
         self._interval = 0.0
@@ -311,10 +310,11 @@ class ServerTransaction(_Transaction):
             else:
                 # 32 s of absorbing retransmissions need the response's bytes, no parsed
                 # messages: at REGISTER rates ~10^5 transactions linger, and as objects
-                # they were most of the server's memory and of the collector's work
-                self._wire = resp.to_bytes()
+                # they were most of the server's memory and of the collector's work. A
+                # retransmission gets the bytes again, unparsed (it was parsed back
+                # whole, which made an overloaded server slower still).
                 self.request = self.request.husk()
-                self.last_response = Message(status=status, reason=resp.reason)
+                self.last_response = WireMessage(status, resp.reason, resp.to_bytes())
                 self._layer._linger(self)  # Timer J
             return
         log.debug("%r: dropping %d from the TU in state %s", self, status, state)
@@ -334,7 +334,7 @@ class ServerTransaction(_Transaction):
         """The request came again: answer with the last response where the RFC says so."""
         state = self.state
         if state is PROCEEDING or state is COMPLETED:
-            resp = parse(self._wire) if self._wire else self.last_response
+            resp = self.last_response
             if resp is not None:
                 self._send(resp)
         # TRYING (nothing to resend), ACCEPTED (RFC 6026 absorbs), CONFIRMED: absorb

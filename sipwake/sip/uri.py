@@ -199,6 +199,24 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
+        # From, To and Contact come back as they were too: a phone's challenged and
+        # authenticated REGISTER, its refreshes, every call to one user's To. A copy of
+        # an earlier parse, as for URIs (callers change what they get).
+        known = _NAME_ADDRS.get(text)
+        if known is not None:
+            return known._copy()
+        parsed = cls._parse(text)
+        if len(text) <= _NAME_ADDR_TEXT_MAX:
+            if len(_NAME_ADDRS) >= _PARSED_MAX:
+                _NAME_ADDRS.clear()
+            _NAME_ADDRS[text] = parsed._copy()
+        return parsed
+
+    def _copy(self) -> NameAddr:
+        return NameAddr(self.uri._copy(), self.display, dict(self.params), self.star)
+
+    @classmethod
+    def _parse(cls, text: str) -> NameAddr:
         text = text.strip()
         if text == "*":
             return cls(URI("sip"), star=True)
@@ -255,6 +273,10 @@ class NameAddr:
             escaped = _NEEDS_ESCAPE.sub(r"\\\g<0>", self.display)  # quoted-pairs, §25.1
             display = f'"{escaped}" '
         return f"{display}<{self.uri}>{_format_params(self.params)}"
+
+
+_NAME_ADDRS: dict[str, NameAddr] = {}
+_NAME_ADDR_TEXT_MAX = 512  # a Contact with RFC 8599 parameters: ~250; at most ~2 MiB
 
 
 @dataclass(slots=True)
