@@ -452,15 +452,15 @@ class ApnsStandIn:
     """tests/push/apns_standin.py over TLS in a process of its own, on the client core."""
 
     def __init__(self, tmp: Path, core: int) -> None:
-        sys.path.insert(0, str(ROOT / "tests" / "push"))
-        from push_helpers import make_certs, write_apns_key  # type: ignore[import-not-found]
+        from tests.helpers.certs import make_certs
+        from tests.helpers.push import write_apns_key
 
         d = tmp / "apns"
         d.mkdir()
         certs = make_certs(d)
         self.key_file, _ = write_apns_key(d)
         self.ca_file = certs.ca_file
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests/push")]))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
             pinned(core, sys.executable, __file__, "--apns-standin", str(d), self.key_file,
                    certs.cert_file, certs.key_file),
@@ -485,9 +485,10 @@ class ApnsStandIn:
 def standin_main(directory: str, apns_key: str, cert: str, key: str) -> None:
     import ssl
 
-    from apns_standin import APNsStandIn  # type: ignore[import-not-found]
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.helpers.apns_standin import APNsStandIn
 
     private = serialization.load_pem_private_key(Path(apns_key).read_bytes(), None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
