@@ -147,6 +147,13 @@ async def message(node: Served, text: bytes) -> int:
         sender.close()
 
 
+async def call_alice(caller: Agent) -> Dialer:
+    """The caller INVITEs alice (answering the 407 challenge)."""
+    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+    await dial.start_authenticated()
+    return dial
+
+
 async def answer(app: Agent, dial: Dialer) -> None:
     invite = await next_request(app, "INVITE")
     assert invite.body == OFFER and "pn-" not in invite.uri and "sw-" not in invite.to_bytes().decode()
@@ -169,8 +176,7 @@ async def test_call_parked_on_a_rings_the_app_registering_on_b(
     b = await nodes.start()
     await asleep(b, transport)
     caller = await phone(a, "udp", "bob")
-    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-    await dial.start_authenticated()
+    dial = await call_alice(caller)
     await dial.provisional(180)  # parked on A
     (push,) = await nodes.standin.wait_request(
         lambda r: r.token == VOIP and r.payload.get("type") == "call"
@@ -195,8 +201,7 @@ async def test_live_phone_on_b_is_called_through_a(nodes: Nodes) -> None:
     try:
         assert (await app.register(PN, INSTANCE)).status == 200
         await a.wait_log(f"cluster: sip:alice@{DOMAIN} registered on")
-        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-        await dial.start_authenticated()
+        dial = await call_alice(caller)
         await answer(app, dial)
     finally:
         app.close()
@@ -233,8 +238,7 @@ async def test_throttle_and_call_push_limits_count_across_nodes(nodes: Nodes) ->
     await asleep(b)
     for node, status in ((a, 180), (b, 480)):
         caller = await phone(node, "udp", "bob")
-        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-        await dial.start_authenticated()
+        dial = await call_alice(caller)
         if status == 180:
             await dial.provisional(180)
             await nodes.standin.wait_request(lambda r: r.token == VOIP)
@@ -264,8 +268,7 @@ async def test_a_node_killed_mid_call_leaves_the_other_serving(nodes: Nodes) -> 
     await asleep(b)
     assert await message(b, b"stored through B") == 202
     caller = await phone(b, "udp", "bob")
-    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-    await dial.start_authenticated()
+    dial = await call_alice(caller)
     await dial.provisional(180)  # parked on B
     b.proc.send_signal(signal.SIGKILL)  # B dies with its parked call (documented)
     await b.proc.wait()
@@ -273,8 +276,7 @@ async def test_a_node_killed_mid_call_leaves_the_other_serving(nodes: Nodes) -> 
     # A serves on: a new call parks there, the app registers with A, answers, and gets
     # the message B stored
     caller = await phone(a, "udp", "bob")
-    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-    await dial.start_authenticated()
+    dial = await call_alice(caller)
     await dial.provisional(180)
     app = await phone(a, "tcp")
     try:
@@ -321,8 +323,7 @@ async def test_redis_cut_off_and_back(nodes: Nodes) -> None:
             await proxy.restore()
             # back on the bus, B reads from the store what it missed meanwhile
             await wait_for(lambda: _count(b, "bindings of other nodes read back") == 2, 15)
-            dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-            await dial.start_authenticated()
+            dial = await call_alice(caller)
             await answer(app, dial)  # through A, which holds the app's connection
         finally:
             app.close()
@@ -341,8 +342,7 @@ async def test_workers_share_one_address(nodes: Nodes) -> None:
         # (4: bob may wake alice 5 times a minute)
         await asleep(served, "tcp")
         caller = await phone(served, "udp", "bob")
-        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-        await dial.start_authenticated()
+        dial = await call_alice(caller)
         await dial.provisional(180)
         await nodes.standin.wait_request(
             lambda r, n=n: len(pushes(nodes.standin, VOIP, "call")) > n
@@ -381,8 +381,7 @@ async def test_pickup_reaching_another_node_is_sent_to_the_park(nodes: Nodes) ->
     b = await nodes.start()
     await asleep(a)
     caller = await phone(a, "udp", "bob")
-    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-    await dial.start_authenticated()
+    dial = await call_alice(caller)
     await dial.provisional(180)
     (push,) = await nodes.standin.wait_request(lambda r: r.token == VOIP and r.status == 200)
     pickup_uri = push.payload["pickup_uri"]
@@ -437,8 +436,7 @@ async def test_late_iphone_on_b_gets_invite_and_cancel_with_the_reason(nodes: No
     b = await nodes.start()
     await asleep(b)
     caller = await phone(a, "udp", "bob")
-    dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-    await dial.start_authenticated()
+    dial = await call_alice(caller)
     await dial.provisional(180)
     await nodes.standin.wait_request(lambda r: r.token == VOIP and r.status == 200)
     dial.cancel()
@@ -473,8 +471,7 @@ async def test_a_response_handed_to_the_wrong_node_reaches_its_transaction(
                                                     remote_addr=b.sip["udp"])  # fmt: skip
     try:
         assert (await app.register()).status == 200
-        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
-        await dial.start_authenticated()
+        dial = await call_alice(caller)
         invite = await next_request(app, "INVITE")
         from sipwake.sip.message import make_response
 
