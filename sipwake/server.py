@@ -27,7 +27,7 @@ from sipwake.cluster.bus import Bus
 from sipwake.cluster.node import Cluster
 from sipwake.cluster.relay import Relay
 from sipwake.cluster.routes import InternalRoutes
-from sipwake.config import Config, parse_listen
+from sipwake.config import Config, ListenSpec, parse_listen
 from sipwake.messages.inbox import Inbox
 from sipwake.metrics import Cached, Metrics, Reading
 from sipwake.push.service import PushService
@@ -102,7 +102,7 @@ class Server:
         self.secret = b""  # nonce and API-token HMAC key ([sip] secret)
         self.http: HttpApi | None = None
         self.cluster: Cluster | None = None
-        self._internal: object = None  # the listen spec bound early for the cluster
+        self._internal: ListenSpec | None = None  # bound early: the cluster's address
         self.metrics = Metrics()
         self.timeline = Timeline()  # recent calls, messages, pushes: the admin page
         self.tasks = Tasks("server")  # background work; each service has a group of its own

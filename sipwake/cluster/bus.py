@@ -48,10 +48,9 @@ class Bus:
         self.on_connected: list[Callable[[], None]] = []
         self.seen: dict[str, float] = {}  # node → when last heard
         self.connected_at = 0.0  # 0: off the bus
-        self.published = self.received = 0
         self._queue: list[tuple[str, dict[str, Any]]] = []
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
 
     # ----------------------------------------------------------------- events
@@ -87,7 +86,7 @@ class Bus:
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._run())]
+        self._task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
         """Say goodbye (the others stop routing to us at once), then leave."""
@@ -95,14 +94,10 @@ class Bus:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._redis.publish(self.channel, _encode(self.node, [("bye", {})]))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._task is not None:
+            self._task.cancel()  # the session closes its connection on the way out
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.aclose()
+                await self._task
 
     async def _run(self) -> None:
         """Connect, listen, publish; reconnect (with backoff) whenever Redis goes."""
@@ -162,7 +157,6 @@ class Bus:
                 continue
             if node == self.node:
                 continue
-            self.received += 1
             self.seen[node] = self.clock()
             for kind, data in events:
                 if kind == "bye":
@@ -180,7 +174,6 @@ class Bus:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await redis.publish(self.channel, _encode(self.node, batch))
-                self.published += 1
 
     async def _heartbeat(self) -> None:
         while True:

@@ -126,7 +126,8 @@ class Cluster:
         self.routes = routes
         self.node = routes.node
         self.park_prefix = park_prefix(self.node)
-        self.strays = 0  # responses passed to the node they were for
+        # a REGISTER on another node, after the registrar has it (the inbox's lanes)
+        self._registered_elsewhere: list[Callable[[Binding], None]] = []
 
     # ----------------------------------------------------- the registrar's Peers
     def alive(self, node: str) -> bool:
@@ -150,12 +151,18 @@ class Cluster:
     # ------------------------------------------------------ the calls' Parks
     def parked_elsewhere(self, park_id: str, aor: str, request_uri: str) -> Binding | None:
         """A pickup for a call another node parked: a binding that routes it there."""
-        prefix = park_id[: len(self.park_prefix)]
+        node = self._node_tagged(park_id[: len(self.park_prefix)])
+        if node is None:
+            return None
+        there = Binding(aor=aor, key=PICKUP, contact=request_uri,
+                        expires_at=float("inf"), call_id="", cseq=0, node=node)  # fmt: skip
+        return self.routes.view(there)
+
+    def _node_tagged(self, prefix: str) -> str | None:
+        """The live node other than this one whose park ids and branches start so."""
         for node in self.bus.nodes():
             if node != self.node and park_prefix(node) == prefix:
-                there = Binding(aor=aor, key=PICKUP, contact=request_uri,
-                                expires_at=float("inf"), call_id="", cseq=0, node=node)  # fmt: skip
-                return self.routes.view(there)
+                return node
         return None
 
     # --------------------------------------------------- responses gone astray
@@ -172,14 +179,10 @@ class Cluster:
         def forward(resp: Message) -> bool:
             vias = resp.vias
             branch = vias[0].branch if vias else ""
-            tag = branch[cookie : cookie + len(self.park_prefix)]
-            if not branch.startswith(COOKIE) or tag == self.park_prefix:
+            if not branch.startswith(COOKIE):
                 return False
-            for node in self.bus.nodes():
-                if park_prefix(node) == tag:
-                    self.strays += 1
-                    return wire.send(resp, Peer.parse(node))
-            return False
+            node = self._node_tagged(branch[cookie : cookie + len(self.park_prefix)])
+            return node is not None and wire.send(resp, Peer.parse(node))
 
         return forward
 
@@ -199,11 +202,14 @@ class Cluster:
             log.debug("cluster: %s registered on %s", binding.aor, node)
             for listener in listeners:
                 listener.on_registered(view, device, time.perf_counter())
+            for moved in self._registered_elsewhere:
+                moved(view)
 
         self.bus.on("reg", reg)
         self.bus.on("unbind", lambda node, d: location.remote_removed(d["aor"], d["key"], node))
         self.bus.on("dev", lambda node, d: location.remote_devices_changed(
             d.get("aor"), str(d.get("id") or "")))  # fmt: skip
+
         def resync() -> None:
             spawn(location.resync())
 
@@ -243,7 +249,7 @@ class Cluster:
 
         inbox.kick_elsewhere = kick
         self.bus.on("kick", kicked)
-        self.bus.on("reg", lambda node, d: inbox.registered_elsewhere(Binding(**d["b"])))
+        self._registered_elsewhere.append(inbox.registered_elsewhere)
         inbox.on_delivery = lambda message_id: self.bus.publish("delivered", {"id": message_id})
 
         self.bus.on("delivered", lambda node, d: inbox.delivered_elsewhere(int(d["id"])))

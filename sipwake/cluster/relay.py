@@ -8,7 +8,6 @@ service: Record-Route, CANCEL, the dialog that carries ACK and BYE); anything el
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -20,8 +19,6 @@ from sipwake.sip.message import Message
 from sipwake.sip.transaction import ServerTransaction
 from sipwake.sip.uac import Uac
 from sipwake.store.models import Binding
-
-log = logging.getLogger("sipwake.cluster")
 
 
 class LocalBindings(Protocol):
@@ -48,7 +45,6 @@ class Relay:
         self.bindings = bindings
         self.calls = calls
         self.uac = uac
-        self.relayed = 0
 
     def claim(self, st: ServerTransaction) -> bool:
         """Take the request if it came through a signed internal route."""
@@ -56,7 +52,6 @@ class Relay:
         target = self.routes.accept(req)
         if target is None:
             return False
-        self.relayed += 1
         aor, key = target
         if key == PICKUP and req.method == "INVITE":  # a call parked here, picked up there
             self.spawn(self.calls.on_relayed_pickup(st, aor))
