@@ -50,7 +50,7 @@ from sipwake.push.notification import (
     Notification,
 )
 from sipwake.ratelimit import RateLimiter
-from sipwake.registrar.registrar import reach
+from sipwake.registrar.registrar import forwarded
 from sipwake.sip import proxy
 from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
@@ -361,13 +361,9 @@ class CallService:
 
     def _to_binding(self, call: Call, binding: Binding) -> tuple[Message, Peer]:
         """The caller's INVITE as forwarded to one binding (RFC 3261 §16.6)."""
-        target = reach(binding)
-        msg = proxy.forward_copy(call.invite)
-        msg.uri = target.request_uri
-        for route in reversed(target.route):
-            msg.add("Route", route, first=True)
-        proxy.record_route(msg, call.invite.source, target.peer, self.uac.local_address)
-        return msg, target.peer
+        msg, peer = forwarded(call.invite, binding)
+        proxy.record_route(msg, call.invite.source, peer, self.uac.local_address)
+        return msg, peer
 
     def _on_branch_response(self, call: Call, branch: Branch, resp: Message) -> None:
         resp.pop_first("Via")

@@ -13,8 +13,7 @@ from typing import Any, Protocol
 
 from sipwake.cluster.node import PICKUP
 from sipwake.cluster.routes import InternalRoutes
-from sipwake.registrar.registrar import reach
-from sipwake.sip import proxy
+from sipwake.registrar.registrar import forwarded
 from sipwake.sip.message import Message
 from sipwake.sip.transaction import ServerTransaction
 from sipwake.sip.uac import Uac
@@ -69,11 +68,7 @@ class Relay:
         return True
 
     def _forward(self, st: ServerTransaction, binding: Binding) -> None:
-        target = reach(binding)
-        msg = proxy.forward_copy(st.request)
-        msg.uri = target.request_uri
-        for route in reversed(target.route):
-            msg.add("Route", route, first=True)
+        msg, peer = forwarded(st.request, binding)
 
         def on_response(resp: Message) -> None:
             if resp.status == 100:
@@ -81,4 +76,4 @@ class Relay:
             resp.pop_first("Via")
             st.respond(resp)
 
-        self.uac.start(msg, target.peer, on_response)
+        self.uac.start(msg, peer, on_response)

@@ -25,6 +25,7 @@ from sipwake.registrar.pn import (
     strip_push_params,
 )
 from sipwake.registrar.writer import BindingWriter
+from sipwake.sip import proxy
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import new_tag
@@ -612,6 +613,17 @@ def reach(binding: Binding) -> Reach:
         transport = (uri.params.get("transport") or "udp").lower()
         peer = Peer(transport, uri.host.strip("[]"), uri.port or 5060)
     return Reach(str(uri), peer, list(binding.path))
+
+
+def forwarded(request: Message, binding: Binding) -> tuple[Message, Peer]:
+    """`request` as a proxy forwards it to `binding` (RFC 3261 §16.6): a copy with the
+    binding's contact as Request-URI and its Route set on top; and the next hop."""
+    target = reach(binding)
+    msg = proxy.forward_copy(request)
+    msg.uri = target.request_uri
+    for route in reversed(target.route):
+        msg.add("Route", route, first=True)
+    return msg, target.peer
 
 
 def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:
