@@ -29,14 +29,11 @@ class RateLimiter:
         if self.rate <= 0:
             return 0.0
         now = self.clock()
-        tokens, at = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
-        if len(self._buckets) >= MAX_SENDERS and key not in self._buckets:
-            self._forget_idle(now)
-        self._buckets[key] = (tokens - 1.0, now)
+        self._set(key, tokens - 1.0, now)
         if self.on_take is not None:
             self.on_take(key)
         return 0.0
@@ -47,11 +44,17 @@ class RateLimiter:
         if self.rate <= 0:
             return
         now = self.clock()
+        self._set(key, max(self._tokens(key, now) - 1.0, -float(self.burst)), now)
+
+    def _tokens(self, key: str, now: float) -> float:
+        """What `key`'s bucket holds now, refilled since it was last touched."""
         tokens, at = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        return min(float(self.burst), tokens + (now - at) * self.rate)
+
+    def _set(self, key: str, tokens: float, now: float) -> None:
         if len(self._buckets) >= MAX_SENDERS and key not in self._buckets:
             self._forget_idle(now)
-        self._buckets[key] = (max(tokens - 1.0, -float(self.burst)), now)
+        self._buckets[key] = (tokens, now)
 
     def _forget_idle(self, now: float) -> None:
         """Drop buckets that have refilled: forgetting them changes nothing."""

@@ -372,21 +372,21 @@ class DigestAuth:
         return AuthResult.OK
 
     def _remember(self, nonce: str, ts: int, nc: int) -> None:
+        """A nonce-count used here (or the nonce spent): kept, and the others told."""
+        self._keep(nonce, ts, nc)
+        if self.on_seen is not None:
+            self.on_seen(nonce, ts, nc)
+
+    def _keep(self, nonce: str, ts: int, nc: int) -> None:
         seen = self._seen
         if nonce not in seen and len(seen) >= self.max_nonces:
             evicted_ts = seen.popitem(last=False)[1][0]
             self._evicted_upto = max(self._evicted_upto, evicted_ts)
         seen[nonce] = (ts, nc)
-        if self.on_seen is not None:
-            self.on_seen(nonce, ts, nc)
 
     def seen_elsewhere(self, nonce: str, ts: int, nc: int) -> None:
         """Another node took this nonce-count (or spent the nonce): replay protection
         holds across the cluster."""
         entry = self._seen.get(nonce)
         if (entry is None or entry[1] < nc) and self.clock() - ts <= self.nonce_ttl:
-            on_seen, self.on_seen = self.on_seen, None
-            try:
-                self._remember(nonce, ts, nc)
-            finally:
-                self.on_seen = on_seen
+            self._keep(nonce, ts, nc)
