@@ -22,6 +22,7 @@ from typing import Any
 from sipwake.api.console import ConsoleSources
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory, without_credentials
+from sipwake.calls.log import CallLogWriter
 from sipwake.calls.service import IN_DIALOG_METHODS, CallService
 from sipwake.cluster.bus import Bus
 from sipwake.cluster.node import Cluster
@@ -228,10 +229,11 @@ class Server:
     async def _services(self, loop: asyncio.AbstractEventLoop) -> None:
         """Calls, the inbox and voicemail, each given what it names, and routed to."""
         cfg = self.config
+        self.call_log = CallLogWriter(self.store, loop)
         self.calls = CallService(
             cfg.calls, cfg.sip.domain,
             locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
-            wire=self.transport, pusher=self.push, call_log=self.store, metrics=self.metrics,
+            wire=self.transport, pusher=self.push, call_log=self.call_log, metrics=self.metrics,
             spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1, parks=self.cluster,
             trace=self.timeline,
         )  # fmt: skip
@@ -411,6 +413,9 @@ class Server:
                 await self.inbox.courier.idle()  # 2xx answers in flight, marked
         for group in self._groups:
             await group.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left(STOP_DRAIN)):
+                await self.call_log.flush()  # the calls just ended with 503 too
         try:
             async with asyncio.timeout(left(STOP_TIMEOUT)):
                 await self.registrar.writer.flush()

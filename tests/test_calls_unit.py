@@ -66,8 +66,11 @@ class Pusher:
 class CallLog:
     records: dict[str, CallRecord] = field(default_factory=dict)
 
-    async def put_call(self, record: CallRecord) -> None:
+    def put(self, record: CallRecord) -> None:
         self.records[record.call_id] = record
+
+    async def flush(self) -> None:
+        pass
 
 
 class Latency:

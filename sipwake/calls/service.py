@@ -17,7 +17,6 @@ protocols below, and server.py wires them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -116,7 +115,11 @@ class Wire(Protocol):
 
 
 class CallLog(Protocol):
-    async def put_call(self, record: CallRecord) -> None: ...
+    """Where ended calls are recorded (calls/log.py writes them behind, batched)."""
+
+    def put(self, record: CallRecord) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class Observer(Protocol):
@@ -189,7 +192,6 @@ class CallService:
         self.late_by_device: dict[str, dict[str, Call]] = {}  # VoIP-pushed, not reached
         self.dialogs = Dialogs(uac, scheduler.time)
         self.pickups = Pickups(self.dialogs, scheduler, ack_wait)
-        self._log_writes: set[asyncio.Future[None]] = set()  # call-log rows on their way
 
     async def sweep_dialogs(self) -> None:
         """Forever: forget dialogs whose BYE never came."""
@@ -500,18 +502,11 @@ class CallService:
         self.scheduler.call_later(keep, lambda: self._forget(call))
         if call.relayed:
             return  # the node that took the call logs it
-        write = asyncio.ensure_future(self.call_log.put_call(self._record(call)))
-        self._log_writes.add(write)
-        write.add_done_callback(self._logged)
-
-    def _logged(self, write: asyncio.Future[None]) -> None:
-        self._log_writes.discard(write)
-        if not write.cancelled() and write.exception() is not None:
-            log.error("call log write failed: %r", write.exception())
+        self.call_log.put(self._record(call))
 
     async def logged(self) -> None:
         """Until the call-log rows of every call ended so far are stored."""
-        await asyncio.gather(*self._log_writes, return_exceptions=True)
+        await self.call_log.flush()
 
     def _forget(self, call: Call) -> None:
         self.ended.pop(call.id, None)

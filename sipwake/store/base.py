@@ -100,6 +100,9 @@ class Store(Protocol):
     async def put_call(self, record: CallRecord) -> None:
         """Insert or replace a call log entry by call_id."""
 
+    async def put_calls(self, records: Sequence[CallRecord]) -> None:
+        """put_call for each, in one transaction."""
+
     async def calls(
         self, aor: str, missed_only: bool = False, limit: int = 100
     ) -> list[CallRecord]:

@@ -411,6 +411,11 @@ class SQLStore:
     async def put_call(self, record: CallRecord) -> None:
         await self._write(self._q.put_call, tuple(getattr(record, c) for c in CALL_COLUMNS))
 
+    async def put_calls(self, records: Sequence[CallRecord]) -> None:
+        if records:
+            rows = [tuple(getattr(r, c) for c in CALL_COLUMNS) for r in records]
+            await self._write_many([(self._q.put_call, rows)])
+
     async def calls(
         self, aor: str, missed_only: bool = False, limit: int = 100
     ) -> list[CallRecord]:
