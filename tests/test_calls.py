@@ -151,7 +151,7 @@ async def test_caller_cancel_is_a_missed_call(calls: Running) -> None:
     (missed,) = await wait_push(calls, "missed_call")
     assert call_fields(missed)["call_id"] == call_fields(push)["call_id"]
     await wait_for(lambda: calls.server.calls.counts()["ringing"] == 0)
-    await calls.server.calls.logged()
+    # no waiting for the call log's batch: the app asking right after the push finds it
     async with aiohttp.ClientSession() as http:
         auth = basic("alice")
         url = f"http://127.0.0.1:{calls.server.http.port}/v1/calls?missed=1"  # type: ignore[union-attr]

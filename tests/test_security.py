@@ -69,6 +69,7 @@ async def test_a_spoofed_p_asserted_identity_never_reaches_a_push(
     assert fields["caller_name"] == "Bob B"  # the display name is From's
     dial.cancel()
     assert (await dial.final()).status == 487
+    await r.server.calls.logged()
     (record,) = await r.server.store.calls(ALICE)
     assert record.caller_uri == f"sip:bob@{DOMAIN}" and "Bank" not in record.caller_name
 

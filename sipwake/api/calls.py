@@ -30,6 +30,9 @@ class CallControl(Protocol):
         """`declined`, or why not: `unknown`, `gone`, `forbidden` (another's call)."""
         ...
 
+    async def logged(self) -> None:
+        """Until the call-log rows of every call ended so far are stored."""
+
 
 class Call(msgspec.Struct):
     call_id: Annotated[str, Meta(description="as in the call push")]
@@ -103,6 +106,9 @@ def add_routes(
             limit = min(max(limit, 1), MAX_LIMIT)
         except ValueError:
             raise api_error(400, "invalid", "must be an integer", "limit") from None
+        # rows are written behind the calls (calls/log.py): the app that got the
+        # missed-call push and asks at once finds its call
+        await calls.logged()
         records = await store.calls(user.aor, missed_only=missed, limit=limit)
         return reply(CallList([
             Call(r.call_id, r.caller_uri, r.caller_number, r.caller_name, int(r.started_at),

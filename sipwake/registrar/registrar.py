@@ -333,13 +333,13 @@ class Registrar:
                 return resp
             try:
                 push = parse_push_params(contact.uri.params)
-            except UnsupportedProvider as exc:
+            except UnsupportedProvider as unsupported:  # (one name per clause: mypyc)
                 resp = _answer(request, 555)
                 resp.add("Feature-Caps", FEATURE_CAPS)
-                log.info("REGISTER %s: unsupported pn-provider %r", aor, str(exc))
+                log.info("REGISTER %s: unsupported pn-provider %r", aor, str(unsupported))
                 return resp
-            except PushParamError as exc:
-                return _answer(request, 400, f"Bad Request ({exc})")
+            except PushParamError as bad:
+                return _answer(request, 400, f"Bad Request ({bad})")
             binding = self._binding(request, aor, contact, min(expires, s.max_expires), push)
             changes.append((binding, push))
 
