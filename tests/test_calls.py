@@ -425,17 +425,24 @@ async def test_latency_metrics_and_stats(calls: Running) -> None:
 
 def test_dialogs_without_bye_are_swept() -> None:
     from sipwake.calls.dialogs import Dialogs, ProxyDialog
+    from sipwake.router import Router
     from sipwake.sip.peer import Peer
+    from sipwake.sip.transaction import TransactionLayer
+    from sipwake.sip.uac import Uac
     from sipwake.testing import ManualScheduler
 
     clock = ManualScheduler()
-    dialogs = Dialogs(None, clock.time)  # type: ignore[arg-type]  # no request goes out
+    sent: list[object] = []
+    layer = TransactionLayer(lambda msg, peer: sent.append(msg) or True, Router(), clock)
+    uac = Uac(lambda transport: ("127.0.0.1", 5060), layer, layer._send)
+    dialogs = Dialogs(uac, clock.time)
     peer = Peer("udp", "127.0.0.1", 9)
     dialogs.add_proxy(ProxyDialog("old", "a", "b", peer, peer))
     clock.advance(7200)  # two hours without a BYE
     dialogs.add_proxy(ProxyDialog("new", "a", "b", peer, peer))
     assert dialogs.sweep(3600) == 1
     assert list(dialogs.by_call_id) == ["new"]
+    assert sent == []  # forgetting a dialog sends nothing
 
 
 async def test_advertised_host_in_our_headers_and_recognised_as_us(
