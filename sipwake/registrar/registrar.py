@@ -47,8 +47,8 @@ class RegistrarSettings:
 
 
 # Every device write in this process drops the entry at once; the TTL only bounds how
-# long a `sipwake user del` run elsewhere goes unseen (its user is refused within the
-# user cache's 30 s anyway, so no call reaches those devices meanwhile).
+# long a `sipwake user del` run elsewhere goes unseen (its user is refused within a
+# second, auth/users.py, so no call reaches those devices meanwhile).
 DEVICE_CACHE_TTL = 300.0
 EXPIRE_SLICE = 2_000  # AORs swept between two turns of the event loop
 DEVICE_CACHE_MAX = 100_000

@@ -130,6 +130,11 @@ class Queries:
     delete_user: str = "DELETE FROM users WHERE username = ? AND domain = ?"
     list_users: str = _select("users", USER_COLUMNS, "ORDER BY domain, username")
     list_users_in: str = _select("users", USER_COLUMNS, "WHERE domain = ? ORDER BY username")
+    user_changes: str = (
+        "SELECT seq, username, domain FROM user_changes WHERE seq > ? ORDER BY seq LIMIT ?"
+    )
+    last_user_change: str = "SELECT coalesce(max(seq), 0) FROM user_changes"
+    trim_user_changes: str = "DELETE FROM user_changes WHERE seq <= ?"
 
     put_binding: str = _upsert("bindings", BINDING_COLUMNS, ("aor", "key"))
     delete_binding: str = "DELETE FROM bindings WHERE aor = ? AND key = ?"
@@ -321,6 +326,17 @@ class SQLStore:
         else:
             rows = await self._fetch(self._q.list_users_in, (domain,))
         return [user_from_row(r) for r in rows]
+
+    async def user_changes(self, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        rows = await self._fetch(self._q.user_changes, (after, limit))
+        return [(int(seq), str(username), str(domain)) for seq, username, domain in rows]
+
+    async def last_user_change(self) -> int:
+        rows = await self._fetch(self._q.last_user_change, ())
+        return int(rows[0][0]) if rows else 0
+
+    async def trim_user_changes(self, upto: int) -> int:
+        return await self._execute(self._q.trim_user_changes, (upto,))
 
     # bindings
 
