@@ -194,7 +194,7 @@ class Cluster:
         listeners given (calls: a parked call rings wherever the device registers)."""
 
         def reg(node: str, data: dict[str, Any]) -> None:
-            binding = Binding(**data["b"])
+            binding = Binding(**{**data["b"], "path": tuple(data["b"].get("path", ()))})
             if binding.node != node:
                 return  # a node speaks only for its own bindings
             device = Device(**data["d"]) if data.get("d") else None

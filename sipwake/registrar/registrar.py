@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -394,8 +395,9 @@ class Registrar:
             received=str(source) if source else "",
             flow=source.flow if source is not None else "",
             instance=instance,
-            user_agent=request.get("User-Agent") or "",
-            path=request.get_all("Path"),
+            # few distinct values across devices: one copy each
+            user_agent=sys.intern(request.get("User-Agent") or ""),
+            path=tuple(request.get_all("Path")),
             updated_at=now,
             node=self.node,
         )
@@ -423,12 +425,13 @@ class Registrar:
         new_token = old is None or (
             old.push_token != push_token or old.voip_token != push.voip_token
         )
+        intern = sys.intern  # an app's values, the same for all of its devices
         fields = {
             "provider": push.provider,
             "platform": push.platform,
-            "topic": push.topic,
-            "team_id": push.team_id,
-            "pn_param": push.raw_param,
+            "topic": intern(push.topic),
+            "team_id": intern(push.team_id),
+            "pn_param": intern(push.raw_param),
             "instance": binding.instance,
             "sandbox": push.sandbox,
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class Binding:
     instance: str = ""  # +sip.instance without the angle brackets
     device_id: str = ""  # Device.device_id when the contact carried push params
     user_agent: str = ""
-    path: list[str] = field(default_factory=list)
+    path: tuple[str, ...] = ()  # RFC 3327 Path header values
     updated_at: float = 0.0
     # cluster: the node holding it ("tcp:host:port", its internal address), "" alone
     node: str = ""

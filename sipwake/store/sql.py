@@ -63,7 +63,7 @@ def binding_row(binding: Binding) -> Row:
 
 def binding_from_row(row: Iterable[Any]) -> Binding:
     values = dict(zip(BINDING_COLUMNS, row, strict=True))
-    values["path"] = json.loads(values["path"])
+    values["path"] = tuple(json.loads(values["path"]))
     return Binding(**values)
 
 
