@@ -421,7 +421,7 @@ class Server:
             await group.stop()
         try:
             async with asyncio.timeout(left(STOP_TIMEOUT)):
-                await self.registrar.writer.flush()
+                await self.registrar.persist()  # refreshes left unwritten too
         except TimeoutError:
             left_over = self.registrar.writer.pending()
             log.error("stopping with %d binding changes not stored", left_over)

@@ -39,7 +39,8 @@ log = logging.getLogger("sipwake.cluster")
 ADOPT_EVERY = 5.0  # seconds between looks for pushes left by a node gone
 
 
-BINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
+# as another node sees it: not when our store's copy lapses
+BINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Binding) if f.name != "stored_until")
 DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Device))
 
 

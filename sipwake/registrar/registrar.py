@@ -52,6 +52,12 @@ class RegistrarSettings:
 # second, auth/users.py, so no call reaches those devices meanwhile).
 DEVICE_CACHE_TTL = 300.0
 EXPIRE_SLICE = 2_000  # AORs swept between two turns of the event loop
+# a binding whose copy in the store lapses within this is written by the sweep before
+# (server.py sweeps every 30 s)
+LAPSE_AHEAD = 90.0
+# what a refresh must leave as it was for the store's copy to do
+_STORED = ("contact", "received", "flow", "path", "node", "device_id", "instance", "q",
+           "user_agent")  # fmt: skip
 DEVICE_CACHE_MAX = 100_000
 
 
@@ -356,7 +362,7 @@ class Registrar:
             if binding.expires_at <= self.clock():
                 self._remove(aor, binding.key)
             else:
-                self.writer.put(binding)
+                self._store(self.bindings.get(aor, {}).get(binding.key), binding)
                 self._keep(binding)
                 registered.append((binding, device))
         resp = self._ok(request, aor)
@@ -494,6 +500,32 @@ class Registrar:
             await self.store.delete_device(device.device_id)
             self.device_deleted(device.device_id)
 
+    def _store(self, old: Binding | None, binding: Binding) -> None:
+        """Queue `binding` for the store, unless the copy there will do (a refresh)."""
+        if old is None or store_write_due(old, binding):
+            binding.stored_until = binding.expires_at
+            self.writer.put(binding)
+        else:
+            binding.stored_until = old.stored_until
+
+    def _rewrite_lapsing(self, binding: Binding, before: float, now: float) -> None:
+        """Write a live binding of ours whose copy in the store lapses before `before`
+        (its phone refreshed it without a write)."""
+        b = binding
+        if b.stored_until < before and now < b.expires_at and b.stored_until < b.expires_at:
+            if not self._remote(b):
+                b.stored_until = b.expires_at
+                self.writer.put(b)
+
+    async def persist(self) -> None:
+        """Before a clean stop: every binding's refresh in the store, so a restart
+        routes to it as long as before."""
+        now = self.clock()
+        for by_key in self.bindings.values():
+            for b in by_key.values():
+                self._rewrite_lapsing(b, float("inf"), now)
+        await self.writer.flush()
+
     def _keep(self, binding: Binding) -> None:
         by_key = self.bindings.setdefault(binding.aor, {})
         old = by_key.get(binding.key)
@@ -589,6 +621,10 @@ class Registrar:
                     self._unflow(b)
                     self._counted(b, None, "expired")
                     gone += 1
+                else:
+                    # its copy in the store lapsing before the next sweep is written
+                    # now, so neither the purge nor another node's resync drops it
+                    self._rewrite_lapsing(b, now + LAPSE_AHEAD, now)
             if not by_key:
                 del self.bindings[aor]
         await self.writer.flush()  # a refresh still queued must not be purged, nor undo it
@@ -627,6 +663,22 @@ def forwarded(request: Message, binding: Binding) -> tuple[Message, Peer]:
     for route in reversed(target.route):
         msg.add("Route", route, first=True)
     return msg, target.peer
+
+
+def store_write_due(old: Binding, new: Binding) -> bool:
+    """Whether the store needs `new`, which replaces `old` in memory. Memory routes;
+    the store's copy only brings a binding back after a restart. So a refresh that
+    moves nothing but the expiry (and the Call-ID, CSeq) is not written while the copy
+    still covers half the new lifetime: a phone refreshing every few seconds costs one
+    write per half lifetime, not one per REGISTER. A clean stop writes them all
+    (`persist`), the sweep those about to lapse; a crash may restore a binding with its
+    older expiry, which the phone's next refresh renews."""
+    if not old.stored_until or any(
+        getattr(old, name) != getattr(new, name) for name in _STORED
+    ):
+        return True
+    now = new.updated_at
+    return old.stored_until < now + (new.expires_at - now) / 2
 
 
 def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:

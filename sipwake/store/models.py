@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -40,6 +40,10 @@ class Binding:
     updated_at: float = 0.0
     # cluster: the node holding it ("tcp:host:port", its internal address), "" alone
     node: str = ""
+    # memory only, not a column: when the store's copy of it lapses (0: none written).
+    # A refresh that moves nothing but the expiry leaves the copy while it covers half
+    # the new lifetime (registrar.py, `store_write_due`)
+    stored_until: float = field(default=0.0, compare=False)
 
 
 @dataclass(slots=True)

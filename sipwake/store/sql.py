@@ -35,7 +35,7 @@ def _columns(record: type[Any]) -> tuple[str, ...]:
 
 
 USER_COLUMNS = _columns(User)
-BINDING_COLUMNS = _columns(Binding)
+BINDING_COLUMNS = tuple(c for c in _columns(Binding) if c != "stored_until")  # memory only
 DEVICE_COLUMNS = _columns(Device)
 PUSH_COLUMNS = _columns(PushAttempt)  # the table's `id` column is generated
 CALL_COLUMNS = _columns(CallRecord)
@@ -64,7 +64,7 @@ def binding_row(binding: Binding) -> Row:
 def binding_from_row(row: Iterable[Any]) -> Binding:
     values = dict(zip(BINDING_COLUMNS, row, strict=True))
     values["path"] = tuple(json.loads(values["path"]))
-    return Binding(**values)
+    return Binding(**values, stored_until=values["expires_at"])
 
 
 def device_row(device: Device) -> Row:
