@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from sipwake.registrar.registrar import store_write_due
 from sipwake.store.models import Binding
-from tests.helpers.node import DOMAIN, Running, instance_id
+from tests.helpers.node import DOMAIN, Running, ServerFactory, instance_id, make_config
 
 TOKEN = "c3" * 32
 OTHER = "d4" * 32
@@ -139,3 +140,26 @@ def test_store_write_due() -> None:
     assert store_write_due(old, refresh(node="tcp:10.0.0.2:5070"))
     unwritten = Binding(ALICE, "k", "sip:a@192.0.2.1", now + 500, "c1", 1)
     assert store_write_due(unwritten, refresh())  # never written (another node's)
+
+
+async def test_after_a_restart_the_first_refresh_reads_nothing(
+    tmp_path: Path, start_server: ServerFactory
+) -> None:
+    """Users and devices are read at start, not by each phone's first refresh."""
+    first = await start_server(make_config(tmp_path))
+    await first.add_user("alice")
+    inst = f';+sip.instance="<{instance_id()}>"'
+    phone = await first.phone("alice")
+    assert (await phone.register(apns(TOKEN), inst)).status == 200
+    phone.close()
+    first.agents.clear()
+    await first.server.stop()
+    again = await start_server(make_config(tmp_path))
+    counting = count_store(again)
+    phone = await again.phone("alice")
+    assert (await phone.register(apns(TOKEN), inst)).status == 200
+    await again.server.registrar.writer.flush()
+    used = {k for k in counting.calls if k not in ("last_user_change", "user_changes")}
+    # no get_user, no devices, no put_device; the binding is written (another port)
+    assert used == {"write_bindings"}
+    first.agents = []

@@ -59,6 +59,7 @@ LAPSE_AHEAD = 90.0
 _STORED = ("contact", "received", "flow", "path", "node", "device_id", "instance", "q",
            "user_agent")  # fmt: skip
 DEVICE_CACHE_MAX = 100_000
+DEVICES_MAX = 2_000_000  # devices held by id (read at start, written through)
 
 
 class RegistrationListener(Protocol):
@@ -151,6 +152,9 @@ class Registrar:
         """Read back the bindings that were live when the server stopped (and, in a
         cluster, every other node's)."""
         now = self.clock()
+        # the devices too, so that a phone's first refresh after a restart reads nothing
+        for d in await self.store.some_devices(DEVICES_MAX):
+            self._hold(d)
         await self.store.purge_expired_bindings(now)
         for b in await self.store.all_bindings():
             if self._remote(b):
@@ -274,8 +278,13 @@ class Registrar:
     # ------------------------------------------------------------ device cache
     def device_saved(self, device: Device) -> None:
         """`device` was stored: refresh the cache."""
-        self.devices[device.device_id] = device
+        self._hold(device)
         self._device_changed(device.aor, device.device_id)
+
+    def _hold(self, device: Device) -> None:
+        if len(self.devices) >= DEVICES_MAX and device.device_id not in self.devices:
+            del self.devices[next(iter(self.devices))]  # bounded: the oldest is read again
+        self.devices[device.device_id] = device
 
     def device_deleted(self, device_id: str) -> None:
         """A device was deleted: forget it, so a REGISTER recreates it."""
@@ -463,7 +472,7 @@ class Registrar:
                 device.enabled = True
                 device.disabled_reason = ""
         else:
-            self.devices[device_id] = old
+            self._hold(old)
             return old  # unchanged: no write on a plain refresh
         await self.save_device(device)
         what = "added" if old is None else "token changed" if new_token else "updated"

@@ -7,8 +7,9 @@ is written), concurrent across bindings so the store can commit them together. A
 stop flushes; a crash loses at most the last moments of refreshes, which the phones
 repeat anyway. A refresh that moves only the expiry is not even queued while the
 stored copy covers half its lifetime (registrar.py `store_write_due`): a crash then
-brings the binding back with that copy's expiry. Devices (the push tokens) are not written here: they are committed before
-the answer, because nothing else would bring them back.
+brings the binding back with that copy's expiry. Devices (the push tokens) are not
+written here: they are committed before the answer, because nothing else would bring
+them back.
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ class Store(Protocol):
 
     async def devices(self, aor: str) -> list[Device]: ...
 
+    async def some_devices(self, limit: int) -> list[Device]:
+        """Up to `limit` devices, of any users (the registrar's start)."""
+
     async def delete_device(self, device_id: str) -> bool: ...
 
     async def device_counts(self) -> dict[tuple[str, bool], int]:

@@ -145,6 +145,7 @@ class Queries:
     put_device: str = _upsert("devices", DEVICE_COLUMNS, ("device_id",))
     get_device: str = _select("devices", DEVICE_COLUMNS, "WHERE device_id = ?")
     devices: str = _select("devices", DEVICE_COLUMNS, "WHERE aor = ? ORDER BY device_id")
+    some_devices: str = _select("devices", DEVICE_COLUMNS, "LIMIT ?")
     delete_device: str = "DELETE FROM devices WHERE device_id = ?"
     device_counts: str = (
         "SELECT platform, enabled, count(*) FROM devices GROUP BY platform, enabled"
@@ -374,6 +375,9 @@ class SQLStore:
     async def get_device(self, device_id: str) -> Device | None:
         rows = await self._fetch(self._q.get_device, (device_id,))
         return device_from_row(rows[0]) if rows else None
+
+    async def some_devices(self, limit: int) -> list[Device]:
+        return [device_from_row(r) for r in await self._fetch(self._q.some_devices, (limit,))]
 
     async def devices(self, aor: str) -> list[Device]:
         return [device_from_row(r) for r in await self._fetch(self._q.devices, (aor,))]
