@@ -117,6 +117,13 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store = await open_store(cfg.store.url)
         self.admission = self._admission()
+        # every user's HA1 in memory before the first REGISTER; kept current by the
+        # store's change log (auth/users.py), polled from the housekeeping below
+        try:
+            warmed = await self.users.warm(cfg.sip.domain)
+            log.info("%d users read into memory", warmed)
+        except Exception as exc:
+            log_failure(log, exc, "reading the users at start")
         self.cluster = await self._join()
         settings = RegistrarSettings(
             cfg.sip.domain, cfg.sip.min_expires, cfg.sip.max_expires, cfg.sip.default_expires
@@ -147,6 +154,7 @@ class Server:
         self._readings()
         await self._listen()
         self.spawn(self._sweep())
+        self.spawn(self.users.run())
         self.transport.start_sweeping()
         retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
         self.spawn(retention.run())
@@ -418,7 +426,7 @@ class Server:
                 await self.call_log.flush()  # the calls just ended with 503 too
         try:
             async with asyncio.timeout(left(STOP_TIMEOUT)):
-                await self.registrar.writer.flush()
+                await self.registrar.persist()  # refreshes left unwritten too
         except TimeoutError:
             left_over = self.registrar.writer.pending()
             log.error("stopping with %d binding changes not stored", left_over)

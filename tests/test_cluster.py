@@ -27,7 +27,7 @@ from tests.helpers.apns_standin import APNsStandIn, Reply, Request
 from tests.helpers.faults import FaultyProxy
 from tests.helpers.push import BUNDLE, KEY_ID, TEAM_ID
 from tests.helpers.wait import wait_for
-from tests.served import DOMAIN, Served, serve
+from tests.served import DOMAIN, Served, run_sipwake, serve
 
 REDIS = ("127.0.0.1", 6379)
 DEBUG = '[log]\nlevel = "DEBUG"\n'
@@ -513,3 +513,28 @@ async def test_a_binding_is_counted_and_logged_by_its_own_node(nodes: Nodes) -> 
         app.close()
     assert b.log_has("binding new: sip:alice@") and not a.log_has("binding new:")
     assert not a.log_has("binding gone")
+
+
+async def test_a_password_changed_with_the_cli_is_seen_by_every_node(nodes: Nodes) -> None:
+    """Each node holds alice's HA1 in memory; `sipwake user passwd`, run against the
+    shared store, reaches both within a poll of the change log (about a second)."""
+    a = await nodes.start()
+    b = await nodes.start()
+    for node in (a, b):
+        assert (await (await phone(node)).register()).status == 200  # cached on each
+    config = a.workdir / "sipwake.toml"
+    code, out = await run_sipwake("user", "passwd", "alice", "--password", "changed",
+                                  "--config", str(config), cwd=a.workdir)  # fmt: skip
+    assert code == 0, out
+
+    async def status(node: Served, password: str) -> int:
+        agent = await Agent("alice", password, DOMAIN, node.sip["udp"], "udp").start()
+        try:
+            return (await agent.register()).status
+        finally:
+            agent.close()
+
+    await asyncio.sleep(2.5)  # a poll a second (not polled here: failures are throttled)
+    for node in (a, b):
+        assert await status(node, "secret") == 403
+        assert await status(node, "changed") == 200

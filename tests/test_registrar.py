@@ -359,3 +359,13 @@ async def test_register_at_our_address_and_every_answer_tagged(running: Running)
     assert resp.status == 404 and resp.to_tag
     resp = await phone.request("REGISTER", f"sip:{host}:{port + 1}", {"Contact": phone.contact()})
     assert resp.status == 404  # another port is not us
+
+
+async def test_one_algorithm_configured_one_challenge(start_server: ServerFactory) -> None:
+    r = await start_server(sip={"digest_algorithms": ["SHA-256"]})
+    await r.add_user("alice")
+    phone = await r.phone("alice")
+    data, branch = phone.build("REGISTER", f"sip:{DOMAIN}", {"Contact": phone.contact()})
+    (challenge,) = (await phone._transact(data, branch, 5)).get_all("WWW-Authenticate")
+    assert "algorithm=SHA-256" in challenge
+    assert (await phone.register()).status == 200

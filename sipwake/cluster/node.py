@@ -39,7 +39,8 @@ log = logging.getLogger("sipwake.cluster")
 ADOPT_EVERY = 5.0  # seconds between looks for pushes left by a node gone
 
 
-BINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
+# as another node sees it: not when our store's copy lapses
+BINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Binding) if f.name != "stored_until")
 DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Device))
 
 
@@ -194,7 +195,7 @@ class Cluster:
         listeners given (calls: a parked call rings wherever the device registers)."""
 
         def reg(node: str, data: dict[str, Any]) -> None:
-            binding = Binding(**data["b"])
+            binding = Binding(**{**data["b"], "path": tuple(data["b"].get("path", ()))})
             if binding.node != node:
                 return  # a node speaks only for its own bindings
             device = Device(**data["d"]) if data.get("d") else None

@@ -55,7 +55,7 @@ class InternalRoutes:
             binding,
             received=binding.node,
             flow="",
-            path=[self.route_to(binding), *binding.path],
+            path=(self.route_to(binding), *binding.path),
         )
 
     def accept(self, request: Message) -> tuple[str, str] | None:

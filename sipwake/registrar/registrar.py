@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -47,11 +48,18 @@ class RegistrarSettings:
 
 
 # Every device write in this process drops the entry at once; the TTL only bounds how
-# long a `sipwake user del` run elsewhere goes unseen (its user is refused within the
-# user cache's 30 s anyway, so no call reaches those devices meanwhile).
+# long a `sipwake user del` run elsewhere goes unseen (its user is refused within a
+# second, auth/users.py, so no call reaches those devices meanwhile).
 DEVICE_CACHE_TTL = 300.0
 EXPIRE_SLICE = 2_000  # AORs swept between two turns of the event loop
+# a binding whose copy in the store lapses within this is written by the sweep before
+# (server.py sweeps every 30 s)
+LAPSE_AHEAD = 90.0
+# what a refresh must leave as it was for the store's copy to do
+_STORED = ("contact", "received", "flow", "path", "node", "device_id", "instance", "q",
+           "user_agent")  # fmt: skip
 DEVICE_CACHE_MAX = 100_000
+DEVICES_MAX = 2_000_000  # devices held by id (read at start, written through)
 
 
 class RegistrationListener(Protocol):
@@ -144,6 +152,9 @@ class Registrar:
         """Read back the bindings that were live when the server stopped (and, in a
         cluster, every other node's)."""
         now = self.clock()
+        # the devices too, so that a phone's first refresh after a restart reads nothing
+        for d in await self.store.some_devices(DEVICES_MAX):
+            self._hold(d)
         await self.store.purge_expired_bindings(now)
         for b in await self.store.all_bindings():
             if self._remote(b):
@@ -267,8 +278,13 @@ class Registrar:
     # ------------------------------------------------------------ device cache
     def device_saved(self, device: Device) -> None:
         """`device` was stored: refresh the cache."""
-        self.devices[device.device_id] = device
+        self._hold(device)
         self._device_changed(device.aor, device.device_id)
+
+    def _hold(self, device: Device) -> None:
+        if len(self.devices) >= DEVICES_MAX and device.device_id not in self.devices:
+            del self.devices[next(iter(self.devices))]  # bounded: the oldest is read again
+        self.devices[device.device_id] = device
 
     def device_deleted(self, device_id: str) -> None:
         """A device was deleted: forget it, so a REGISTER recreates it."""
@@ -355,7 +371,7 @@ class Registrar:
             if binding.expires_at <= self.clock():
                 self._remove(aor, binding.key)
             else:
-                self.writer.put(binding)
+                self._store(self.bindings.get(aor, {}).get(binding.key), binding)
                 self._keep(binding)
                 registered.append((binding, device))
         resp = self._ok(request, aor)
@@ -394,8 +410,9 @@ class Registrar:
             received=str(source) if source else "",
             flow=source.flow if source is not None else "",
             instance=instance,
-            user_agent=request.get("User-Agent") or "",
-            path=request.get_all("Path"),
+            # few distinct values across devices: one copy each
+            user_agent=sys.intern(request.get("User-Agent") or ""),
+            path=tuple(request.get_all("Path")),
             updated_at=now,
             node=self.node,
         )
@@ -423,12 +440,13 @@ class Registrar:
         new_token = old is None or (
             old.push_token != push_token or old.voip_token != push.voip_token
         )
+        intern = sys.intern  # an app's values, the same for all of its devices
         fields = {
             "provider": push.provider,
             "platform": push.platform,
-            "topic": push.topic,
-            "team_id": push.team_id,
-            "pn_param": push.raw_param,
+            "topic": intern(push.topic),
+            "team_id": intern(push.team_id),
+            "pn_param": intern(push.raw_param),
             "instance": binding.instance,
             "sandbox": push.sandbox,
         }
@@ -454,7 +472,7 @@ class Registrar:
                 device.enabled = True
                 device.disabled_reason = ""
         else:
-            self.devices[device_id] = old
+            self._hold(old)
             return old  # unchanged: no write on a plain refresh
         await self.save_device(device)
         what = "added" if old is None else "token changed" if new_token else "updated"
@@ -490,6 +508,32 @@ class Registrar:
         else:
             await self.store.delete_device(device.device_id)
             self.device_deleted(device.device_id)
+
+    def _store(self, old: Binding | None, binding: Binding) -> None:
+        """Queue `binding` for the store, unless the copy there will do (a refresh)."""
+        if old is None or store_write_due(old, binding):
+            binding.stored_until = binding.expires_at
+            self.writer.put(binding)
+        else:
+            binding.stored_until = old.stored_until
+
+    def _rewrite_lapsing(self, binding: Binding, before: float, now: float) -> None:
+        """Write a live binding of ours whose copy in the store lapses before `before`
+        (its phone refreshed it without a write)."""
+        b = binding
+        if b.stored_until < before and now < b.expires_at and b.stored_until < b.expires_at:
+            if not self._remote(b):
+                b.stored_until = b.expires_at
+                self.writer.put(b)
+
+    async def persist(self) -> None:
+        """Before a clean stop: every binding's refresh in the store, so a restart
+        routes to it as long as before."""
+        now = self.clock()
+        for by_key in self.bindings.values():
+            for b in by_key.values():
+                self._rewrite_lapsing(b, float("inf"), now)
+        await self.writer.flush()
 
     def _keep(self, binding: Binding) -> None:
         by_key = self.bindings.setdefault(binding.aor, {})
@@ -586,6 +630,10 @@ class Registrar:
                     self._unflow(b)
                     self._counted(b, None, "expired")
                     gone += 1
+                else:
+                    # its copy in the store lapsing before the next sweep is written
+                    # now, so neither the purge nor another node's resync drops it
+                    self._rewrite_lapsing(b, now + LAPSE_AHEAD, now)
             if not by_key:
                 del self.bindings[aor]
         await self.writer.flush()  # a refresh still queued must not be purged, nor undo it
@@ -624,6 +672,22 @@ def forwarded(request: Message, binding: Binding) -> tuple[Message, Peer]:
     for route in reversed(target.route):
         msg.add("Route", route, first=True)
     return msg, target.peer
+
+
+def store_write_due(old: Binding, new: Binding) -> bool:
+    """Whether the store needs `new`, which replaces `old` in memory. Memory routes;
+    the store's copy only brings a binding back after a restart. So a refresh that
+    moves nothing but the expiry (and the Call-ID, CSeq) is not written while the copy
+    still covers half the new lifetime: a phone refreshing every few seconds costs one
+    write per half lifetime, not one per REGISTER. A clean stop writes them all
+    (`persist`), the sweep those about to lapse; a crash may restore a binding with its
+    older expiry, which the phone's next refresh renews."""
+    if not old.stored_until or any(
+        getattr(old, name) != getattr(new, name) for name in _STORED
+    ):
+        return True
+    now = new.updated_at
+    return old.stored_until < now + (new.expires_at - now) / 2
 
 
 def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:

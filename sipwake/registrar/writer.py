@@ -5,8 +5,11 @@ REGISTER is answered (and a parked call forked to the new binding) as soon as me
 holds it, and the write follows: in order, coalesced per binding (only its newest state
 is written), concurrent across bindings so the store can commit them together. A clean
 stop flushes; a crash loses at most the last moments of refreshes, which the phones
-repeat anyway. Devices (the push tokens) are not written here: they are committed before
-the answer, because nothing else would bring them back.
+repeat anyway. A refresh that moves only the expiry is not even queued while the
+stored copy covers half its lifetime (registrar.py `store_write_due`): a crash then
+brings the binding back with that copy's expiry. Devices (the push tokens) are not
+written here: they are committed before the answer, because nothing else would bring
+them back.
 """
 
 from __future__ import annotations

@@ -250,8 +250,10 @@ class DigestAuth:
         # Constant per secret and realm, so every node hands out the same one.
         self.opaque = _b64(hmac.digest(secret, b"opaque\0" + self._realm_bytes, "sha256")[:12])
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
-        # nonce → (issue timestamp, highest nc seen), in first-use order.
-        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # nonce → highest nc seen, in first-use order. A nonce is keyed by its first 16
+        # bytes as one int (issue timestamp ‖ random: the timestamp is key >> 64), not
+        # by its text: a REGISTER a second makes this table a few hundred thousand long.
+        self._seen: OrderedDict[int, int] = OrderedDict()
         self._evicted_upto = -1  # newest issue timestamp ever evicted by the cap
         # a cluster's other nodes are told of each nonce-count used (sipwake.cluster)
         self.on_seen: Callable[[str, int, int], None] | None = None
@@ -269,8 +271,9 @@ class DigestAuth:
         head = _TS.pack(int(self.clock())) + random_bytes(_RAND_LEN)
         return _b64(head + self._mac(head))
 
-    def _nonce_time(self, nonce: str) -> int | None:
-        """Issue timestamp of a nonce we minted, None for anything else."""
+    def _nonce_key(self, nonce: str) -> int | None:
+        """A nonce we minted as its replay-table key (its issue timestamp is
+        key >> 64), None for anything else."""
         if len(nonce) != _NONCE_LEN:
             return None
         try:
@@ -282,8 +285,7 @@ class DigestAuth:
         head = raw[: _TS.size + _RAND_LEN]
         if not hmac.compare_digest(raw[len(head) :], self._mac(head)):
             return None
-        ts: int = _TS.unpack_from(raw)[0]
-        return ts
+        return int.from_bytes(head, "big")
 
     # -- challenges --
 
@@ -325,11 +327,11 @@ class DigestAuth:
         nc = int(nc_text, 16)
         if nc < 1:
             return AuthResult.FAIL  # nonce-counts start at 1
-        ts = self._nonce_time(creds.nonce)
-        if ts is None:
+        key = self._nonce_key(creds.nonce)
+        if key is None:
             return AuthResult.FAIL
-        seen = self._seen.get(creds.nonce)
-        if seen is not None and seen[1] == _SPENT:
+        ts = key >> 64
+        if self._seen.get(key) == _SPENT:
             return AuthResult.REPLAY  # not even checked: a spent nonce proves nothing
 
         expected = compute_response(
@@ -339,7 +341,7 @@ class DigestAuth:
         if not hmac.compare_digest(expected.encode("ascii"), response):
             # A wrong answer spends the nonce: every guess costs a new challenge.
             if abs(self.clock() - ts) <= self.nonce_ttl:
-                self._remember(creds.nonce, ts, _SPENT)
+                self._remember(creds.nonce, key, _SPENT)
             return AuthResult.FAIL
 
         # Only a correct response reaches here: RFC 2617 says stale=true only when
@@ -350,43 +352,45 @@ class DigestAuth:
             return AuthResult.STALE
         if age < -self.nonce_ttl:
             return AuthResult.FAIL  # from the far future: a clock gone wrong somewhere
-        return self._check_nc(creds.nonce, ts, nc, now)
+        return self._check_nc(creds.nonce, key, nc, now)
 
-    def _check_nc(self, nonce: str, ts: int, nc: int, now: float) -> AuthResult:
+    def _check_nc(self, nonce: str, key: int, nc: int, now: float) -> AuthResult:
         seen = self._seen
         # Prune from the front: first-use order is close to issue order, so the
         # expired entries sit there. A few stragglers behind a fresh one are harmless.
         horizon = now - self.nonce_ttl
         while seen:
-            first = next(iter(seen.values()))
-            if first[0] >= horizon:
+            if next(iter(seen)) >> 64 >= horizon:
                 break
             seen.popitem(last=False)
-        entry = seen.get(nonce)
+        entry = seen.get(key)
         if entry is None:
-            if ts <= self._evicted_upto:
+            if key >> 64 <= self._evicted_upto:
                 return AuthResult.STALE  # its history may have been evicted
-        elif nc <= entry[1]:
+        elif nc <= entry:
             return AuthResult.REPLAY
-        self._remember(nonce, ts, nc)
+        self._remember(nonce, key, nc)
         return AuthResult.OK
 
-    def _remember(self, nonce: str, ts: int, nc: int) -> None:
+    def _remember(self, nonce: str, key: int, nc: int) -> None:
         """A nonce-count used here (or the nonce spent): kept, and the others told."""
-        self._keep(nonce, ts, nc)
+        self._keep(key, nc)
         if self.on_seen is not None:
-            self.on_seen(nonce, ts, nc)
+            self.on_seen(nonce, key >> 64, nc)
 
-    def _keep(self, nonce: str, ts: int, nc: int) -> None:
+    def _keep(self, key: int, nc: int) -> None:
         seen = self._seen
-        if nonce not in seen and len(seen) >= self.max_nonces:
-            evicted_ts = seen.popitem(last=False)[1][0]
-            self._evicted_upto = max(self._evicted_upto, evicted_ts)
-        seen[nonce] = (ts, nc)
+        if key not in seen and len(seen) >= self.max_nonces:
+            evicted = seen.popitem(last=False)[0]
+            self._evicted_upto = max(self._evicted_upto, evicted >> 64)
+        seen[key] = nc
 
     def seen_elsewhere(self, nonce: str, ts: int, nc: int) -> None:
         """Another node took this nonce-count (or spent the nonce): replay protection
         holds across the cluster."""
-        entry = self._seen.get(nonce)
-        if (entry is None or entry[1] < nc) and self.clock() - ts <= self.nonce_ttl:
-            self._keep(nonce, ts, nc)
+        key = self._nonce_key(nonce)
+        if key is None:
+            return  # not one of this cluster's nonces (a secret not shared?)
+        entry = self._seen.get(key)
+        if (entry is None or entry < nc) and self.clock() - (key >> 64) <= self.nonce_ttl:
+            self._keep(key, nc)

@@ -36,6 +36,16 @@ class Store(Protocol):
 
     async def list_users(self, domain: str | None = None) -> list[User]: ...
 
+    async def user_changes(self, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """(seq, username, domain) of the writes to users (add, password change, delete,
+        by anyone) with seq > `after`, in the order they committed, at most `limit`."""
+
+    async def last_user_change(self) -> int:
+        """The seq of the newest write to users (0: none yet)."""
+
+    async def trim_user_changes(self, upto: int) -> int:
+        """Forget the changes with seq <= `upto`; returns how many went."""
+
     # bindings
     async def put_binding(self, binding: Binding) -> None:
         """Insert or replace the binding with the same (aor, key)."""
@@ -59,6 +69,9 @@ class Store(Protocol):
     async def get_device(self, device_id: str) -> Device | None: ...
 
     async def devices(self, aor: str) -> list[Device]: ...
+
+    async def some_devices(self, limit: int) -> list[Device]:
+        """Up to `limit` devices, of any users (the registrar's start)."""
 
     async def delete_device(self, device_id: str) -> bool: ...
 

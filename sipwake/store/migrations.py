@@ -6,7 +6,8 @@ databases that already applied it will not run it again.
 
 Statements are written once for both dialects. `{float}`, `{int}`, `{bool}` and
 `{serial}` stand for the column types that differ (see `_TYPES`); a statement that
-cannot be shared is given as a mapping `{"sqlite": ..., "postgresql": ...}`.
+cannot be shared is given as a mapping `{"sqlite": ..., "postgresql": ...}`, and one
+that a dialect does not need leaves that dialect out of its mapping.
 
 Each backend's `open()` creates `schema_version` if needed and applies the pending
 migrations in one transaction, recording one row per version.
@@ -306,6 +307,63 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX bindings_updated_at ON bindings (updated_at)",
         ),
     ),
+    Migration(
+        10,
+        "user changes: every write to users logged, so each node's HA1 cache forgets it",
+        (
+            # filled by triggers, so every writer is seen: `sipwake user`, provisioning,
+            # another node, a hand-made UPDATE. Nodes poll it (auth/users.py).
+            """
+            CREATE TABLE user_changes (
+                seq {serial},
+                username TEXT NOT NULL,
+                domain TEXT NOT NULL
+            )""",
+            {
+                "sqlite": """
+                CREATE TRIGGER users_inserted AFTER INSERT ON users BEGIN
+                    INSERT INTO user_changes (username, domain)
+                    VALUES (NEW.username, NEW.domain);
+                END""",
+                # a transaction-scoped lock: the writers of users take their seq and
+                # commit one after another, so a reader reading `seq > last` never
+                # passes a change still to commit with a lower seq
+                "postgresql": """
+                CREATE FUNCTION sipwake_user_changed() RETURNS trigger AS $$
+                BEGIN
+                    PERFORM pg_advisory_xact_lock(1936289912);
+                    IF TG_OP <> 'INSERT' THEN
+                        INSERT INTO user_changes (username, domain)
+                        VALUES (OLD.username, OLD.domain);
+                    END IF;
+                    IF TG_OP <> 'DELETE' THEN
+                        INSERT INTO user_changes (username, domain)
+                        VALUES (NEW.username, NEW.domain);
+                    END IF;
+                    RETURN NULL;
+                END $$ LANGUAGE plpgsql""",
+            },
+            {
+                "sqlite": """
+                CREATE TRIGGER users_updated AFTER UPDATE ON users BEGIN
+                    INSERT INTO user_changes (username, domain)
+                    VALUES (OLD.username, OLD.domain);
+                    INSERT INTO user_changes (username, domain)
+                    VALUES (NEW.username, NEW.domain);
+                END""",
+                "postgresql": """
+                CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+                FOR EACH ROW EXECUTE FUNCTION sipwake_user_changed()""",
+            },
+            {
+                "sqlite": """
+                CREATE TRIGGER users_deleted AFTER DELETE ON users BEGIN
+                    INSERT INTO user_changes (username, domain)
+                    VALUES (OLD.username, OLD.domain);
+                END""",
+            },
+        ),
+    ),
 )
 
 
@@ -321,7 +379,7 @@ def pending(applied: Iterable[int], dialect: Dialect) -> list[tuple[Migration, l
     merged later may carry a lower number than one a database already has."""
     done = set(applied)
     return [
-        (m, [render(s, dialect) for s in m.statements])
+        (m, [render(s, dialect) for s in m.statements if isinstance(s, str) or dialect in s])
         for m in sorted(MIGRATIONS, key=lambda m: m.version)
         if m.version not in done
     ]

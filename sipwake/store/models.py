@@ -36,10 +36,14 @@ class Binding:
     instance: str = ""  # +sip.instance without the angle brackets
     device_id: str = ""  # Device.device_id when the contact carried push params
     user_agent: str = ""
-    path: list[str] = field(default_factory=list)
+    path: tuple[str, ...] = ()  # RFC 3327 Path header values
     updated_at: float = 0.0
     # cluster: the node holding it ("tcp:host:port", its internal address), "" alone
     node: str = ""
+    # memory only, not a column: when the store's copy of it lapses (0: none written).
+    # A refresh that moves nothing but the expiry leaves the copy while it covers half
+    # the new lifetime (registrar.py, `store_write_due`)
+    stored_until: float = field(default=0.0, compare=False)
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ def _columns(record: type[Any]) -> tuple[str, ...]:
 
 
 USER_COLUMNS = _columns(User)
-BINDING_COLUMNS = _columns(Binding)
+BINDING_COLUMNS = tuple(c for c in _columns(Binding) if c != "stored_until")  # memory only
 DEVICE_COLUMNS = _columns(Device)
 PUSH_COLUMNS = _columns(PushAttempt)  # the table's `id` column is generated
 CALL_COLUMNS = _columns(CallRecord)
@@ -63,8 +63,8 @@ def binding_row(binding: Binding) -> Row:
 
 def binding_from_row(row: Iterable[Any]) -> Binding:
     values = dict(zip(BINDING_COLUMNS, row, strict=True))
-    values["path"] = json.loads(values["path"])
-    return Binding(**values)
+    values["path"] = tuple(json.loads(values["path"]))
+    return Binding(**values, stored_until=values["expires_at"])
 
 
 def device_row(device: Device) -> Row:
@@ -130,6 +130,11 @@ class Queries:
     delete_user: str = "DELETE FROM users WHERE username = ? AND domain = ?"
     list_users: str = _select("users", USER_COLUMNS, "ORDER BY domain, username")
     list_users_in: str = _select("users", USER_COLUMNS, "WHERE domain = ? ORDER BY username")
+    user_changes: str = (
+        "SELECT seq, username, domain FROM user_changes WHERE seq > ? ORDER BY seq LIMIT ?"
+    )
+    last_user_change: str = "SELECT coalesce(max(seq), 0) FROM user_changes"
+    trim_user_changes: str = "DELETE FROM user_changes WHERE seq <= ?"
 
     put_binding: str = _upsert("bindings", BINDING_COLUMNS, ("aor", "key"))
     delete_binding: str = "DELETE FROM bindings WHERE aor = ? AND key = ?"
@@ -140,6 +145,7 @@ class Queries:
     put_device: str = _upsert("devices", DEVICE_COLUMNS, ("device_id",))
     get_device: str = _select("devices", DEVICE_COLUMNS, "WHERE device_id = ?")
     devices: str = _select("devices", DEVICE_COLUMNS, "WHERE aor = ? ORDER BY device_id")
+    some_devices: str = _select("devices", DEVICE_COLUMNS, "LIMIT ?")
     delete_device: str = "DELETE FROM devices WHERE device_id = ?"
     device_counts: str = (
         "SELECT platform, enabled, count(*) FROM devices GROUP BY platform, enabled"
@@ -322,6 +328,17 @@ class SQLStore:
             rows = await self._fetch(self._q.list_users_in, (domain,))
         return [user_from_row(r) for r in rows]
 
+    async def user_changes(self, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        rows = await self._fetch(self._q.user_changes, (after, limit))
+        return [(int(seq), str(username), str(domain)) for seq, username, domain in rows]
+
+    async def last_user_change(self) -> int:
+        rows = await self._fetch(self._q.last_user_change, ())
+        return int(rows[0][0]) if rows else 0
+
+    async def trim_user_changes(self, upto: int) -> int:
+        return await self._execute(self._q.trim_user_changes, (upto,))
+
     # bindings
 
     async def put_binding(self, binding: Binding) -> None:
@@ -358,6 +375,9 @@ class SQLStore:
     async def get_device(self, device_id: str) -> Device | None:
         rows = await self._fetch(self._q.get_device, (device_id,))
         return device_from_row(rows[0]) if rows else None
+
+    async def some_devices(self, limit: int) -> list[Device]:
+        return [device_from_row(r) for r in await self._fetch(self._q.some_devices, (limit,))]
 
     async def devices(self, aor: str) -> list[Device]:
         return [device_from_row(r) for r in await self._fetch(self._q.devices, (aor,))]

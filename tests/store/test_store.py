@@ -33,7 +33,7 @@ def binding(key: str = "k1", aor: str = AOR, **changes: Any) -> Binding:
         instance="urn:uuid:00000000-0000-1000-8000-000A95A0E128",
         device_id="dev-1",
         user_agent="Linphone/5.2",
-        path=["<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>"],
+        path=("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>"),
         updated_at=1764176400.5,
     )
     return dataclasses.replace(b, **changes)
@@ -104,13 +104,13 @@ async def test_user_crud(store: Store) -> None:
 
 async def test_put_binding_replaces_same_aor_and_key(store: Store) -> None:
     await store.put_binding(binding("k1"))
-    newer = binding("k1", contact="sip:alice@198.51.100.7:5062", cseq=314160, path=[], q=1.0)
+    newer = binding("k1", contact="sip:alice@198.51.100.7:5062", cseq=314160, path=(), q=1.0)
     await store.put_binding(newer)
     assert await store.bindings(AOR) == [newer]
 
 
 async def test_bindings_of_one_aor(store: Store) -> None:
-    mine = [binding("k1"), binding("k2", device_id="", path=[])]
+    mine = [binding("k1"), binding("k2", device_id="", path=())]
     theirs = binding("k1", aor="sip:bob@example.com")
     for b in [*mine, theirs]:
         await store.put_binding(b)
@@ -381,7 +381,7 @@ async def test_hostile_strings_round_trip(store: Store) -> None:
         await store.put_user(user)
         assert await store.get_user(s, f"d{i}") == user
 
-        b = binding(s, aor=aor, contact=s, call_id=s, user_agent=s, path=[s, s[::-1]])
+        b = binding(s, aor=aor, contact=s, call_id=s, user_agent=s, path=(s, s[::-1]))
         await store.put_binding(b)
         assert await store.bindings(aor) == [b]
 
@@ -409,6 +409,7 @@ _float = st.floats(allow_nan=False, allow_infinity=False)
 async def test_any_binding_round_trips(
     store: Store, contact: str, path: list[str], expires_at: float, q: float
 ) -> None:
-    b = binding(f"h{next(_keys)}", contact=contact, path=path, expires_at=expires_at, q=q)
+    b = binding(f"h{next(_keys)}", contact=contact, path=tuple(path), expires_at=expires_at,
+                q=q)  # fmt: skip
     await store.put_binding(b)
     assert b in await store.bindings(AOR)
