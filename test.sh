@@ -26,7 +26,8 @@ if [[ $parser != compiled* && -z ${SIPWAKE_PURE_PYTHON:-} ]] && command -v cc >/
   echo "the SIP parser did not compile (pip install -v -e . says why)" >&2
   exit 1
 fi
-python3 -m pytest -q "$@"
+status=0
+python3 -m pytest -q "$@" || status=$?
 
 # Then the same install on the parser's pure-Python source (SIPWAKE_PURE_PYTHON=1, which the
 # servers the tests start inherit): the tests given, or the parser's and SIP's own and every
@@ -45,5 +46,6 @@ if [[ $parser == compiled* ]]; then
           tests/test_cluster.py)
   fi
   echo "parser: pure Python (SIPWAKE_PURE_PYTHON=1)"
-  SIPWAKE_PURE_PYTHON=1 python3 -m pytest -q "${pure[@]}"
+  SIPWAKE_PURE_PYTHON=1 python3 -m pytest -q "${pure[@]}" || status=$?
 fi
+exit $status
