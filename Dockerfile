@@ -9,11 +9,15 @@
 # tests/test_packaging.py checks this file against pyproject.toml.
 
 FROM python:3.11-slim AS build
+# a C compiler in the build stage only: the SIP parser is compiled with mypyc (setup.py)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY sipwake ./sipwake
 RUN python -m venv /opt/sipwake \
- && /opt/sipwake/bin/pip install --no-cache-dir --disable-pip-version-check .
+ && /opt/sipwake/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/sipwake/bin/sipwake version | grep -qx "parser: compiled (mypyc)"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/sipwake --create-home \

@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Sequence
 from importlib import metadata
 from typing import Any
 
-from sipwake import logsetup
+from sipwake import logsetup, sip
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.progress import ProgressBar
 from sipwake.provision import CsvFormatError, Entry, import_users, make_user, read_csv
@@ -34,7 +34,8 @@ SHOWN_PROBLEMS = 50  # bad CSV rows listed one by one; the rest are counted
 
 
 def version_line() -> str:
-    """`sipwake 0.1.0 (Python 3.11.7, uvloop 0.23.0)`: what runs, for a bug report."""
+    """`sipwake 0.1.0 (Python 3.11.7, uvloop 0.23.0)` and on a second line
+    `parser: compiled (mypyc)`: what runs, for a bug report."""
     try:
         ours = metadata.version("sipwake")
     except metadata.PackageNotFoundError:  # run from a source tree, not installed
@@ -43,7 +44,7 @@ def version_line() -> str:
         loop = f"uvloop {metadata.version('uvloop')}"
     except metadata.PackageNotFoundError:
         loop = "asyncio"
-    return f"sipwake {ours} (Python {platform.python_version()}, {loop})"
+    return f"sipwake {ours} (Python {platform.python_version()}, {loop})\nparser: {sip.parser()}"
 
 
 def run(coro: Coroutine[Any, Any, int], loop: str = "auto") -> int:

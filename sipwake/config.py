@@ -31,6 +31,8 @@ from urllib.parse import quote
 log = logging.getLogger("sipwake.config")
 
 ENV_PREFIX = "SIPWAKE_"
+# sipwake's variables that are not configuration keys: read where they act, not here
+NOT_KEYS = frozenset({"SIPWAKE_PURE_PYTHON"})  # sipwake/sip: run the pure-Python parser
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -359,7 +361,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> None:
     # ambiguity of "_" (PUSH_APNS_TEAM_ID is push.apns + team_id, not push + apns_team_id).
     known = _env_keys(config, "")
     for var, text in env.items():
-        if not var.startswith(ENV_PREFIX):
+        if not var.startswith(ENV_PREFIX) or var in NOT_KEYS:
             continue
         entry = known.get(var[len(ENV_PREFIX) :])
         if entry is None:

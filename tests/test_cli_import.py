@@ -194,7 +194,12 @@ async def test_version(tmp_path: Path, args: tuple[str, ...]) -> None:
     code, out = await run_sipwake(*args, cwd=tmp_path)
     assert code == 0
     assert out.startswith("sipwake 0.1.0 (Python 3.")
-    assert out.count("\n") == 1
+    assert out.count("\n") == 2
+    assert out.splitlines()[1] in (  # tests/test_parser_variant.py: which, when
+        "parser: compiled (mypyc)",
+        "parser: pure Python (not compiled)",
+        "parser: pure Python (SIPWAKE_PURE_PYTHON)",
+    )
 
 
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:

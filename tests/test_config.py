@@ -418,6 +418,7 @@ def test_misspelled_env_variable_names_the_closest_key(caplog: pytest.LogCapture
         "SIPWAKE_CALL_PARK_TIMEOUT": "5",
         "SIPWAKE_HOME": "/x",  # like nothing we know: no guess
         "SIP_DOMIAN": "z",  # not ours: not a word
+        "SIPWAKE_PURE_PYTHON": "1",  # ours, not a key (the parser variant): not a word
     }
     with caplog.at_level(logging.WARNING, logger="sipwake.config"):
         cfg = load_config(None, env=env)

@@ -101,6 +101,17 @@ def test_what_it_copies_exists_and_its_config_loads() -> None:
     ).read_text()
 
 
+def test_the_image_has_the_compiled_parser() -> None:
+    """setup.py (mypyc) needs a C compiler: the build stage has one, and the build fails
+    rather than ship the pure-Python parser unnoticed."""
+    _comment, build, image = (ROOT / "Dockerfile").read_text().split("\nFROM ")
+    assert " AS build" in build.partition("\n")[0]
+    assert "COPY pyproject.toml setup.py " in build
+    assert re.search(r"apt-get install [^&]*\bgcc\b", build)
+    assert 'sipwake version | grep -qx "parser: compiled (mypyc)"' in build
+    assert "gcc" not in image  # the image itself: no compiler
+
+
 def test_its_variables_are_config_keys_and_its_ports_are_exposed() -> None:
     env = {k: v for k, v in dockerfile_env().items() if k.startswith("SIPWAKE_")}
     assert set(env) <= env_names()

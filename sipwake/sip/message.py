@@ -9,12 +9,12 @@ CSeq, Call-ID and the From/To tags.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from sipwake.sip.errors import SipParseError, SipVersionError
 from sipwake.sip.uri import URI, NameAddr, Via, split_unquoted
 
-COMPACT = {
+COMPACT: Final = {
     "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
     "l": "content-length", "k": "supported", "s": "subject", "c": "content-type",
     "e": "content-encoding", "o": "event", "r": "refer-to", "b": "referred-by",
@@ -23,7 +23,7 @@ COMPACT = {
 }  # fmt: skip
 
 # How we write header names back; anything else keeps the sender's spelling.
-CANONICAL = {
+CANONICAL: Final = {
     name.lower(): name
     for name in (
         "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Expires",
@@ -39,35 +39,35 @@ CANONICAL = {
 
 # Headers whose values may be comma-separated lists (RFC 3261 §7.3.1). Not the
 # authentication headers, Date or others whose single value contains commas.
-LIST_HEADERS = frozenset(
+LIST_HEADERS: Final = frozenset(
     ("via", "contact", "route", "record-route", "path", "allow", "supported", "require",
      "proxy-require", "unsupported", "accept", "allow-events", "accept-encoding",
      "accept-language", "content-encoding", "in-reply-to", "reason", "feature-caps",
      "p-asserted-identity")
 )  # fmt: skip
 
-MANDATORY = ("via", "from", "to", "call-id", "cseq")
-MANDATORY_SINGLE = MANDATORY[1:]  # the Via is checked by parsing it
+MANDATORY: Final = ("via", "from", "to", "call-id", "cseq")
+MANDATORY_SINGLE: Final = MANDATORY[1:]  # the Via is checked by parsing it
 # Headers a message may carry once at most (RFC 4475 §3.3.8 multi01, §3.3.9 mcl01)
-SINGLE = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
-_FOLD = re.compile(r"\r?\n[ \t]+")
-_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.I)
+SINGLE: Final = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
+_FOLD: Final = re.compile(r"\r?\n[ \t]+")
+_TOKEN: Final = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_METHOD: Final = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_VERSION: Final = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.I)
 
 # Control characters (RFC 3261 §25.1): HTAB is whitespace and CR only ends a line (with
 # its LF); any other may appear only escaped as a quoted-pair inside a quoted-string (RFC
 # 4475 intmeth). The hot path looks for one in the header bytes with a translate and a
 # memchr, and for a lone CR with a regex whose literal prefix makes it a memchr loop; only
 # a message that has one pays for the exact check.
-_CONTROL_BYTES = bytes(
+_CONTROL_BYTES: Final = bytes(
     0 if (b < 0x20 and b not in (0x09, 0x0A, 0x0D)) or b == 0x7F else 1 for b in range(256)
 )
-_LONE_CR = re.compile(rb"\r[^\n]")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_QUOTED_STRING = re.compile(r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*"')
+_LONE_CR: Final = re.compile(rb"\r[^\n]")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_QUOTED_STRING: Final = re.compile(r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*"')
 
-REASONS = {
+REASONS: Final = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
     301: "Moved Permanently", 302: "Moved Temporarily", 400: "Bad Request",
@@ -406,8 +406,8 @@ def parse(data: bytes, stream: bool = False) -> Message:
 
 # header name as written → (look-up key, spelling on the wire); most messages use a few
 # dozen names, so the checks and case folding run once per name, not once per line
-_NAMES: dict[str, tuple[str, str]] = {}
-_NAMES_MAX = 512  # names are attacker-chosen: the cache must not grow without bound
+_NAMES: Final[dict[str, tuple[str, str]]] = {}
+_NAMES_MAX: Final = 512  # names are attacker-chosen: the cache must not grow without bound
 
 
 def _header_name(

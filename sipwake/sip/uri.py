@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from sipwake.sip.errors import SipParseError
 
-_SCHEMES = ("sip", "sips")
-_BAD_HOST = re.compile(r'[ \t<>"@]')
+_SCHEMES: Final = ("sip", "sips")
+_BAD_HOST: Final = re.compile(r'[ \t<>"@]')
 # "SIP/2.0/UDP " with the optional whitespace RFC 4475 wsinv shows
-_VIA_PROTO = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+", re.I)
+_VIA_PROTO: Final = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+", re.I)
 
 
 def _split_params(text: str, sep: str = ";") -> dict[str, str | None]:
@@ -37,11 +38,11 @@ def _format_params(params: dict[str, str | None], sep: str = ";") -> str:
     return "".join(sep + k if v is None else f"{sep}{k}={v}" for k, v in params.items())
 
 
-_SPECIAL = {sep: re.compile(f'[{sep}"<]') for sep in (",", ";")}
+_SPECIAL: Final = {sep: re.compile(f'[{sep}"<]') for sep in (",", ";")}
 # what a quoted-string holds only as a quoted-pair: the quote, the backslash, and the
 # control characters a display name may carry that way (RFC 4475 intmeth)
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
-_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
+_NEEDS_ESCAPE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+_QUOTED: Final = re.compile(r'"(?:\\.|[^"\\])*"')
 
 
 def split_unquoted(text: str, sep: str) -> list[str]:
@@ -183,9 +184,9 @@ class URI:
         return f"{self.scheme}:{userinfo}{self.hostport}{_format_params(self.params)}{self.headers}"
 
 
-_PARSED: dict[str, URI] = {}
-_PARSED_MAX = 4096
-_PARSED_TEXT_MAX = 256  # at most ~1 MiB of cached text
+_PARSED: Final[dict[str, URI]] = {}
+_PARSED_MAX: Final = 4096
+_PARSED_TEXT_MAX: Final = 256  # at most ~1 MiB of cached text
 
 
 @dataclass(slots=True)
@@ -275,8 +276,8 @@ class NameAddr:
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
 
-_NAME_ADDRS: dict[str, NameAddr] = {}
-_NAME_ADDR_TEXT_MAX = 512  # a Contact with RFC 8599 parameters: ~250; at most ~2 MiB
+_NAME_ADDRS: Final[dict[str, NameAddr]] = {}
+_NAME_ADDR_TEXT_MAX: Final = 512  # a Contact with RFC 8599 parameters: ~250; at most ~2 MiB
 
 
 @dataclass(slots=True)

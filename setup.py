@@ -1,0 +1,107 @@
+"""The SIP parser and serialiser compiled with mypyc, when it can be.
+
+pyproject.toml holds the project; this file only adds the optional extension modules:
+sipwake/sip/message.py and uri.py compiled with mypyc into C extensions installed beside
+the sources (one shared library, sipwake/sip/_parser__mypyc.*.so, and a stub per module).
+
+- `SIPWAKE_PURE_PYTHON=1 pip install …` builds nothing: pure Python.
+- No C compiler (or any other failure to compile): one warning line, and the install goes
+  on pure Python. `sipwake version` says which parser runs.
+- The .py files are installed too, always: the same install runs pure Python when
+  SIPWAKE_PURE_PYTHON=1 is set at run time (sipwake/sip/__init__.py).
+- Each build records the hash of the sources it compiled (sipwake/sip/_parser.json): an
+  editable install whose message.py or uri.py was edited since runs them as pure Python,
+  with a warning, instead of the stale compiled code, until `pip install -e .` rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = "sipwake/sip"
+COMPILED = ("message.py", "uri.py")  # the modules that pay (bench/parser.py)
+GROUP = "sipwake.sip._parser"  # → sipwake/sip/_parser__mypyc.*.so
+MANIFEST = "_parser.json"  # what was compiled: {"message.py": sha256, …}
+EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def warn(why: object) -> None:
+    print(f"WARNING: sipwake: SIP parser not compiled, pure Python ({why})", file=sys.stderr)
+
+
+def source_hashes() -> dict[str, str]:
+    return {
+        name: hashlib.sha256((HERE / PACKAGE / name).read_bytes()).hexdigest() for name in COMPILED
+    }
+
+
+def pure_requested() -> bool:
+    return os.environ.get("SIPWAKE_PURE_PYTHON", "") not in ("", "0")
+
+
+def forget_compiled() -> None:
+    """Remove what an earlier editable build left beside the sources: asked for pure
+    Python, an editable install gets pure Python."""
+    directory = HERE / PACKAGE
+    for stem in (*(name[:-3] for name in COMPILED), GROUP.rpartition(".")[2] + "__mypyc"):
+        (directory / (stem + EXT_SUFFIX)).unlink(missing_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+
+
+def extensions() -> list[Any]:
+    if pure_requested():
+        forget_compiled()
+        return []
+    try:
+        from mypyc.build import mypycify
+
+        return mypycify(
+            [f"{PACKAGE}/{name}" for name in COMPILED],
+            group_name=GROUP,
+            target_dir="build/mypyc",  # relative: setuptools lists it as a dependency
+        )
+    except (Exception, SystemExit) as exc:  # mypyc reports its own errors with exit()
+        warn(f"mypyc: {exc!r}")
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """Builds the parser's extensions all or none: a failure leaves pure Python."""
+
+    def run(self) -> None:
+        try:
+            super().run()  # into build_lib, then beside the sources for an editable install
+        except Exception as exc:  # no compiler, missing Python headers, …
+            warn(exc)
+            for ext in self.extensions:  # no half-built parser left behind
+                Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+            self.extensions = []
+            return
+        if self.extensions:
+            self._write_manifest(Path(self.build_lib) / PACKAGE)
+            if self.inplace:
+                self._write_manifest(HERE / PACKAGE)
+
+    @staticmethod
+    def _write_manifest(directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST).write_text(json.dumps(source_hashes(), indent=1) + "\n")
+
+    def get_outputs(self) -> list[str]:
+        outputs: list[str] = super().get_outputs()
+        if self.extensions:
+            outputs.append(str(Path(self.build_lib) / PACKAGE / MANIFEST))
+        return outputs
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
