@@ -920,7 +920,8 @@ def main() -> None:
             if found:
                 sw = found[0]
                 runs = best.get(("sipwake", "parked"), [])
-                top_rate = median([r.rate for r in runs if r.passed]) if runs else 0
+                passed = [r.rate for r in runs if r.passed]
+                top_rate = median(passed) if passed else 0  # none passed: half the asked rate
                 half = (top_rate or args.rates["parked"]) / 2
                 sw.stats(reset=True)
                 run = bench.parked(sw, half, 0)

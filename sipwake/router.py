@@ -8,7 +8,7 @@ method; a handler may be a coroutine (its own task) or a plain function.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from sipwake.lograte import LogRate
@@ -16,7 +16,7 @@ from sipwake.sip.errors import SipParseError
 from sipwake.sip.message import Message, make_response
 from sipwake.sip.transaction import ServerTransaction, new_tag
 from sipwake.store.errors import unavailable
-from sipwake.tasks import Tasks
+from sipwake.tasks import Resumed, Tasks
 
 log = logging.getLogger("sipwake.router")
 
@@ -40,6 +40,7 @@ class Router:
         # asked first: one may take a request whatever its method (a cluster relay)
         self.claims: list[Callable[[ServerTransaction], bool]] = []
         self._eager: dict[str, Eager] = {}
+        self._at_once: set[str] = set()  # methods whose handler's task starts at once
         self.cancel_handlers: list[Callable[[ServerTransaction], bool]] = []
         self.ack_handlers: list[Callable[[Message], bool]] = []
         self.response_handlers: list[Callable[[Message], bool]] = []
@@ -47,16 +48,24 @@ class Router:
         self.stopping = False  # new out-of-dialog requests get 503: this node is going
         self._outages = LogRate(60.0)
 
-    def route(self, method: str, handler: Handler, eager: Eager | None = None) -> None:
+    def route(
+        self, method: str, handler: Handler, eager: Eager | None = None, at_once: bool = False
+    ) -> None:
         """`eager(request)` true: the async handler's first steps run at once, in the
         callback that read the request (see _start). Only for requests whose handler
         can't reach code that calls asyncio.current_task() before it first waits
-        (asyncio.timeout and timing.timeout do; so does asyncpg's connect)."""
+        (asyncio.timeout and timing.timeout do; so does asyncpg's connect).
+        `at_once`: the handler's task is started there (Tasks.start), its first steps
+        already in that task; without, they wait a loop turn, behind all the loop read."""
         self.handlers[method] = handler
         if eager is None:
             self._eager.pop(method, None)
         else:
             self._eager[method] = eager
+        if at_once:
+            self._at_once.add(method)
+        else:
+            self._at_once.discard(method)
 
     @property
     def allow(self) -> str:
@@ -99,6 +108,8 @@ class Router:
         eager = self._eager.get(request.method)
         if eager is not None and isinstance(result, Coroutine) and eager(request):
             self._start(st, result)
+        elif request.method in self._at_once:
+            self.tasks.start(self._guard(st, result))
         else:
             self.tasks.spawn(self._guard(st, result))
 
@@ -113,7 +124,7 @@ class Router:
         except Exception as exc:
             self._failed(st, exc)
             return
-        self.tasks.spawn(_Resumed(work, yielded, lambda exc: self._failed(st, exc)))
+        self.tasks.spawn(Resumed(work, yielded, lambda exc: self._failed(st, exc)))
 
     async def _guard(self, st: ServerTransaction, work: Awaitable[None]) -> None:
         """Run an async handler; a failure becomes 400/500 (503 while the store is
@@ -183,57 +194,6 @@ class Router:
     async def drain(self) -> None:
         """Until the handlers in flight are done (clean shutdown; the caller bounds it)."""
         await self.tasks.settled()
-
-
-class _Resumed(Coroutine[Any, Any, None]):
-    """A coroutine whose first step already ran and gave `yielded` (what it waits
-    for), handed to a Task to go on: the Task's first step gets `yielded`, and a
-    cancellation even before that reaches the coroutine where it waits. A failure goes
-    to `failed` (answered like one in _guard); cancellation propagates."""
-
-    __slots__ = ("__qualname__", "_coro", "_failed", "_yielded")
-
-    def __init__(
-        self, coro: Coroutine[Any, Any, None], yielded: Any, failed: Callable[[Exception], None]
-    ) -> None:
-        self.__qualname__ = str(getattr(coro, "__qualname__", "handler"))  # Tasks logs it
-        self._coro = coro
-        self._yielded: Any = yielded
-        self._failed = failed
-
-    def send(self, value: Any) -> Any:
-        if self._yielded is not _SENT:
-            yielded, self._yielded = self._yielded, _SENT
-            return yielded
-        return self._step(self._coro.send, value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._yielded = _SENT
-        return self._step(self._coro.throw, typ if val is None else val)
-
-    def _step(self, step: Callable[[Any], Any], value: Any) -> Any:
-        try:
-            return step(value)
-        except StopIteration:
-            raise
-        except Exception as exc:
-            self._failed(exc)
-            raise StopIteration from None
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def __iter__(self) -> _Resumed:
-        return self
-
-
-_SENT = object()
 
 
 def _unsupported(request: Message) -> Message | None:

@@ -243,6 +243,7 @@ class Server:
             locations=self.registrar, users=self.users, gate=self.admission, uac=self.uac,
             wire=self.transport, pusher=self.push, call_log=self.call_log, metrics=self.metrics,
             spawn=self.spawn, scheduler=loop, ack_wait=64 * cfg.sip.t1, parks=self.cluster,
+            start=self.tasks.start,
             trace=self.timeline,
         )  # fmt: skip
         self._wire_calls(self.calls)
@@ -323,7 +324,8 @@ class Server:
         """INVITE and what follows it go to the calls service; it hears of registrations
         (fork-late) and of accepted call pushes (latency metrics)."""
         router = self.router
-        router.route("INVITE", calls.on_invite)
+        # a call is parked and pushed in the turn that read its INVITE (Tasks.start)
+        router.route("INVITE", calls.on_invite, at_once=True)
         for method in IN_DIALOG_METHODS:
             router.route(method, calls.on_in_dialog)
         router.cancel_handlers.append(calls.on_cancel)

@@ -27,6 +27,7 @@ from sipwake.push.provider import (
     INVALID_TOKEN,
     REAUTH,
     RETRY,
+    URGENT_KINDS,
     AttemptResult,
     PreparedPush,
     parse_retry_after,
@@ -127,7 +128,8 @@ class APNsProvider:
             time_left = min(time_left, self.settings.request_timeout)
         try:
             response = await self.pools[push.sandbox].post(
-                path, [(b"authorization", auth), *headers], push.body, time_left
+                path, [(b"authorization", auth), *headers], push.body, time_left,
+                push.kind in URGENT_KINDS,
             )
         except H2Error as exc:
             return AttemptResult(0, RETRY, str(exc) or type(exc).__name__, credential=auth)

@@ -31,6 +31,7 @@ from sipwake.push.provider import (
     INVALID_TOKEN,
     REAUTH,
     RETRY,
+    URGENT_KINDS,
     AttemptResult,
     PreparedPush,
     SkipPush,
@@ -110,11 +111,18 @@ class FCMProvider:
         deadline = loop.time() + (limit if time_left is None else min(limit, time_left))
         token = self.auth.current()
         if token is None:  # no valid token: wait for the renewal, within this attempt
+            # asyncio.wait, not asyncio.timeout: nothing before the first wait may need
+            # the current task (a push can start in the caller's turn: Tasks.start)
+            renewal = asyncio.ensure_future(self.auth.token())
             try:
-                async with asyncio.timeout_at(deadline):
-                    token = await self.auth.token()
-            except TimeoutError:
+                await asyncio.wait((renewal,), timeout=max(0.0, deadline - loop.time()))
+            finally:
+                if not renewal.done():
+                    renewal.cancel()  # the renewal itself is shielded: only our wait ends
+            if renewal.cancelled() or not renewal.done():
                 return AttemptResult(0, RETRY, "no access token yet (token endpoint slow)")
+            try:
+                token = renewal.result()
             except AuthError as exc:
                 # Not the device's fault, nor the push's: kept and retried (a key that was
                 # revoked comes back once the operator fixes the configuration).
@@ -124,7 +132,7 @@ class FCMProvider:
         headers: Headers = [(b"authorization", self._bearer[1]), _CONTENT_TYPE]
         try:
             response = await self.pool.post(self._path, headers, push.body,
-                                            deadline - loop.time())
+                                            deadline - loop.time(), push.kind in URGENT_KINDS)
         except H2Error as exc:
             return AttemptResult(0, RETRY, str(exc) or type(exc).__name__, credential=token)
         except Exception as exc:  # never an exception out of a send: a failed attempt

@@ -18,7 +18,10 @@ per request). What it takes care of:
   A request that got an answer, or may have been processed, is never resent here;
 - connections are kept open while idle, with a PING now and then to notice a
   dead peer (APNs wants long-lived connections);
-- outgoing frames are written once per loop iteration, not once per request.
+- outgoing frames are written once per loop iteration, not once per request; an
+  urgent request (a call push) is written at once;
+- `post` calls nothing that needs the current task (asyncio.timeout) before its first
+  wait: a push may be started from a callback or inside another task (Tasks.start).
 """
 
 from __future__ import annotations
@@ -219,9 +222,10 @@ class H2Connection(asyncio.Protocol):
         )
 
     def start(
-        self, headers: Headers, body: bytes, timeout: float
+        self, headers: Headers, body: bytes, timeout: float, urgent: bool = False
     ) -> tuple[int, asyncio.Future[Response]]:
-        """Open a stream for one request. Caller checked has_capacity()."""
+        """Open a stream for one request. Caller checked has_capacity(). `urgent`: its
+        frames are written now, else at the end of the loop turn with the others."""
         try:
             stream_id = self._h2.get_next_available_stream_id()
             self._h2.send_headers(stream_id, headers, end_stream=not body)
@@ -238,7 +242,11 @@ class H2Connection(asyncio.Protocol):
             self._send_body(stream_id, stream)
         stream.timer = self._loop.call_later(timeout, self._timed_out, stream_id)
         self._unsent.append(stream)
-        if not self._flush_scheduled:
+        if urgent:
+            # a call push must not wait for the rest of the loop turn (the SIP work
+            # queued behind it): written at once, with whatever else is unsent
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return stream_id, stream.future
@@ -472,11 +480,17 @@ class H2Pool:
         self.connections_opened = 0
 
     async def post(
-        self, path: bytes, headers: Headers, body: bytes, time_left: float | None = None
+        self,
+        path: bytes,
+        headers: Headers,
+        body: bytes,
+        time_left: float | None = None,
+        urgent: bool = False,
     ) -> Response:
         """POST `body` to `path`. Raises H2Error when no response arrives within
         `time_left` seconds (default: the pool's request_timeout), StreamRefused when
-        the request was refused unprocessed twice (it may be sent again later)."""
+        the request was refused unprocessed twice (it may be sent again later).
+        `urgent`: written at once, not at the end of the loop turn (H2Connection.start)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._request_timeout if time_left is None else time_left)
         request = [*self._prefix, unique(b":path", path), *headers]
@@ -489,7 +503,7 @@ class H2Pool:
             if left <= 0:
                 raise H2Error("request timed out")
             try:
-                stream_id, future = conn.start(request, body, left)
+                stream_id, future = conn.start(request, body, left, urgent)
             except StreamRefused:
                 if refused is not None:
                     raise
@@ -516,13 +530,9 @@ class H2Pool:
 
     async def _connection(self, deadline: float, avoid: H2Connection | None) -> H2Connection:
         """A connection with a free stream (other than `avoid`), waiting for one (or
-        opening one) until `deadline` (loop time)."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._acquire(avoid=avoid)
-        except TimeoutError:
-            raise H2Error(f"request timed out waiting for a connection to "
-                          f"{self.origin}") from None
+        opening one) until `deadline` (loop time). A timer per wait, not asyncio.timeout:
+        that one needs the current task before the first wait (see the module's doc)."""
+        return await self._acquire(deadline, avoid=avoid)
 
     def _ready_connection(self, avoid: H2Connection | None = None) -> H2Connection | None:
         """A connection with a free stream, `avoid` (which refused a stream but is still
@@ -539,28 +549,35 @@ class H2Pool:
             return fallback
         return None
 
-    async def _acquire(self, avoid: H2Connection | None = None) -> H2Connection:
-        """A connection with a free stream (other than `avoid`), opening one if allowed."""
+    async def _acquire(self, deadline: float, avoid: H2Connection | None = None) -> H2Connection:
+        """A connection with a free stream (other than `avoid`), opening one if allowed;
+        H2Error once `deadline` (loop time) passes."""
+        loop = asyncio.get_running_loop()
         first = True
         while True:
             conn = self._ready_connection(avoid)
             if conn is not None:
                 return conn
+            if loop.time() >= deadline:
+                raise H2Error(f"request timed out waiting for a connection to {self.origin}")
             if self._connecting is None and len(self._conns) < self._max_connections:
                 self._connecting = asyncio.ensure_future(self._connect())
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             # Someone woken up who lost the race for a slot goes back to the front.
             if first:
                 self._waiters.append(waiter)
             else:
                 self._waiters.appendleft(waiter)
             first = False
+            timer = loop.call_at(deadline, self._wait_over, waiter)
             try:
                 await waiter
-            except asyncio.CancelledError:
+            except BaseException:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
                 raise
+            finally:
+                timer.cancel()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -600,6 +617,14 @@ class H2Pool:
             return
         self._conns.append(conn)
         self._wake_all()
+
+    def _wait_over(self, waiter: asyncio.Future[None]) -> None:
+        """A wait for a connection reached its deadline: the waiter looks once more (a
+        slot may just have freed), then gives up."""
+        if not waiter.done():
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            waiter.set_result(None)
 
     # -- callbacks from connections --------------------------------------------
 

@@ -43,6 +43,11 @@ QUEUED = Outcome.QUEUED
 REAUTH = Outcome.REAUTH
 
 
+# Kinds worth nothing late (a call rings for seconds): retried before the others when
+# both are due, and written to the provider at once (H2Pool.post's `urgent`)
+URGENT_KINDS = frozenset({"call", "call_cancelled"})
+
+
 class SkipPush(Exception):
     """This device cannot receive this notification (e.g. it has no alert token)."""
 

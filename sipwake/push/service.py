@@ -47,6 +47,7 @@ from sipwake.push.provider import (
     REAUTH,
     RETRY,
     SKIPPED,
+    URGENT_KINDS,
     AttemptResult,
     InvalidDeviceToken,
     Outcome,
@@ -64,8 +65,6 @@ log = logging.getLogger("sipwake.push")
 
 # Kinds kept in the store until done: their time to live (24 h) outlives a process.
 DURABLE_KINDS = frozenset({"message", "missed_call", "voicemail"})
-# Kinds retried before the others when both are due: a call rings for seconds.
-URGENT_KINDS = frozenset({"call", "call_cancelled"})
 STORE_WAIT = 2.0  # seconds a push waits for its outbox row before going out anyway
 DELETE_RETRIES = (1.0, 5.0, 30.0)  # seconds between tries to forget a done push
 MIN_NAP = 0.001  # the retry queue's worker never sleeps less (seconds)
@@ -299,6 +298,10 @@ class PushService:
 
         When the provider rejects the token, the device is disabled in the store
         (and `device.enabled` set to False) unless its token was re-uploaded since.
+
+        Calls nothing that needs the current task (asyncio.timeout) before its first
+        wait, which for a call push is the provider's answer: the calls service starts
+        it with Tasks.start, so that the request is written in the caller's turn.
         """
         kind = notification.kind
         provider = self._provider_for(device)
@@ -639,15 +642,17 @@ class PushService:
                          to_json(p.notification), p.notification.deadline, now, self.node)
         stored = asyncio.ensure_future(self._outbox.add_outbox_push(row))
         p.stored = stored
-        try:
-            await asyncio.wait_for(asyncio.shield(stored), self.store_wait)
-        except TimeoutError:
+        # asyncio.wait, not wait_for: no current task needed before the first wait (send)
+        await asyncio.wait((stored,), timeout=self.store_wait)
+        if not stored.done():
             log.warning("push outbox write slow (> %.1f s): %s push to device %s goes out "
                         "before it is kept", self.store_wait, p.notification.kind,
                         p.device.device_id)
-        except Exception as exc:
-            log_failure(log, exc, "keeping a %s push in the outbox (sent, and retried from "
-                        "memory only)", p.notification.kind)
+            return
+        exc = None if stored.cancelled() else stored.exception()
+        if stored.cancelled() or exc is not None:
+            log_failure(log, exc or asyncio.CancelledError(), "keeping a %s push in the "
+                        "outbox (sent, and retried from memory only)", p.notification.kind)
             p.stored = None
 
     def _forget(self, p: _Push) -> None:

@@ -465,6 +465,64 @@ async def test_concurrency_limit_is_enforced_by_the_standin(apns_server: Any,
     await pool.close()
 
 
+async def test_an_urgent_request_is_written_at_once(apns_server: Any) -> None:
+    """A call push goes to the socket when it starts; others share one write at the
+    end of the loop turn."""
+    server = await apns_server()
+    pool = H2Pool(parse_origin(server.url, True), client_context(), max_connections=1)
+    try:
+        await pool.post(b"/3/device/" + ALERT.encode(), [], b"")  # open the connection
+        conn = pool._conns[0]
+        transport = conn._transport
+        assert transport is not None
+        writes: list[int] = []
+        write = transport.write
+        transport.write = (  # type: ignore[method-assign]
+            lambda data: (writes.append(len(data)), write(data))[1]
+        )
+        path = b"/3/device/" + ALERT.encode()
+        _, later = conn.start([*pool._prefix, (b":path", path)], b"", 5.0)
+        assert writes == []
+        _, now = conn.start([*pool._prefix, (b":path", path)], b"", 5.0, urgent=True)
+        assert len(writes) == 1  # both, at once
+        assert (await now).status and (await later).status  # both answered (no JWT: 403)
+    finally:
+        await pool.close()
+
+
+async def test_a_request_started_outside_any_task_waits_for_its_connection(
+    apns_server: Any,
+) -> None:
+    """post() needs no current task before its first wait (Tasks.start from a
+    callback): a request that must wait for the connection gets it, or its timeout."""
+    from sipwake.tasks import Tasks
+
+    server = await apns_server()
+    pool = H2Pool(parse_origin(server.url, True), client_context(), max_connections=1)
+    tasks = Tasks("push")
+    started: list[asyncio.Task[Any]] = []
+    path = b"/3/device/" + ALERT.encode()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.call_soon(lambda: started.append(tasks.start(pool.post(path, [], b""))))
+        await asyncio.sleep(0)
+        await tasks.settled()
+        assert started[0].result().status  # answered (no JWT here: 403)
+    finally:
+        await pool.close()
+    # a server that never finishes the handshake: the wait ends at the request's deadline
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    stuck = H2Pool(parse_origin(f"https://127.0.0.1:{port}", True), client_context(),
+                   max_connections=1, connect_timeout=5)  # fmt: skip
+    loop.call_soon(lambda: started.append(tasks.start(stuck.post(path, [], b"", 0.05))))
+    await asyncio.sleep(0)
+    await tasks.settled()
+    assert "timed out waiting for a connection" in str(started[1].exception())
+    await stuck.close()
+    silent.close()
+
+
 def test_token_lifetime_bounds() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 

@@ -354,3 +354,27 @@ async def test_a_reader_elsewhere_does_not_starve_our_writes(
         reader.execute("ROLLBACK")
         reader.close()
         await store.close()
+
+
+async def test_a_few_reads_return_without_a_loop_turn(store: SQLiteStore) -> None:
+    """A request's lookups don't wait a loop turn (an INVITE's push must not queue
+    behind what the loop read meanwhile); a loop of reads still lets the others run."""
+    await store.put_user(User("alice", "example.com", "ha1", "ha1-256"))
+    await asyncio.sleep(0)  # a fresh turn
+    turns = 0
+    counting = True
+
+    def count() -> None:
+        nonlocal turns
+        turns += 1
+        if counting:
+            asyncio.get_running_loop().call_soon(count)
+
+    asyncio.get_running_loop().call_soon(count)
+    for _ in range(sqlite_module.READS_PER_TURN):
+        assert await store.get_user("alice", "example.com") is not None
+    assert turns == 0
+    for _ in range(10 * (sqlite_module.READS_PER_TURN + 1)):  # past it, a turn goes by
+        await store.get_user("alice", "example.com")
+    counting = False
+    assert turns >= 10
