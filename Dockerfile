@@ -9,7 +9,7 @@
 # tests/test_packaging.py checks this file against pyproject.toml.
 
 FROM python:3.11-slim AS build
-# a C compiler in the build stage only: the SIP parser is compiled with mypyc (setup.py)
+# a C compiler in the build stage only: the hot path is compiled with mypyc (setup.py)
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

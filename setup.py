@@ -1,17 +1,18 @@
-"""The SIP parser and serialiser compiled with mypyc, when it can be.
+"""The SIP hot path compiled with mypyc, when it can be.
 
 pyproject.toml holds the project; this file only adds the optional extension modules:
-sipwake/sip/message.py and uri.py compiled with mypyc into C extensions installed beside
-the sources (one shared library, sipwake/sip/_parser__mypyc.*.so, and a stub per module).
+the modules listed in sipwake/speedups.py (COMPILED: the parser, transactions, transport,
+registrar, calls, admission) compiled with mypyc into C extensions installed beside the
+sources (one shared library, sipwake/_speedups__mypyc.*.so, and a stub per module).
 
 - `SIPWAKE_PURE_PYTHON=1 pip install …` builds nothing: pure Python.
 - No C compiler (or any other failure to compile): one warning line, and the install goes
-  on pure Python. `sipwake version` says which parser runs.
+  on pure Python. `sipwake version` says which variant runs.
 - The .py files are installed too, always: the same install runs pure Python when
-  SIPWAKE_PURE_PYTHON=1 is set at run time (sipwake/sip/__init__.py).
-- Each build records the hash of the sources it compiled (sipwake/sip/_parser.json): an
-  editable install whose message.py or uri.py was edited since runs them as pure Python,
-  with a warning, instead of the stale compiled code, until `pip install -e .` rebuilds.
+  SIPWAKE_PURE_PYTHON=1 is set at run time (sipwake/speedups.py).
+- Each build records the hash of the sources it compiled (sipwake/_compiled.json): an
+  editable install with a compiled module edited since runs pure Python, with a warning,
+  instead of the stale compiled code, until `pip install -e .` rebuilds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import runpy
 import sys
 import sysconfig
 from pathlib import Path
@@ -28,15 +30,16 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-PACKAGE = "sipwake/sip"
-COMPILED = ("message.py", "uri.py")  # the modules that pay (bench/parser.py)
-GROUP = "sipwake.sip._parser"  # → sipwake/sip/_parser__mypyc.*.so
-MANIFEST = "_parser.json"  # what was compiled: {"message.py": sha256, …}
+PACKAGE = "sipwake"
+_SPEEDUPS = runpy.run_path(str(HERE / PACKAGE / "speedups.py"))  # stdlib only
+COMPILED: tuple[str, ...] = _SPEEDUPS["COMPILED"]  # paths under sipwake/
+MANIFEST: str = _SPEEDUPS["MANIFEST"]  # what was compiled: {"sip/message.py": sha256, …}
+GROUP = "sipwake._speedups"  # → sipwake/_speedups__mypyc.*.so
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 def warn(why: object) -> None:
-    print(f"WARNING: sipwake: SIP parser not compiled, pure Python ({why})", file=sys.stderr)
+    print(f"WARNING: sipwake: hot path not compiled, pure Python ({why})", file=sys.stderr)
 
 
 def source_hashes() -> dict[str, str]:
@@ -56,6 +59,8 @@ def forget_compiled() -> None:
     for stem in (*(name[:-3] for name in COMPILED), GROUP.rpartition(".")[2] + "__mypyc"):
         (directory / (stem + EXT_SUFFIX)).unlink(missing_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
+    for old in ("sip/_parser.json", f"sip/_parser__mypyc{EXT_SUFFIX}"):  # an older build's
+        (directory / old).unlink(missing_ok=True)
 
 
 def extensions() -> list[Any]:
@@ -76,14 +81,14 @@ def extensions() -> list[Any]:
 
 
 class OptionalBuildExt(build_ext):
-    """Builds the parser's extensions all or none: a failure leaves pure Python."""
+    """Builds the extensions all or none: a failure leaves pure Python."""
 
     def run(self) -> None:
         try:
             super().run()  # into build_lib, then beside the sources for an editable install
         except Exception as exc:  # no compiler, missing Python headers, …
             warn(exc)
-            for ext in self.extensions:  # no half-built parser left behind
+            for ext in self.extensions:  # nothing half-built left behind
                 Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
             self.extensions = []
             return

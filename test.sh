@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# compiles the SIP parser with mypyc (setup.py) when a C compiler is there
+# compiles the hot path with mypyc (setup.py, sipwake/speedups.py) when a C compiler is there
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 python3 -m ruff check sipwake tests bench setup.py
@@ -23,13 +23,13 @@ python3 -m mypy --strict sipwake
 parser=$(python3 -c 'from sipwake import sip; print(sip.parser())')
 echo "parser: $parser"
 if [[ $parser != compiled* && -z ${SIPWAKE_PURE_PYTHON:-} ]] && command -v cc >/dev/null; then
-  echo "the SIP parser did not compile (pip install -v -e . says why)" >&2
+  echo "the hot path did not compile (pip install -v -e . says why)" >&2
   exit 1
 fi
 status=0
 python3 -m pytest -q "$@" || status=$?
 
-# Then the same install on the parser's pure-Python source (SIPWAKE_PURE_PYTHON=1, which the
+# Then the same install on the hot path's pure-Python source (SIPWAKE_PURE_PYTHON=1, which the
 # servers the tests start inherit): the tests given, or the parser's and SIP's own and every
 # end-to-end one (a real server, SIPp, pjsua2, the browser, the cluster)
 if [[ $parser == compiled* ]]; then
@@ -43,7 +43,9 @@ if [[ $parser == compiled* ]]; then
           tests/test_voicemail.py tests/test_e2e_serve.py tests/test_serve.py
           tests/test_stop.py tests/test_sipp.py tests/test_calls_sipp.py tests/test_pjsua2.py
           tests/test_admin_browser.py tests/test_messages_crash.py tests/test_demo.py
-          tests/test_cluster.py)
+          tests/test_cluster.py tests/test_registrar_store.py tests/test_router_eager.py
+          tests/test_timeline.py tests/test_calls_unit.py tests/test_inbox_unit.py
+          tests/test_tasks.py tests/test_call_log_writer.py tests/store/test_user_changes.py)
   fi
   echo "parser: pure Python (SIPWAKE_PURE_PYTHON=1)"
   SIPWAKE_PURE_PYTHON=1 python3 -m pytest -q "${pure[@]}" || status=$?

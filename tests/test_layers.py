@@ -12,14 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent / "sipwake"
 TESTS = ROOT.parent / "tests"
 
 FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics",
-               "timeline"}
+               "timeline", "speedups"}
 SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
 
 # package (or top-level module) → what it may import besides itself
 ALLOWED: dict[str, set[str]] = {
     **{name: set() for name in FOUNDATIONS},
     "store": {"lograte"},
-    "sip": {"ids", "timing", "lograte"},
+    "sip": {"ids", "timing", "lograte", "speedups"},
     "tasks": {"store"},
     "push": {"ids", "lograte", "store", "timeline", "timing"},
     "auth": {"ids", "lograte", "sip", "store", "timing"},

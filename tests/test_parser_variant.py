@@ -89,15 +89,13 @@ async def test_the_served_console_script_runs_the_variant_of_the_suite(
 def test_a_source_edited_after_the_build_runs_pure_with_a_warning(tmp_path: Path) -> None:
     """An editable install whose message.py changed never runs the stale compiled code."""
     copy = tmp_path / "sipwake"
-    copy.mkdir()
-    shutil.copy(PACKAGE.parent / "__init__.py", copy)
-    shutil.copytree(PACKAGE, copy / "sip", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE.parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
     variant, message = run(SHOW, pure=None, cwd=tmp_path, path=str(tmp_path))[:2]
     assert variant == "compiled (mypyc)" and message.startswith(str(copy))
     with (copy / "sip" / "message.py").open("a") as f:
         f.write("\n# edited\n")
     lines = run(SHOW, pure=None, cwd=tmp_path, path=str(tmp_path))
-    assert lines[:2] == ["pure Python (compiled parser out of date)", str(copy / "sip" / "message.py")]
+    assert lines[:2] == ["pure Python (compiled code out of date)", str(copy / "sip" / "message.py")]
     (warning,) = [line for line in lines if "RuntimeWarning" in line]
-    assert "message.py changed since the parser was compiled" in warning
+    assert "sip/message.py changed since compiled" in warning
     assert "pip install -e ." in warning

@@ -223,6 +223,7 @@ class Cluster:
         def took(node: str, data: dict[str, Any]) -> None:
             if data.get("l") == name:
                 limiter.consume(str(data["k"]))
+                log.debug("cluster: %s counted a take by node %s", name, node)
 
         self.bus.on("took", took)
 

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
@@ -111,7 +111,7 @@ class TransportLayer:
                 lambda: _UdpProtocol(self), local_addr=(bind_host, port), reuse_port=reuse_port
             )
             _grow_buffers(dgram.get_extra_info("socket"))
-            bound = dgram.get_extra_info("sockname")
+            port = int(dgram.get_extra_info("sockname")[1])
             family = "ipv6" if ":" in bind_host else "ipv4"
             self._udp.setdefault(family, dgram)
             self._udp.setdefault("any", dgram)
@@ -129,12 +129,13 @@ class TransportLayer:
                 reuse_port=reuse_port,
             )
             self._servers.append(server)
-            bound = server.sockets[0].getsockname()
+            # uvloop's Server.sockets is a list, typeshed says tuple: compiled code checks
+            port = int(cast(Any, server).sockets[0].getsockname()[1])
         else:
             raise ValueError(f"unsupported SIP transport {transport!r}")
-        listener = Listener(transport, canonical_host(bind_host), bound[1])
+        listener = Listener(transport, canonical_host(bind_host), port)
         self.listeners.append(listener)
-        log.info("SIP listening on %s:%s:%d", transport, bind_host, bound[1])
+        log.info("SIP listening on %s:%s:%d", transport, bind_host, port)
         return listener
 
     def set_client_ssl(self, context: ssl.SSLContext) -> None:
