@@ -796,7 +796,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--step", type=float, default=1.15, help="rate ladder factor")
     p.add_argument("--max-steps", type=int, default=8)
     p.add_argument("--tests", default=",".join(TESTS))
-    p.add_argument("--devices", default="20000,100000", help="memory test: devices counts")
+    p.add_argument("--devices", help="memory test: devices counts (20000,100000; --quick 5000)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--register-pool", type=int, default=20000)
@@ -827,8 +827,8 @@ def parse_args() -> argparse.Namespace:
             args.seconds = 4.0
         args.register_pool = min(args.register_pool, 3000)
         args.callees = min(args.callees, 200)
-        if args.devices == p.get_default("devices"):
-            args.devices = "5000"
+    if args.devices is None:  # asked for: kept, even when it is the full run's
+        args.devices = "5000" if args.quick else "20000,100000"
     args.devices = [int(n) for n in str(args.devices).split(",") if n]
     args.rates = {k: float(v) for k, v in (kv.split("=") for kv in args.quick_rates.split(","))}
     return args
