@@ -68,6 +68,7 @@ class Branch:
     peer: Peer
     tx: ClientTransaction | None = None
     status: int = 0  # final status received, 0 while pending
+    binding: object = None  # the registration it was sent to (another one may follow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,9 @@ class Wire(Protocol):
     def is_us(self, host: str, port: int | None, secure: bool = False) -> bool: ...
 
 
+# a branch's final status that says its flow was gone, not the device's answer
+_FLOW_GONE = frozenset({430, 408, 503})
+
 class CallLog(Protocol):
     """Where ended calls are recorded (calls/log.py writes them behind, batched)."""
 
@@ -353,10 +356,13 @@ class CallService:
     def _fork(self, call: Call, binding: Binding) -> bool:
         """Forward the INVITE to one binding, once per device (or phone) per call."""
         key = binding.device_id or binding.key
-        if key in call.branches:
+        old = call.branches.get(key)
+        if old is not None and old.status not in _FLOW_GONE:
             return False
+        # a branch whose flow was gone (430, or no answer at all) is tried again on the
+        # device's new registration: it may have come in before that branch failed
         msg, peer = self._to_binding(call, binding)
-        branch = Branch(key, peer)
+        branch = Branch(key, peer, binding=binding)
         call.branches[key] = branch
         branch.tx = self.uac.start(
             msg, peer, lambda resp: self._on_branch_response(call, branch, resp)
@@ -399,6 +405,12 @@ class CallService:
             return
         if call.best is None or proxy.better(resp, call.best):
             call.best = resp
+        if status == 430 and any(
+            (b.device_id or b.key) == branch.key and b is not branch.binding
+            and self._fork(call, b)
+            for b in self.locations.live_bindings(call.aor)
+        ):  # fmt: skip
+            return  # its flow was gone, but the device has registered again meanwhile
         if status == 430 and branch.key not in call.pushed:
             # RFC 5626 Flow Failed: the phone left another node's connection since we
             # looked (cluster): it is asleep after all, so wake it
