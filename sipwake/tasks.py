@@ -92,11 +92,30 @@ def eager_task(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     return task
 
 
-class _FirstStep(Coroutine[Any, Any, Any]):
+class _Wrapped(Coroutine[Any, Any, Any]):
+    """A coroutine standing in for `_coro`: what the protocol needs beyond send/throw."""
+
+    __slots__ = ("__qualname__", "_coro")
+    _coro: Coroutine[Any, Any, Any]
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __iter__(self) -> _Wrapped:
+        return self
+
+
+class _FirstStep(_Wrapped):
     """`work` with its first step taken early (`run`); the task's first step then gets
     what that step gave (what it waits for, its result or its exception)."""
 
-    __slots__ = ("__qualname__", "_coro", "_outcome")
+    __slots__ = ("_outcome",)
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.__qualname__ = str(getattr(coro, "__qualname__", "work"))  # Tasks logs it
@@ -126,26 +145,15 @@ class _FirstStep(Coroutine[Any, Any, Any]):
             raise outcome[1]  # over before the task began: its own ending stands
         return self._coro.throw(typ if val is None else val)
 
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def __iter__(self) -> _FirstStep:
-        return self
 
 
-class Resumed(Coroutine[Any, Any, Any]):
+class Resumed(_Wrapped):
     """A coroutine whose first step already ran and gave `yielded` (what it waits
     for), handed to a Task to go on: the Task's first step gets `yielded`, and a
     cancellation even before that reaches the coroutine where it waits. A failure goes
     to `failed` (answered like one in Router._guard); cancellation propagates."""
 
-    __slots__ = ("__qualname__", "_coro", "_failed", "_yielded")
+    __slots__ = ("_failed", "_yielded")
 
     def __init__(
         self,
@@ -177,17 +185,6 @@ class Resumed(Coroutine[Any, Any, Any]):
             self._failed(exc)
             raise StopIteration from None
 
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def __iter__(self) -> Resumed:
-        return self
 
 
 _SENT = object()
