@@ -231,7 +231,7 @@ async def test_message_through_a_is_pushed_once_and_delivered_on_b(nodes: Nodes)
 
 async def test_throttle_and_call_push_limits_count_across_nodes(nodes: Nodes) -> None:
     limits = {"extra": "[auth]\nmax_failures = 3\n", "calls": "source_burst = 2\n"}
-    a = await nodes.start(**limits)
+    a = await nodes.start(extra=limits["extra"] + DEBUG, calls=limits["calls"])
     b = await nodes.start(extra=limits["extra"] + DEBUG, calls=limits["calls"])
     # bob may wake alice twice in a row, wherever he calls from; a call cancelled at
     # once counts twice: after one such call through A, a call through B wakes nobody
@@ -245,7 +245,12 @@ async def test_throttle_and_call_push_limits_count_across_nodes(nodes: Nodes) ->
             dial.cancel()
             assert (await dial.final()).status == 487
             # the limits are shared by events, not asked for: B has counted both takes
-            await wait_for(lambda: _count(b, "calls.source counted a take") == 2)
+            try:
+                await wait_for(lambda: _count(b, "calls.source counted a take") == 2)
+            except TimeoutError:
+                pytest.fail("B did not count A's two takes:\n" + "\n".join(
+                    f"{name}: {line}" for name, node in (("A", a), ("B", b))
+                    for line in node.log if "calls" in line or "cluster" in line))
         else:
             assert (await dial.final()).status == 480  # too many calls
         caller.close()

@@ -564,6 +564,7 @@ class CallService:
         if call.pushed and self.clock() - call.started_at < QUICK_CANCEL:
             # INVITE + CANCEL at once rings a phone for nothing: it costs the source twice
             self.source_pushes.take(f"{call.source}|{call.aor}")
+            log.debug("calls: %s cancelled at once: %s pays another push", call.id, call.source)
         # another node's call: why it ends (answered elsewhere, declined) goes on to the
         # phone, so CallKit ends its call with the right words
         self._end(call, Outcome.CANCELLED, reason=invite.cancel_reason if call.relayed else "")
