@@ -361,3 +361,22 @@ async def test_a_flow_failed_branch_wakes_its_device_and_parks_the_call() -> Non
     await w.settle(30.1)  # and it ends as a parked call does
     assert w.node.responses_to(caller)[-1] == 480
     assert w.pusher.kinds() == ["call", "missed_call"]
+
+
+async def test_a_flow_failed_branch_pays_the_push_limits_before_it_wakes() -> None:
+    """The INVITE found the phone live (another node's stale binding) and paid nothing;
+    the push after its 430 pays the limits, and over them nobody is woken: the caller
+    gets 480, not the 430 meant for us."""
+    w = World(source_rate=3, source_burst=1, callee_rate=0)
+    device = w.sleeping_iphone()
+    phone = phone_peer()
+    w.live(phone, device)
+    statuses = []
+    for _ in range(2):
+        caller = await w.call()
+        (invite,) = w.node.requests_to(phone, "INVITE")[-1:]
+        w.node.answer(invite, 430)
+        await w.settle()
+        statuses.append(w.node.responses_to(caller)[-1])
+    assert statuses == [180, 480]  # the burst is one push: the first woke, the second not
+    assert w.pusher.kinds() == ["call"]

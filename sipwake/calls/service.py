@@ -403,8 +403,8 @@ class CallService:
         if status >= 600:
             self._end(call, Outcome.DECLINED if status == 603 else Outcome.BUSY, resp)
             return
-        if call.best is None or proxy.better(resp, call.best):
-            call.best = resp
+        if status != 430 and (call.best is None or proxy.better(resp, call.best)):
+            call.best = resp  # (a flow failure is ours to handle, not the caller's answer)
         if status == 430 and any(
             (b.device_id or b.key) == branch.key and b is not branch.binding
             and self._fork(call, b)
@@ -427,6 +427,11 @@ class CallService:
         device = next((d for d in devices if d.device_id == device_id and d.enabled), None)
         if not call.ringing:
             return
+        if device is not None and not (call.pushed or call.relayed):
+            # the call's first push: it pays the push limits the INVITE did not (it
+            # found nobody asleep then); over them, there is nobody to wake
+            if not self._may_push(call.source, call.aor):
+                device = None
         if device is None or device_id in call.pushed:
             if not call.pending_branches() and not call.pushed:
                 self._end(call, Outcome.FAILED, call.best)
