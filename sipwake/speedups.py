@@ -29,11 +29,17 @@ from importlib.machinery import (
     SourcelessFileLoader,
 )
 
-# paths under sipwake/: the parser and serialiser. The rest of the hot path compiles
-# and runs too (registrar, calls, transactions: a REGISTER ~17 % cheaper), but its
-# imports reach asyncpg and redis, which mypyc in pip's isolated build can't see, so it
-# is not listed until the build gets them (issue 16 note).
-COMPILED = ("sip/message.py", "sip/uri.py")
+# paths under sipwake/: the SIP hot path (parser, transactions, transport, registrar,
+# calls, admission). Their imports that mypyc can't see in pip's isolated build (asyncpg,
+# redis, …) are typed Any there (setup.py): the compiled code treats them as objects.
+COMPILED = (
+    "sip/message.py", "sip/uri.py", "sip/digest.py", "sip/transaction.py",
+    "sip/transport.py", "sip/peer.py", "sip/proxy.py", "sip/guard.py", "sip/uac.py",
+    "router.py", "timeline.py", "ratelimit.py",
+    "registrar/registrar.py", "registrar/pn.py",
+    "calls/service.py", "calls/dialogs.py", "calls/call.py",
+    "auth/admission.py", "auth/users.py", "auth/throttle.py",
+)  # fmt: skip
 MANIFEST = "_compiled.json"  # beside this file: {path: sha256 of the source compiled}
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from sipwake.sip.message import Message
 from sipwake.sip.peer import Peer
 from sipwake.sip.transaction import ClientTransaction, ServerTransaction
-from sipwake.store.models import Device
+from sipwake.store.models import Binding, Device
 from sipwake.timing import Handle
 
 
@@ -68,7 +68,7 @@ class Branch:
     peer: Peer
     tx: ClientTransaction | None = None
     status: int = 0  # final status received, 0 while pending
-    binding: object = None  # the registration it was sent to (another one may follow)
+    binding: Binding | None = None  # the registration it was sent to (another one may follow)
 
 
 @dataclass(frozen=True, slots=True)
