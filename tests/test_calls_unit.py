@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sipwake.auth import Caller
+from sipwake.calls.call import REASON_MISSED
 from sipwake.calls.service import CallService
 from sipwake.config import CallsConfig
 from sipwake.push.notification import Notification
@@ -380,3 +381,29 @@ async def test_a_flow_failed_branch_pays_the_push_limits_before_it_wakes() -> No
         statuses.append(w.node.responses_to(caller)[-1])
     assert statuses == [180, 480]  # the burst is one push: the first woke, the second not
     assert w.pusher.kinds() == ["call"]
+
+
+async def test_a_flow_failed_branch_leaves_its_device_a_late_invite_and_cancel() -> None:
+    """The branch to a stale binding never reached the iPhone (430): CallKit rang for
+    the push, so when the caller hangs up and the app registers, it gets the INVITE and
+    at once a CANCEL, as any late VoIP-pushed device does."""
+    w = World()
+    device = w.sleeping_iphone()
+    stale = phone_peer()
+    w.live(stale, device)
+    caller = await w.call()
+    (invite,) = w.node.requests_to(stale, "INVITE")
+    w.node.answer(invite, 430)
+    await w.settle()
+    assert w.pusher.kinds() == ["call"]
+    w.locations.bindings.clear()
+    w.cancel(caller)
+    await w.settle()
+    assert w.node.responses_to(caller)[-1] == 487
+    phone = phone_peer()
+    w.calls.on_registered(w.live(phone, device), device, time.perf_counter())
+    (late,) = w.node.requests_to(phone, "INVITE")
+    w.node.answer(late, 180)  # (a CANCEL follows a provisional answer, RFC 3261 9.1)
+    await w.settle()
+    (cancel,) = w.node.requests_to(phone, "CANCEL")
+    assert cancel.get("Reason") == REASON_MISSED  # why CallKit ends its call
