@@ -936,3 +936,16 @@ def test_client_random_events_one_final_no_leak(
     assert len(synthesized_or_first) == 1  # exactly one non-2xx final, or 2xx(s) only
     assert 200 not in finals or set(finals) == {200}
     assert h.idle()
+
+
+def test_a_challenge_leaves_nothing_to_linger_a_copy_is_challenged_afresh() -> None:
+    """401/407 are answered as a stateless UAS would (RFC 3261 §8.2.7): no Timer J for
+    them; a retransmitted REGISTER reaches the TU again and gets a challenge of its own."""
+    h = Harness()
+    h.auto = {"REGISTER": 401}
+    h.layer.receive(request("REGISTER"))
+    assert [m.status for m in h.take()] == [401]
+    assert h.idle()  # nothing kept
+    h.layer.receive(request("REGISTER"))  # the copy of a REGISTER whose 401 was lost
+    assert [m.status for m in h.take()] == [401] and len(h.requests) == 2
+    assert h.idle()

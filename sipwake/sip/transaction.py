@@ -9,7 +9,8 @@ Design notes
   retransmission timer: A/E/G, and a timeout timer: B/D/F/H/I/K/L/M). A zero-length
   timer (I/J/D/K on reliable transports) terminates the transaction at once instead of
   scheduling anything.
-- Timer J is the exception: every completed non-INVITE transaction over UDP waits the
+- Timer J is the exception: every completed non-INVITE transaction over UDP but a
+  challenge (401/407: a retransmission is challenged afresh) waits the
   same 64*T1, so they queue in completion order and one timer sweeps them out, at most
   J_GRAIN late. At thousands of REGISTERs a second that is ~10^5 transactions lingering
   at any time; a scheduler handle each made the loop's timer heap their biggest cost.
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger("sipwake.sip.transaction")
 
 COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7 magic cookie
+# challenges are answered as a stateless UAS would (§8.2.7): a retransmission gets a
+# fresh one, so nothing lingers for them (at REGISTER rates, half of what Timer J holds)
+_STATELESS = frozenset({401, 407})
 J_GRAIN = 0.25  # Timer J ends up to this much late: lingering transactions leave in batches
 
 Key = tuple[str | int, ...]
@@ -305,7 +309,7 @@ class ServerTransaction(_Transaction):
                 self.state = PROCEEDING
                 return
             self.state = COMPLETED
-            if self.reliable:
+            if self.reliable or status in _STATELESS:
                 self._terminate()  # Timer J = 0
             else:
                 # 32 s of absorbing retransmissions need the response's bytes, no parsed
