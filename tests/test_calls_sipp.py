@@ -48,10 +48,10 @@ async def test_thousands_of_calls_leave_nothing_behind(
     uas_port = free_port(socket.SOCK_DGRAM)
     aor = f"sip:alice@{DOMAIN}"
     # alice's phone is a SIPp UAS: its binding, as a REGISTER from there would leave it
-    r.server.registrar.bindings[aor] = {
-        "sipp": Binding(aor, "sipp", f"sip:alice@127.0.0.1:{uas_port}", time.time() + 3600,
-                        "cid", 1, received=f"udp:127.0.0.1:{uas_port}")
-    }  # fmt: skip
+    r.server.registrar.bindings[aor] = (
+        Binding(aor, "sipp", f"sip:alice@127.0.0.1:{uas_port}", time.time() + 3600,
+                "cid", 1, received=f"udp:127.0.0.1:{uas_port}"),
+    )  # fmt: skip
     host, port = r.addr("udp")
     uas = await sipp("-sn", "uas", "-p", str(uas_port), cwd=tmp_path)
     try:

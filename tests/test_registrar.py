@@ -331,12 +331,12 @@ async def test_expiry_sweep_takes_turns_and_sees_refreshes(running: Running) -> 
 
     for i in range(5000):  # odd ones expired
         b = binding(i, now - 1 if i % 2 else now + 600)
-        registrar.bindings[b.aor] = {"k": b}
+        registrar.bindings[b.aor] = (b,)
     sweep = asyncio.ensure_future(registrar.expire())
     await asyncio.sleep(0)  # the sweep did one slice and let the loop turn
     assert not sweep.done()
     refreshed = binding(4999, now + 600)  # a REGISTER meanwhile, after its slice
-    registrar.bindings[refreshed.aor] = {"k": refreshed}
+    registrar.bindings[refreshed.aor] = (refreshed,)
     assert await sweep == 2499
     assert len(registrar.bindings) == 2501 and refreshed.aor in registrar.bindings
 
@@ -369,3 +369,21 @@ async def test_one_algorithm_configured_one_challenge(start_server: ServerFactor
     (challenge,) = (await phone._transact(data, branch, 5)).get_all("WWW-Authenticate")
     assert "algorithm=SHA-256" in challenge
     assert (await phone.register()).status == 200
+
+
+async def test_a_user_has_at_most_max_bindings_contacts(running: Running) -> None:
+    """Memory and the per-user scans are bounded: the contact past MAX_BINDINGS is
+    refused 403; one that leaves makes room again."""
+    from sipwake.registrar.registrar import MAX_BINDINGS
+
+    await running.add_user("alice")
+    phone = await running.phone("alice")
+    for i in range(MAX_BINDINGS):
+        assert (await phone.register(params=f";line={i}")).status == 200
+    refused = await phone.register(params=";line=extra")
+    assert refused.status == 403 and "Too Many Contacts" in refused.reason
+    aor = f"sip:alice@{DOMAIN}"
+    assert len(running.server.registrar.live_bindings(aor)) == MAX_BINDINGS
+    assert (await phone.register(params=";line=0")).status == 200  # a refresh still goes
+    assert (await phone.register(params=";line=0", expires=0)).status == 200
+    assert (await phone.register(params=";line=extra")).status == 200

@@ -54,7 +54,7 @@ class Registry(Protocol):
     """The registrar: bindings in memory, the device cache."""
 
     @property
-    def bindings(self) -> Mapping[str, Mapping[str, Binding]]: ...
+    def bindings(self) -> Mapping[str, Sequence[Binding]]: ...
 
     @property
     def devices(self) -> Mapping[str, Device]: ...
@@ -313,7 +313,7 @@ def _call(entry: RecordedEntry) -> RecentCall:
 def _registrations(registry: Registry, now: float, limit: int) -> list[Registration]:
     out: list[Registration] = []
     for aor, bindings in registry.bindings.items():
-        for b in bindings.values():
+        for b in bindings:
             if b.expires_at <= now:
                 continue
             out.append(Registration(

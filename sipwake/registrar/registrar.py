@@ -59,6 +59,7 @@ LAPSE_AHEAD = 90.0
 _STORED = ("contact", "received", "flow", "path", "node", "device_id", "instance", "q",
            "user_agent")  # fmt: skip
 DEVICE_CACHE_MAX = 100_000
+MAX_BINDINGS = 32  # contacts one user may have registered at once
 DEVICES_MAX = 2_000_000  # devices held by id (read at start, written through)
 
 
@@ -130,7 +131,9 @@ class Registrar:
         self.peers = peers  # None: a node alone
         self.node = peers.node if peers is not None else ""
         self.metrics: RegistrarMetrics = metrics or _NoMetrics()
-        self.bindings: dict[str, dict[str, Binding]] = {}  # aor → key → binding
+        # aor → its bindings, a tuple (one or two for most users: a dict each cost
+        # 184 bytes a user at 100k devices; MAX_BINDINGS bounds the scans)
+        self.bindings: dict[str, tuple[Binding, ...]] = {}
         # how many of `bindings` are this node's own (registered here), kept as they
         # come and go: the gauge reads it, where a sum over a million users per scrape
         # would stall calls, and a cluster's nodes add up to its total
@@ -160,7 +163,7 @@ class Registrar:
             if self._remote(b):
                 self._keep(self._view(b))
             elif not b.flow:  # a connection of ours died with the old process
-                self.bindings.setdefault(b.aor, {})[b.key] = b
+                self._put(b)
                 self.binding_count += 1
 
     # ------------------------------------------------------------ the cluster
@@ -181,7 +184,7 @@ class Registrar:
 
     def remote_removed(self, aor: str, key: str, node: str) -> None:
         """Another node's binding went (unregistered, its connection closed)."""
-        b = self.bindings.get(aor, {}).get(key)
+        b = self.binding(aor, key)
         if b is not None and b.node == node:  # not one registered here since
             self._forget(aor, key)
 
@@ -200,19 +203,19 @@ class Registrar:
         for b in await self.store.all_bindings():
             if self._remote(b):
                 seen.add((b.aor, b.key))
-                mine = self.bindings.get(b.aor, {}).get(b.key)
+                mine = self.binding(b.aor, b.key)
                 if mine is None or mine.node != self.node or mine.updated_at < b.updated_at:
                     self._keep(self._view(b))
-        for aor, by_key in list(self.bindings.items()):
-            for key, b in list(by_key.items()):
-                if self._remote(b) and (aor, key) not in seen:
-                    self._forget(aor, key)
+        for aor, bindings in list(self.bindings.items()):
+            for b in bindings:
+                if self._remote(b) and (aor, b.key) not in seen:
+                    self._forget(aor, b.key)
         self.remote_devices_changed(None)
         log.info("cluster: %d bindings of other nodes read back from the store", len(seen))
 
     def local_binding(self, aor: str, key: str) -> Binding | None:
         """A live binding of this node's (a request another node routes through us)."""
-        b = self.bindings.get(aor, {}).get(key)
+        b = self.binding(aor, key)
         if b is None or self._remote(b) or b.expires_at <= self.clock():
             return None
         return b if not b.flow or self.flow_alive(b.flow) else None
@@ -227,7 +230,7 @@ class Registrar:
         now = self.clock()
         return [
             b
-            for b in self.bindings.get(aor, {}).values()
+            for b in self.bindings.get(aor, ())
             if b.expires_at > now
             and (not b.flow or self.flow_alive(b.flow))
             and (not b.node or self.peers is None or self.peers.alive(b.node))
@@ -360,9 +363,16 @@ class Registrar:
             changes.append((binding, push))
 
         for binding, _ in changes:
-            old = self.bindings.get(aor, {}).get(binding.key)
+            old = self.binding(aor, binding.key)
             if old is not None and old.call_id == binding.call_id and old.cseq >= binding.cseq:
                 return _answer(request, 500, "Server Internal Error (CSeq out of order)")
+        if len(self.bindings.get(aor, ())) + len(changes) > MAX_BINDINGS:
+            now = self.clock()
+            kept = {b.key for b in self.bindings.get(aor, ()) if b.expires_at > now}
+            kept.update(b.key for b, _ in changes if b.expires_at > now)
+            kept.difference_update(b.key for b, _ in changes if b.expires_at <= now)
+            if len(kept) > MAX_BINDINGS:  # a user's memory and scans are bounded
+                return _answer(request, 403, "Forbidden (Too Many Contacts)")
 
         for binding, push in changes:
             device = await self._save_device(aor, binding, push) if push else None
@@ -371,7 +381,7 @@ class Registrar:
             if binding.expires_at <= self.clock():
                 self._remove(aor, binding.key)
             else:
-                self._store(self.bindings.get(aor, {}).get(binding.key), binding)
+                self._store(self.binding(aor, binding.key), binding)
                 self._keep(binding)
                 registered.append((binding, device))
         resp = self._ok(request, aor)
@@ -530,17 +540,43 @@ class Registrar:
         """Before a clean stop: every binding's refresh in the store, so a restart
         routes to it as long as before."""
         now = self.clock()
-        for by_key in self.bindings.values():
-            for b in by_key.values():
+        for bindings in self.bindings.values():
+            for b in bindings:
                 self._rewrite_lapsing(b, float("inf"), now)
         await self.writer.flush()
 
+    def binding(self, aor: str, key: str) -> Binding | None:
+        for b in self.bindings.get(aor, ()):
+            if b.key == key:
+                return b
+        return None
+
+    def _put(self, binding: Binding) -> Binding | None:
+        """In place of the binding of the same key (returned), or after the others."""
+        bindings = self.bindings.get(binding.aor, ())
+        for i, b in enumerate(bindings):
+            if b.key == binding.key:
+                self.bindings[binding.aor] = (*bindings[:i], binding, *bindings[i + 1 :])
+                return b
+        self.bindings[binding.aor] = (*bindings, binding)
+        return None
+
+    def _pop(self, aor: str, key: str) -> Binding | None:
+        bindings = self.bindings.get(aor, ())
+        for i, b in enumerate(bindings):
+            if b.key == key:
+                rest = (*bindings[:i], *bindings[i + 1 :])
+                if rest:
+                    self.bindings[aor] = rest
+                else:
+                    del self.bindings[aor]
+                return b
+        return None
+
     def _keep(self, binding: Binding) -> None:
-        by_key = self.bindings.setdefault(binding.aor, {})
-        old = by_key.get(binding.key)
+        old = self._put(binding)
         if old is not None:
             self._unflow(old)
-        by_key[binding.key] = binding
         self._counted(old, binding)
         if binding.flow:
             self._by_flow.setdefault(binding.flow, set()).add((binding.aor, binding.key))
@@ -560,12 +596,9 @@ class Registrar:
 
     def _forget(self, aor: str, key: str, why: str = "unregistered") -> Binding | None:
         """Out of memory (the store is someone else's business)."""
-        by_key = self.bindings.get(aor)
-        gone = by_key.pop(key, None) if by_key else None
+        gone = self._pop(aor, key)
         if gone is not None:
             self._unflow(gone)
-            if not by_key:
-                del self.bindings[aor]
             self._counted(gone, None, why)
         return gone
 
@@ -593,14 +626,14 @@ class Registrar:
                          extra=_binding_fields(new))  # fmt: skip
 
     def _remove_all(self, aor: str, request: Message) -> None:
-        for key, b in list(self.bindings.get(aor, {}).items()):
+        for b in self.bindings.get(aor, ()):
             if b.call_id != request.call_id or b.cseq < request.cseq[0]:
-                self._remove(aor, key)
+                self._remove(aor, b.key)
 
     def _ok(self, request: Message, aor: str) -> Message:
         resp = _answer(request, 200)
         now = self.clock()
-        for b in self.bindings.get(aor, {}).values():
+        for b in self.bindings.get(aor, ()):
             left = int(b.expires_at - now)
             if left > 0:
                 resp.add("Contact", f"<{b.contact}>;expires={left}")
@@ -621,12 +654,10 @@ class Registrar:
         for n, aor in enumerate(list(self.bindings)):
             if n % EXPIRE_SLICE == EXPIRE_SLICE - 1:
                 await asyncio.sleep(0)  # a million bindings must not stall calls for long
-            by_key = self.bindings.get(aor)  # now, not as it was when the sweep began
-            if by_key is None:
-                continue
-            for key, b in list(by_key.items()):
+            # now, not as it was when the sweep began
+            for b in self.bindings.get(aor, ()):
                 if b.expires_at <= now:
-                    del by_key[key]
+                    self._pop(aor, b.key)
                     self._unflow(b)
                     self._counted(b, None, "expired")
                     gone += 1
@@ -634,8 +665,6 @@ class Registrar:
                     # its copy in the store lapsing before the next sweep is written
                     # now, so neither the purge nor another node's resync drops it
                     self._rewrite_lapsing(b, now + LAPSE_AHEAD, now)
-            if not by_key:
-                del self.bindings[aor]
         await self.writer.flush()  # a refresh still queued must not be purged, nor undo it
         await self.store.purge_expired_bindings(now)
         return gone
