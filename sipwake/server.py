@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from sipwake import heap
 from sipwake.api.console import ConsoleSources
 from sipwake.api.http import ApiDeps, ApiSettings, HttpApi
 from sipwake.auth import Admission, AuthThrottle, UserDirectory, without_credentials
@@ -145,6 +146,7 @@ class Server:
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
+        self.transactions.on_drained = heap.give_back
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
         # a REGISTER without credentials gets its 401 at once, without a Task
         self.router.route("REGISTER", self._register, eager=without_credentials)

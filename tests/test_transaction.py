@@ -949,3 +949,18 @@ def test_a_challenge_leaves_nothing_to_linger_a_copy_is_challenged_afresh() -> N
     h.layer.receive(request("REGISTER"))  # the copy of a REGISTER whose 401 was lost
     assert [m.status for m in h.take()] == [401] and len(h.requests) == 2
     assert h.idle()
+
+
+def test_the_layer_says_when_the_last_lingering_transaction_has_gone() -> None:
+    """(the server then gives the burst's memory back: sipwake.heap)"""
+    h = Harness()
+    drained: list[float] = []
+    h.layer.on_drained = lambda: drained.append(h.clock.time())
+    h.auto = {"OPTIONS": 200}
+    h.layer.receive(request("OPTIONS", branch=f"{COOKIE}a"))
+    h.clock.advance(1)
+    h.layer.receive(request("OPTIONS", branch=f"{COOKIE}b"))
+    h.clock.advance(64 * T1 - 0.5)  # the first has gone, the second not yet
+    assert drained == [] and h.layer.counts()["server"] == 1
+    h.clock.advance(1)
+    assert drained == [pytest.approx(1 + 64 * T1 + J_GRAIN)] and h.idle()

@@ -583,7 +583,7 @@ class TransactionLayer:
 
     __slots__ = (
         "_clients", "_lingering", "_ntimers", "_sched", "_send", "_servers", "_sweeper",
-        "_t64", "_tu", "timers",
+        "_t64", "_tu", "on_drained", "timers",
     )  # fmt: skip
 
     def __init__(
@@ -604,6 +604,8 @@ class TransactionLayer:
         # completed non-INVITE UDP transactions with their Timer J deadline, oldest first
         self._lingering: deque[tuple[float, ServerTransaction]] = deque()
         self._sweeper: Handle | None = None
+        # called when the last of them has gone (sipwake.heap gives the memory back)
+        self.on_drained: Callable[[], None] | None = None
 
     def counts(self) -> dict[str, int]:
         """Live server and client transactions and pending timers (all 0 when idle)."""
@@ -647,6 +649,8 @@ class TransactionLayer:
                 st._terminate()
         if lingering:
             self._arm_sweeper(lingering[0][0] - now)
+        elif self.on_drained is not None:
+            self.on_drained()  # a burst is over: what it held is free
 
     def _transmit(self, msg: Message, peer: Any) -> bool:
         try:
