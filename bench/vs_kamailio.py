@@ -883,7 +883,10 @@ def main() -> None:
             pyspy = Path(sys.executable).parent / "py-spy"
             spy = subprocess.Popen(
                 [str(pyspy) if pyspy.exists() else "py-spy", "record", "-p", str(sw.pid),
-                 "-r", "200", "-f", "raw", "-o", args.profile, "--nonblocking"],
+                 "-r", "200", "-f", "raw", "-o", args.profile,
+                 # the compiled hot path shows as C functions (py-spy then pauses the
+                 # process to sample: figures of a profiled run are a little high)
+                 "--native"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         guesses: dict[tuple[str, str], float] = {}

@@ -93,6 +93,8 @@ class Metrics:
             registry=self.registry,
         )
         self._push_attempts: dict[tuple[str, str, str], Counter] = {}
+        self._registrations: dict[str, Counter] = {}
+        self._binding_changes: dict[str, Counter] = {}
         self.registrations = Counter(
             "sipwake_registrations",
             "REGISTER requests answered, by result (ok, challenged, forbidden, not_found, "
@@ -114,10 +116,16 @@ class Metrics:
     # the registrar's observer (registrar/registrar.py RegistrarMetrics)
 
     def registration(self, result: str) -> None:
-        self.registrations.labels(result).inc()
+        child = self._registrations.get(result)
+        if child is None:  # (labels() costs ~2 µs: one per REGISTER, one per binding)
+            child = self._registrations[result] = self.registrations.labels(result)
+        child.inc()
 
     def binding_change(self, change: str) -> None:
-        self.binding_changes.labels(change).inc()
+        child = self._binding_changes.get(change)
+        if child is None:
+            child = self._binding_changes[change] = self.binding_changes.labels(change)
+        child.inc()
 
     # readings at scrape time
 
