@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent / "sipwake"
 TESTS = ROOT.parent / "tests"
 
 FOUNDATIONS = {"config", "ids", "timing", "lograte", "logsetup", "ratelimit", "metrics",
-               "timeline", "speedups"}
+               "timeline", "speedups", "heap"}
 SERVICE = FOUNDATIONS | {"auth", "badge", "push", "registrar", "sip", "store", "tasks"}
 
 # package (or top-level module) → what it may import besides itself
