@@ -117,6 +117,7 @@ class Wire(Protocol):
 # a branch's final status that says its flow was gone, not the device's answer
 _FLOW_GONE = frozenset({430, 408, 503})
 
+
 class CallLog(Protocol):
     """Where ended calls are recorded (calls/log.py writes them behind, batched)."""
 
@@ -403,19 +404,20 @@ class CallService:
         if status >= 600:
             self._end(call, Outcome.DECLINED if status == 603 else Outcome.BUSY, resp)
             return
-        if status != 430 and (call.best is None or proxy.better(resp, call.best)):
-            call.best = resp  # (a flow failure is ours to handle, not the caller's answer)
-        if status == 430 and any(
-            (b.device_id or b.key) == branch.key and b is not branch.binding
-            and self._fork(call, b)
-            for b in self.locations.live_bindings(call.aor)
-        ):  # fmt: skip
-            return  # its flow was gone, but the device has registered again meanwhile
-        if status == 430 and branch.key not in call.pushed:
-            # RFC 5626 Flow Failed: the phone left another node's connection since we
-            # looked (cluster): it is asleep after all, so wake it
-            self.spawn(self._wake_instead(call, branch.key))
-            return
+        if status == 430:  # a flow failure is ours to handle, not the caller's answer
+            if any(
+                (b.device_id or b.key) == branch.key and b is not branch.binding
+                and self._fork(call, b)
+                for b in self.locations.live_bindings(call.aor)
+            ):  # fmt: skip
+                return  # its flow was gone, but the device has registered again meanwhile
+            if branch.key not in call.pushed:
+                # RFC 5626 Flow Failed: the phone left another node's connection since we
+                # looked (cluster): it is asleep after all, so wake it
+                self.spawn(self._wake_instead(call, branch.key))
+                return
+        elif call.best is None or proxy.better(resp, call.best):
+            call.best = resp
         if not call.pending_branches() and not call.pushed:
             # nobody left who could still answer and nobody to wait for: fail now
             self._end(call, Outcome.FAILED, call.best)
@@ -427,11 +429,11 @@ class CallService:
         device = next((d for d in devices if d.device_id == device_id and d.enabled), None)
         if not call.ringing:
             return
-        if device is not None and not (call.pushed or call.relayed):
-            # the call's first push: it pays the push limits the INVITE did not (it
-            # found nobody asleep then); over them, there is nobody to wake
-            if not self._may_push(call.source, call.aor):
-                device = None
+        # the call's first push pays the push limits the INVITE did not (it found
+        # nobody asleep then); over them, there is nobody to wake
+        first = not (call.pushed or call.relayed)
+        if device is not None and first and not self._may_push(call.source, call.aor):
+            device = None
         if device is None or device_id in call.pushed:
             if not call.pending_branches() and not call.pushed:
                 self._end(call, Outcome.FAILED, call.best)
