@@ -546,32 +546,31 @@ class Registrar:
         await self.writer.flush()
 
     def binding(self, aor: str, key: str) -> Binding | None:
-        for b in self.bindings.get(aor, ()):
-            if b.key == key:
-                return b
-        return None
+        bindings = self.bindings.get(aor, ())
+        i = _index(bindings, key)
+        return bindings[i] if i >= 0 else None
 
     def _put(self, binding: Binding) -> Binding | None:
         """In place of the binding of the same key (returned), or after the others."""
         bindings = self.bindings.get(binding.aor, ())
-        for i, b in enumerate(bindings):
-            if b.key == binding.key:
-                self.bindings[binding.aor] = (*bindings[:i], binding, *bindings[i + 1 :])
-                return b
-        self.bindings[binding.aor] = (*bindings, binding)
-        return None
+        i = _index(bindings, binding.key)
+        if i < 0:
+            self.bindings[binding.aor] = (*bindings, binding)
+            return None
+        self.bindings[binding.aor] = (*bindings[:i], binding, *bindings[i + 1 :])
+        return bindings[i]
 
     def _pop(self, aor: str, key: str) -> Binding | None:
         bindings = self.bindings.get(aor, ())
-        for i, b in enumerate(bindings):
-            if b.key == key:
-                rest = (*bindings[:i], *bindings[i + 1 :])
-                if rest:
-                    self.bindings[aor] = rest
-                else:
-                    del self.bindings[aor]
-                return b
-        return None
+        i = _index(bindings, key)
+        if i < 0:
+            return None
+        rest = (*bindings[:i], *bindings[i + 1 :])
+        if rest:
+            self.bindings[aor] = rest
+        else:
+            del self.bindings[aor]
+        return bindings[i]
 
     def _keep(self, binding: Binding) -> None:
         old = self._put(binding)
@@ -657,9 +656,7 @@ class Registrar:
             # now, not as it was when the sweep began
             for b in self.bindings.get(aor, ()):
                 if b.expires_at <= now:
-                    self._pop(aor, b.key)
-                    self._unflow(b)
-                    self._counted(b, None, "expired")
+                    self._forget(aor, b.key, "expired")
                     gone += 1
                 else:
                     # its copy in the store lapsing before the next sweep is written
@@ -668,6 +665,14 @@ class Registrar:
         await self.writer.flush()  # a refresh still queued must not be purged, nor undo it
         await self.store.purge_expired_bindings(now)
         return gone
+
+
+def _index(bindings: tuple[Binding, ...], key: str) -> int:
+    """Where the binding of `key` is among a user's, -1 if not there."""
+    for i, b in enumerate(bindings):
+        if b.key == key:
+            return i
+    return -1
 
 
 @dataclass(frozen=True, slots=True)
