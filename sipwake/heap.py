@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger("sipwake.heap")
 
 
 def _trimmer() -> Callable[[], object] | None:

@@ -146,7 +146,6 @@ class _FirstStep(_Wrapped):
         return self._coro.throw(typ if val is None else val)
 
 
-
 class Resumed(_Wrapped):
     """A coroutine whose first step already ran and gave `yielded` (what it waits
     for), handed to a Task to go on: the Task's first step gets `yielded`, and a
@@ -184,7 +183,6 @@ class Resumed(_Wrapped):
         except Exception as exc:
             self._failed(exc)
             raise StopIteration from None
-
 
 
 _SENT = object()
