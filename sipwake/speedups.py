@@ -11,6 +11,11 @@ instead when
 sipwake/__init__.py calls choose() before any of them is imported; running() says which
 variant runs (`sipwake version` prints it). Only the standard library here: setup.py
 reads COMPILED from this file without importing the package.
+
+Dataclasses in COMPILED modules that are made per message or per call declare
+`init=False` and write their `__init__` out: the one `@dataclass` generates is
+interpreted code even there, 0.3 µs a object (0.8 µs frozen) where a written one,
+compiled, takes 0.04 µs; together they were ~10 % of a proxied call's CPU.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 Value = str | int | float | bool
@@ -44,21 +44,43 @@ class _NoTrace:
 NO_TRACE: Trace = _NoTrace()  # the default: a service built without a timeline
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Event:
     at: float  # unix seconds
     event: str
     fields: dict[str, Value]
 
+    def __init__(self, at: float, event: str, fields: dict[str, Value]) -> None:
+        # written out, not generated: see speedups.py on dataclasses
+        self.at = at
+        self.event = event
+        self.fields = fields
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Entry:
     kind: str
     key: str
     started: float
-    events: list[Event] = field(default_factory=list)
-    dropped: int = 0  # events dropped from the middle to stay within max_events
-    summary: dict[str, Value] = field(default_factory=dict)  # latest value of each field
+    events: list[Event]
+    dropped: int  # events dropped from the middle to stay within max_events
+    summary: dict[str, Value]  # latest value of each field
+
+    def __init__(
+        self,
+        kind: str,
+        key: str,
+        started: float,
+        events: list[Event] | None = None,
+        dropped: int = 0,
+        summary: dict[str, Value] | None = None,
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        self.kind = kind
+        self.key = key
+        self.started = started
+        self.events = [] if events is None else events
+        self.dropped = dropped
+        self.summary = {} if summary is None else summary
 
     @property
     def updated(self) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sipwake.sip.message import Message
@@ -60,25 +60,39 @@ ENDINGS = {
 }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Branch:
     """The INVITE forwarded to one binding (one device, or one plain SIP phone)."""
 
     key: str  # device id, or the binding key for a phone without push
     peer: Peer
-    tx: ClientTransaction | None = None
-    status: int = 0  # final status received, 0 while pending
-    binding: Binding | None = None  # the registration it was sent to (another one may follow)
+    tx: ClientTransaction | None
+    status: int  # final status received, 0 while pending
+    binding: Binding | None  # the registration it was sent to (another one may follow)
+
+    def __init__(self, key: str, peer: Peer, binding: Binding | None = None) -> None:
+        # written out, not generated: see speedups.py on dataclasses
+        self.key = key
+        self.peer = peer
+        self.tx = None
+        self.status = 0
+        self.binding = binding
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class CallerId:
     uri: str
     number: str
     name: str
 
+    def __init__(self, uri: str, number: str, name: str) -> None:
+        # written out, not generated: see speedups.py on dataclasses
+        object.__setattr__(self, "uri", uri)
+        object.__setattr__(self, "number", number)
+        object.__setattr__(self, "name", name)
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, init=False)
 class Call:
     id: str  # park id: the `call_id` of the pushes, part of the pickup URI
     aor: str
@@ -87,19 +101,52 @@ class Call:
     started_at: float
     deadline: float  # unix seconds: the park gives up then
     to_tag: str  # our tag on the 180 we send, and on the 200 of a pickup
-    source: str = ""  # who is calling, for the push limits: the caller's AOR, or its address
-    state: CallState = CallState.RINGING
-    outcome: Outcome | None = None
-    answered_by: str = ""
-    branches: dict[str, Branch] = field(default_factory=dict)
-    pushed: dict[str, Device] = field(default_factory=dict)  # device id → device
-    voip_pushed: set[str] = field(default_factory=set)  # got a PushKit push (CallKit rang)
-    best: Message | None = None  # best failure response so far
-    parked: bool = False  # no device answers SIP yet: waiting on pushes
-    push_measured: bool = False  # its INVITE→push latency is in the metrics
-    relayed: bool = False  # another node's call, through us to a phone we hold: it logs
-    timeout: Handle | None = None  # park timeout, or Timer C once ringing
-    timers: list[Handle] = field(default_factory=list)  # alert repeats
+    source: str  # who is calling, for the push limits: the caller's AOR, or its address
+    state: CallState
+    outcome: Outcome | None
+    answered_by: str
+    branches: dict[str, Branch]
+    pushed: dict[str, Device]  # device id → device
+    voip_pushed: set[str]  # got a PushKit push (CallKit rang)
+    best: Message | None  # best failure response so far
+    parked: bool  # no device answers SIP yet: waiting on pushes
+    push_measured: bool  # its INVITE→push latency is in the metrics
+    relayed: bool  # another node's call, through us to a phone we hold: it logs
+    timeout: Handle | None  # park timeout, or Timer C once ringing
+    timers: list[Handle]  # alert repeats
+
+    def __init__(
+        self,
+        id: str,
+        aor: str,
+        st: ServerTransaction,
+        caller: CallerId,
+        started_at: float,
+        deadline: float,
+        to_tag: str,
+        source: str = "",
+        relayed: bool = False,
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        self.id = id
+        self.aor = aor
+        self.st = st
+        self.caller = caller
+        self.started_at = started_at
+        self.deadline = deadline
+        self.to_tag = to_tag
+        self.source = source
+        self.state = CallState.RINGING
+        self.outcome = None
+        self.answered_by = ""
+        self.branches = {}
+        self.pushed = {}
+        self.voip_pushed = set()
+        self.best = None
+        self.parked = False
+        self.push_measured = False
+        self.relayed = relayed
+        self.timeout = None
+        self.timers = []
 
     @property
     def invite(self) -> Message:

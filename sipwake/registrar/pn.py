@@ -30,7 +30,7 @@ class UnsupportedProvider(ValueError):
     """pn-provider names a service we do not support: the REGISTER gets 555."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PushParams:
     provider: str  # "apns" | "fcm"
     push_token: str  # APNs alert token, or FCM registration token
@@ -40,6 +40,26 @@ class PushParams:
     sandbox: bool
     raw_param: str
     raw_prid: str
+
+    def __init__(
+        self,
+        provider: str,
+        push_token: str,
+        voip_token: str,
+        topic: str,
+        team_id: str,
+        sandbox: bool,
+        raw_param: str,
+        raw_prid: str,
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        object.__setattr__(self, "provider", provider)
+        object.__setattr__(self, "push_token", push_token)
+        object.__setattr__(self, "voip_token", voip_token)
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "team_id", team_id)
+        object.__setattr__(self, "sandbox", sandbox)
+        object.__setattr__(self, "raw_param", raw_param)
+        object.__setattr__(self, "raw_prid", raw_prid)
 
     @property
     def platform(self) -> str:

@@ -675,13 +675,19 @@ def _index(bindings: tuple[Binding, ...], key: str) -> int:
     return -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reach:
     """How to send a request to a binding: Request-URI, next hop, Route set (RFC 3327 Path)."""
 
     request_uri: str
     peer: Peer
     route: list[str]
+
+    def __init__(self, request_uri: str, peer: Peer, route: list[str]) -> None:
+        # written out, not generated: see speedups.py on dataclasses
+        object.__setattr__(self, "request_uri", request_uri)
+        object.__setattr__(self, "peer", peer)
+        object.__setattr__(self, "route", route)
 
 
 def reach(binding: Binding) -> Reach:

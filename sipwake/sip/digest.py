@@ -51,7 +51,7 @@ class AuthResult(enum.Enum):
     REPLAY = "replay"  # nonce-count not above the last one seen for this nonce
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Credentials:
     """A parsed `Authorization`/`Proxy-Authorization` Digest value.
 
@@ -65,11 +65,35 @@ class Credentials:
     nonce: str
     uri: str
     response: str
-    algorithm: str = "MD5"
-    cnonce: str = ""
-    qop: str = ""
-    nc: str = ""
-    opaque: str = ""
+    algorithm: str
+    cnonce: str
+    qop: str
+    nc: str
+    opaque: str
+
+    def __init__(
+        self,
+        username: str,
+        realm: str,
+        nonce: str,
+        uri: str,
+        response: str,
+        algorithm: str = "MD5",
+        cnonce: str = "",
+        qop: str = "",
+        nc: str = "",
+        opaque: str = "",
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "realm", realm)
+        object.__setattr__(self, "nonce", nonce)
+        object.__setattr__(self, "uri", uri)
+        object.__setattr__(self, "response", response)
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "cnonce", cnonce)
+        object.__setattr__(self, "qop", qop)
+        object.__setattr__(self, "nc", nc)
+        object.__setattr__(self, "opaque", opaque)
 
 
 def canonical_algorithm(name: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Peer:
     """A remote transport address, plus the connection it is reached over.
 
@@ -19,6 +19,13 @@ class Peer:
     host: str
     port: int
     flow: str = ""
+
+    def __init__(self, transport: str, host: str, port: int, flow: str = "") -> None:
+        # written out, not generated: see speedups.py on dataclasses
+        object.__setattr__(self, "transport", transport)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "flow", flow)
 
     @property
     def reliable(self) -> bool:

@@ -8,7 +8,7 @@ SipParseError, which the transport turns into 400 Bad Request.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from sipwake.sip.errors import SipParseError
@@ -99,18 +99,38 @@ def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class URI:
     """A sip:/sips: URI, or any other absolute URI kept opaque (tel:, urn:...)."""
 
     scheme: str
-    user: str = ""
-    password: str = ""
-    host: str = ""
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: str = ""  # "?a=b&c=d", kept raw: only ever copied
-    opaque: str = ""  # the part after "scheme:" for non-SIP schemes
+    user: str
+    password: str
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    headers: str  # "?a=b&c=d", kept raw: only ever copied
+    opaque: str  # the part after "scheme:" for non-SIP schemes
+
+    def __init__(
+        self,
+        scheme: str,
+        user: str = "",
+        password: str = "",
+        host: str = "",
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str = "",
+        opaque: str = "",
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = headers
+        self.opaque = opaque
 
     @classmethod
     def parse(cls, text: str) -> URI:
@@ -119,16 +139,17 @@ class URI:
         # earlier parse is a fifth of the work. Copies, because callers change them.
         known = _PARSED.get(text)
         if known is not None:
-            return known._copy()
+            return known.copy()
         uri = cls._parse(text)
         if len(text) > _PARSED_TEXT_MAX:
             return uri  # text is attacker-chosen: only short ones are kept
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()  # and only so many, crudely
-        _PARSED[text] = uri._copy()
+        _PARSED[text] = uri.copy()
         return uri
 
-    def _copy(self) -> URI:
+    def copy(self) -> URI:
+        """One to change: its params are its own."""
         return URI(self.scheme, self.user, self.password, self.host, self.port,
                    dict(self.params), self.headers, self.opaque)  # fmt: skip
 
@@ -189,14 +210,26 @@ _PARSED_MAX: Final = 4096
 _PARSED_TEXT_MAX: Final = 256  # at most ~1 MiB of cached text
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class NameAddr:
     """`"Display" <uri>;params` or a bare addr-spec (From, To, Contact, Route...)."""
 
     uri: URI
-    display: str = ""  # unquoted, unescaped
-    params: dict[str, str | None] = field(default_factory=dict)
-    star: bool = False  # Contact: *
+    display: str  # unquoted, unescaped
+    params: dict[str, str | None]
+    star: bool  # Contact: *
+
+    def __init__(
+        self,
+        uri: URI,
+        display: str = "",
+        params: dict[str, str | None] | None = None,
+        star: bool = False,
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        self.uri = uri
+        self.display = display
+        self.params = {} if params is None else params
+        self.star = star
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -205,16 +238,17 @@ class NameAddr:
         # an earlier parse, as for URIs (callers change what they get).
         known = _NAME_ADDRS.get(text)
         if known is not None:
-            return known._copy()
+            return known.copy()
         parsed = cls._parse(text)
         if len(text) <= _NAME_ADDR_TEXT_MAX:
             if len(_NAME_ADDRS) >= _PARSED_MAX:
                 _NAME_ADDRS.clear()
-            _NAME_ADDRS[text] = parsed._copy()
+            _NAME_ADDRS[text] = parsed.copy()
         return parsed
 
-    def _copy(self) -> NameAddr:
-        return NameAddr(self.uri._copy(), self.display, dict(self.params), self.star)
+    def copy(self) -> NameAddr:
+        """One to change: its params and URI are its own."""
+        return NameAddr(self.uri.copy(), self.display, dict(self.params), self.star)
 
     @classmethod
     def _parse(cls, text: str) -> NameAddr:
@@ -280,14 +314,26 @@ _NAME_ADDRS: Final[dict[str, NameAddr]] = {}
 _NAME_ADDR_TEXT_MAX: Final = 512  # a Contact with RFC 8599 parameters: ~250; at most ~2 MiB
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Via:
     """One Via value: `SIP/2.0/UDP host:port;branch=z9hG4bK...;rport`."""
 
     transport: str
     host: str
     port: int | None
-    params: dict[str, str | None] = field(default_factory=dict)
+    params: dict[str, str | None]
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:  # written out, not generated: see speedups.py on dataclasses
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
 
     @classmethod
     def parse(cls, text: str) -> Via:
