@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sipwake.ids import random_hex
 from sipwake.sip.errors import SipParseError
@@ -477,11 +477,24 @@ Flow = _StreamConnection | WsConnection  # a connection a request can go back ov
 def canonical_host(host: str) -> str:
     """One spelling per host, for comparing: "[::FFFF:127.0.0.1]" and "::ffff:7f00:1"
     are the same address; names are case-insensitive."""
-    host = host.strip("[]")
+    known = _CANONICAL.get(host)
+    if known is not None:
+        return known
     try:
-        return ipaddress.ip_address(host).compressed
+        known = ipaddress.ip_address(host.strip("[]")).compressed
     except ValueError:
-        return host.lower()
+        known = host.strip("[]").lower()
+    # every Route and Request-URI asks, of the few hosts that name us and our peers:
+    # ipaddress each time was ~4 % of a proxied call. Bounded: hosts are the sender's.
+    if len(_CANONICAL) >= _CANONICAL_MAX:
+        _CANONICAL.clear()
+    if len(host) <= 64:
+        _CANONICAL[host] = known
+    return known
+
+
+_CANONICAL: Final[dict[str, str]] = {}
+_CANONICAL_MAX: Final = 4096
 
 
 # A header line named Content-Length or l, its value up to the line's end. At a line's start
