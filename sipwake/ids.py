@@ -11,14 +11,15 @@ import uuid
 
 _POOL_SIZE = 4096
 _pool = b""
+_used = 0  # bytes of _pool handed out (an offset: slicing off the rest copied it each time)
 
 
 def random_bytes(n: int) -> bytes:
-    global _pool
-    if len(_pool) < n:
-        _pool = os.urandom(max(_POOL_SIZE, n))
-    chunk, _pool = _pool[:n], _pool[n:]
-    return chunk
+    global _pool, _used
+    if _used + n > len(_pool):
+        _pool, _used = os.urandom(max(_POOL_SIZE, n)), 0
+    _used += n
+    return _pool[_used - n : _used]
 
 
 def random_hex(n: int) -> str:
