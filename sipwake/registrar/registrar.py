@@ -252,15 +252,27 @@ class Registrar:
         return list(devices)
 
     def _device_changed(
-        self, aor: str | None, device_id: str = "", announce: bool = True
+        self,
+        aor: str | None,
+        device_id: str = "",
+        announce: bool = True,
+        now: Device | None = None,
     ) -> None:
+        """`device_id` of `aor` changed (None: maybe any). `now`: the device as this
+        process just stored it, so the user's cached list is brought up to date rather
+        than read again by the next call to them."""
         if announce and self.peers is not None:
             self.peers.devices_changed(aor, device_id)
         self._writes += 1
         if aor is None:
             self._by_aor.clear()
-        else:
-            self._by_aor.pop(aor, None)
+            return
+        hit = self._by_aor.pop(aor, None)
+        if hit is not None and now is not None and now.aor == aor:
+            kept = [d for d in hit[1] if d.device_id != device_id]
+            kept.append(now)
+            kept.sort(key=_device_id)  # as the store lists them
+            self._by_aor[aor] = (hit[0], kept)  # as old as the read it amends (the TTL)
 
     # ---------------------------------------------------- devices, one owner
     async def delete_device(self, device_id: str) -> bool:
@@ -281,8 +293,11 @@ class Registrar:
     # ------------------------------------------------------------ device cache
     def device_saved(self, device: Device) -> None:
         """`device` was stored: refresh the cache."""
+        before = self.devices.get(device.device_id)
         self._hold(device)
-        self._device_changed(device.aor, device.device_id)
+        if before is not None and before.aor != device.aor:  # it left that user
+            self._device_changed(before.aor, device.device_id)
+        self._device_changed(device.aor, device.device_id, now=device)
 
     def _hold(self, device: Device) -> None:
         if len(self.devices) >= DEVICES_MAX and device.device_id not in self.devices:
@@ -728,6 +743,10 @@ def store_write_due(old: Binding, new: Binding) -> bool:
         return True
     now = new.updated_at
     return old.stored_until < now + (new.expires_at - now) / 2
+
+
+def _device_id(device: Device) -> str:
+    return device.device_id
 
 
 def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:
