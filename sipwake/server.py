@@ -146,6 +146,7 @@ class Server:
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
         self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
+        self.transport.handler = self.transactions.receive  # from now on without _received
         self.transactions.on_drained = heap.give_back
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)
         # a REGISTER without credentials gets its 401 at once, without a Task
@@ -338,9 +339,8 @@ class Server:
         self.spawn(calls.sweep_dialogs())
 
     def _received(self, msg: Any) -> None:
-        transactions = getattr(self, "transactions", None)
-        if transactions is not None:  # else: the internal listener, before we're up
-            transactions.receive(msg)
+        """Until start() hands the transport to the transactions: what the internal
+        listener hears before we're up goes nowhere."""
 
     def _register(self, st: ServerTransaction) -> Coroutine[Any, Any, None]:
         return self.registrar.handle_register(st.request, st.respond)
