@@ -17,6 +17,7 @@ _SCHEMES: Final = ("sip", "sips")
 _BAD_HOST: Final = re.compile(r'[ \t<>"@]')
 # "SIP/2.0/UDP " with the optional whitespace RFC 4475 wsinv shows
 _VIA_PROTO: Final = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+", re.I)
+_TRANSPORTS: Final = frozenset(("UDP", "TCP", "TLS", "WS", "WSS", "SCTP", "TLS-SCTP"))
 
 
 def _split_params(text: str, sep: str = ";") -> dict[str, str | None]:
@@ -338,14 +339,20 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         text = text.strip()
-        m = _VIA_PROTO.match(text)
-        if m is None:
-            raise SipParseError(f"bad Via {text[:60]!r}")
-        transport, rest = m.group(1), text[m.end() :]
+        # "SIP/2.0/UDP host" as nearly everyone writes it, without the regex
+        space = text.find(" ", 8)
+        transport = text[8:space] if space > 8 and text.startswith("SIP/2.0/") else ""
+        if transport in _TRANSPORTS:
+            rest = text[space + 1 :]
+        else:
+            m = _VIA_PROTO.match(text)
+            if m is None:
+                raise SipParseError(f"bad Via {text[:60]!r}")
+            transport, rest = m.group(1).upper(), text[m.end() :]
         sent_by, _, param_text = rest.strip().partition(";")
         host, port = _parse_hostport(sent_by.strip(), "Via")
         params = _split_params(param_text) if param_text else {}
-        return cls(transport.upper(), host, port, params)
+        return cls(transport, host, port, params)
 
     @property
     def branch(self) -> str:
