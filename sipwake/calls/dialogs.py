@@ -207,9 +207,8 @@ class Dialogs:
 def scrub_contacts(msg: Message) -> None:
     """No pn-* in a Contact we pass on: a phone that puts its push parameters in every
     Contact (pjsua2's contactUriParams) must not hand its token to whoever it talks to."""
-    values = msg.get_all("Contact")
-    if not any("pn-" in v.lower() for v in values):
-        return
+    if not any(h[0] == "contact" and "pn-" in h[2].lower() for h in msg.headers):
+        return  # the usual answer: nothing to copy (nor a list to split)
     contacts = [c.copy() for c in msg.contacts]  # msg.contacts is its cached parse
     msg.remove("Contact")
     for c in contacts:
