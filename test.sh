@@ -37,7 +37,7 @@ if [[ $parser == compiled* ]]; then
   if [ $# -eq 0 ]; then
     pure=(tests/test_message.py tests/test_rfc4475.py tests/test_malformed.py
           tests/test_addresses.py tests/test_parser_variant.py tests/test_transaction.py
-          tests/test_digest.py tests/test_guard.py tests/test_security.py
+          tests/test_digest.py tests/test_guard.py tests/test_security.py tests/test_timer_slots.py
           tests/test_sip_trace.py tests/test_websocket.py tests/test_one_token.py
           tests/test_ice.py tests/test_registrar.py tests/test_calls.py tests/test_messages.py
           tests/test_voicemail.py tests/test_e2e_serve.py tests/test_serve.py

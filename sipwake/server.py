@@ -41,6 +41,7 @@ from sipwake.router import Router
 from sipwake.sip.digest import DigestAuth
 from sipwake.sip.guard import Limits
 from sipwake.sip.peer import TrustedPeers
+from sipwake.sip.timer_slots import TimerSlots
 from sipwake.sip.trace import trace as sip_trace
 from sipwake.sip.transaction import ServerTransaction, Timers, TransactionLayer
 from sipwake.sip.transport import TransportLayer, canonical_host
@@ -145,7 +146,9 @@ class Server:
         self.transport.on_flow_closed = lambda flow: self.spawn(self.registrar.flow_closed(flow))
 
         timers = Timers(t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4)
-        self.transactions = TransactionLayer(self.transport.send, self.router, loop, timers)
+        self.transactions = TransactionLayer(
+            self.transport.send, self.router, TimerSlots(loop), timers
+        )
         self.transport.handler = self.transactions.receive  # from now on without _received
         self.transactions.on_drained = heap.give_back
         self.uac = Uac(self.transport.address, self.transactions, self.transport.send)

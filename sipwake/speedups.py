@@ -40,6 +40,7 @@ from importlib.machinery import (
 COMPILED = (
     "sip/message.py", "sip/uri.py", "sip/digest.py", "sip/transaction.py",
     "sip/transport.py", "sip/peer.py", "sip/proxy.py", "sip/guard.py", "sip/uac.py",
+    "sip/timer_slots.py",
     "router.py", "timeline.py", "ratelimit.py",
     "registrar/registrar.py", "registrar/pn.py",
     "calls/service.py", "calls/dialogs.py", "calls/call.py",
