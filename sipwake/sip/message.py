@@ -14,6 +14,8 @@ from typing import Any, Final
 from sipwake.sip.errors import SipParseError, SipVersionError
 from sipwake.sip.uri import URI, NameAddr, Via, split_unquoted
 
+Header = tuple[str, str, str]  # (look-up key, name as written, value)
+
 COMPACT: Final = {
     "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
     "l": "content-length", "k": "supported", "s": "subject", "c": "content-type",
@@ -90,8 +92,9 @@ REASONS: Final = {
 class Message:
     """A SIP request (method set) or response (status set).
 
-    Headers are kept in order as [key, name, value] triples: `key` is the lower-case
-    full name used for look-ups, `name` the spelling written on the wire.
+    Headers are kept in order as (key, name, value) triples: `key` is the lower-case
+    full name used for look-ups, `name` the spelling written on the wire. Tuples, not
+    lists: a response or a forwarded copy shares them with the message it came from.
     """
 
     __slots__ = (
@@ -104,14 +107,14 @@ class Message:
         uri: str = "",
         status: int = 0,
         reason: str = "",
-        headers: list[list[str]] | None = None,
+        headers: list[Header] | None = None,
         body: bytes = b"",
     ) -> None:
         self.method = method
         self.uri = uri  # Request-URI as text; request_uri parses it
         self.status = status
         self.reason = reason
-        self.headers: list[list[str]] = headers if headers is not None else []
+        self.headers: list[Header] = headers if headers is not None else []
         self.body = body
         self.source: Any = None  # set by the transport: where the message came from
         self.received_at = 0.0  # time.perf_counter() when the transport read it
@@ -146,7 +149,7 @@ class Message:
     def add(self, name: str, value: str, first: bool = False) -> None:
         key = name.lower()
         key = COMPACT.get(key, key)
-        entry = [key, CANONICAL.get(key, name), value]
+        entry = (key, CANONICAL.get(key, name), value)
         if first:
             self.headers.insert(0, entry)
         else:
@@ -159,7 +162,7 @@ class Message:
         key = COMPACT.get(key, key)
         for i, h in enumerate(self.headers):
             if h[0] == key:
-                h[2] = value
+                self.headers[i] = (key, h[1], value)
                 self.headers[i + 1 :] = [x for x in self.headers[i + 1 :] if x[0] != key]
                 self._invalidate(key)
                 return
@@ -181,7 +184,7 @@ class Message:
                 first = parts[0].strip()
                 rest = ",".join(parts[1:]).strip()
                 if rest:
-                    h[2] = rest
+                    self.headers[i] = (key, h[1], rest)
                 else:
                     del self.headers[i]
                 self._invalidate(key)
@@ -192,10 +195,10 @@ class Message:
         """Replace the first value of a list header (the top Via after stamping it)."""
         key = name.lower()
         key = COMPACT.get(key, key)
-        for h in self.headers:
+        for i, h in enumerate(self.headers):
             if h[0] == key:
                 parts = split_unquoted(h[2], ",")
-                h[2] = ", ".join([value, *(p.strip() for p in parts[1:])])
+                self.headers[i] = (key, h[1], ", ".join([value, *(p.strip() for p in parts[1:])]))
                 self._invalidate(key)
                 return
         self.add(name, value, first=True)
@@ -308,7 +311,7 @@ class Message:
     def copy(self) -> Message:
         m = Message(
             self.method, self.uri, self.status, self.reason,
-            [list(h) for h in self.headers], self.body,
+            list(self.headers), self.body,
         )  # fmt: skip
         m.source = self.source
         m.received_at = self.received_at
@@ -392,7 +395,7 @@ def parse(data: bytes, stream: bool = False) -> Message:
         known = names.get(name) if colon else None
         if known is None:
             known = _header_name(name, colon, line, msg, lines)
-        headers.append([known[0], known[1], value.strip()])  # strip() takes the \r too
+        headers.append((known[0], known[1], value.strip()))  # strip() takes the \r too
     body = data[end + sep :]
     try:
         if raw.translate(_CONTROL_BYTES).find(0) >= 0 or _LONE_CR.search(raw) is not None:
@@ -444,7 +447,7 @@ def _partial(lines: list[str], msg: Message | None) -> Message | None:
         if colon and name:
             key = name.lower()
             key = COMPACT.get(key, key)
-            headers.append([key, CANONICAL.get(key, name), value.strip()])
+            headers.append((key, CANONICAL.get(key, name), value.strip()))
     return msg
 
 
@@ -556,12 +559,12 @@ def make_response(
         if key in ("via", "from", "call-id", "cseq") or (
             key == "record-route" and 100 < status < 300
         ):
-            headers.append(list(h))
+            headers.append(h)
         elif key == "to":
             value = h[2]
             if to_tag and status > 100 and not request.to_tag:
                 value = f"{value};tag={to_tag}"
-            headers.append([key, h[1], value])
+            headers.append((key, h[1], value))
     # The Vias are the request's, copied verbatim: so is their parse (a response is
     # sent to its top Via, and Via objects are only changed on arrival, _stamp_via)
     vias = request._cache.get("via")

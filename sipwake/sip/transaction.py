@@ -145,24 +145,24 @@ def _hop_request(invite: Message, method: str, to_value: str) -> Message:
     """ACK/CANCEL skeleton shared by §9.1 and §17.1.1.3."""
     msg = Message(method=method, uri=invite.uri)
     headers = msg.headers
-    headers.append(["via", "Via", _top_via_text(invite)])
+    headers.append(("via", "Via", _top_via_text(invite)))
     max_forwards = "70"
     from_value = call_id = ""
     for h in invite.headers:
         key = h[0]
         if key == "route":
-            headers.append(list(h))
+            headers.append(h)
         elif key == "max-forwards":
             max_forwards = h[2]
         elif key == "from":
             from_value = h[2]
         elif key == "call-id":
             call_id = h[2]
-    headers.append(["max-forwards", "Max-Forwards", max_forwards])
-    headers.append(["from", "From", from_value])
-    headers.append(["to", "To", to_value])
-    headers.append(["call-id", "Call-ID", call_id])
-    headers.append(["cseq", "CSeq", f"{invite.cseq[0]} {method}"])
+    headers.append(("max-forwards", "Max-Forwards", max_forwards))
+    headers.append(("from", "From", from_value))
+    headers.append(("to", "To", to_value))
+    headers.append(("call-id", "Call-ID", call_id))
+    headers.append(("cseq", "CSeq", f"{invite.cseq[0]} {method}"))
     return msg
 
 
@@ -170,7 +170,7 @@ def make_cancel(invite: Message, reason: str | None = None) -> Message:
     """CANCEL for `invite` per RFC 3261 §9.1 (plus an optional RFC 3326 Reason value)."""
     cancel = _hop_request(invite, "CANCEL", invite.get("to") or "")
     if reason:
-        cancel.headers.append(["reason", "Reason", reason])
+        cancel.headers.append(("reason", "Reason", reason))
     return cancel
 
 
@@ -735,7 +735,7 @@ class TransactionLayer:
             trying = make_response(msg, 100)
             timestamp = msg.get("timestamp")
             if timestamp is not None:
-                trying.headers.append(["timestamp", "Timestamp", timestamp])  # §8.2.6.1
+                trying.headers.append(("timestamp", "Timestamp", timestamp))  # §8.2.6.1
             st.respond(trying)
             if st.state is TERMINATED:
                 return  # transport error: nobody to answer
