@@ -371,28 +371,6 @@ async def test_register_wins_back_an_id_squatted_over_http(api: Api, running: Ru
     assert await registrar.devices_of(bob) == []  # Bob's calls no longer push Alice's phone
 
 
-async def test_a_new_device_joins_the_cached_list(api: Api, running: Running) -> None:
-    """A phone that registers a new device is called next without a store read: what
-    this process stored amends the user's cached list, in the store's order."""
-    registrar, store = running.server.registrar, running.server.store
-    aor = f"sip:alice@{DOMAIN}"
-    await api.put("zz-http", ANDROID)
-    await registrar.devices_of(aor)
-    reads: list[str] = []
-    read = store.devices
-
-    async def counted(aor: str) -> list[Device]:
-        reads.append(aor)
-        return await read(aor)
-
-    store.devices = counted  # type: ignore[method-assign]
-    phone = await running.phone("alice")
-    assert (await phone.register(params=APNS_VOIP, header_params=f';+sip.instance="<{instance_id()}>"')).status == 200
-    listed = await registrar.devices_of(aor)
-    assert reads == []
-    assert listed == await read(aor) and len(listed) == 2
-
-
 # ------------------------------------------------------------------- sink
 async def test_sink_shows_pushes_to_own_devices(api: Api, running: Running) -> None:
     push = running.server.push

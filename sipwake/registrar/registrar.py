@@ -252,27 +252,15 @@ class Registrar:
         return list(devices)
 
     def _device_changed(
-        self,
-        aor: str | None,
-        device_id: str = "",
-        announce: bool = True,
-        now: Device | None = None,
+        self, aor: str | None, device_id: str = "", announce: bool = True
     ) -> None:
-        """`device_id` of `aor` changed (None: maybe any). `now`: the device as this
-        process just stored it, so the user's cached list is brought up to date rather
-        than read again by the next call to them."""
         if announce and self.peers is not None:
             self.peers.devices_changed(aor, device_id)
         self._writes += 1
         if aor is None:
             self._by_aor.clear()
-            return
-        hit = self._by_aor.pop(aor, None)
-        if hit is not None and now is not None and now.aor == aor:
-            kept = [d for d in hit[1] if d.device_id != device_id]
-            kept.append(now)
-            kept.sort(key=_device_id)  # as the store lists them
-            self._by_aor[aor] = (hit[0], kept)  # as old as the read it amends (the TTL)
+        else:
+            self._by_aor.pop(aor, None)
 
     # ---------------------------------------------------- devices, one owner
     async def delete_device(self, device_id: str) -> bool:
@@ -297,7 +285,7 @@ class Registrar:
         self._hold(device)
         if before is not None and before.aor != device.aor:  # it left that user
             self._device_changed(before.aor, device.device_id)
-        self._device_changed(device.aor, device.device_id, now=device)
+        self._device_changed(device.aor, device.device_id)
 
     def _hold(self, device: Device) -> None:
         if len(self.devices) >= DEVICES_MAX and device.device_id not in self.devices:
@@ -453,7 +441,7 @@ class Registrar:
         if old is None:
             # one read finds our own record, or one the app uploaded over HTTP for this
             # installation
-            mine = await self.devices_of(aor)  # and it stays cached for the calls to come
+            mine = await self.devices_of(aor)
             old = next((d for d in mine if d.device_id == device_id), None)
             if old is None:
                 old = _uploaded_device(mine, binding.instance, push)
@@ -743,10 +731,6 @@ def store_write_due(old: Binding, new: Binding) -> bool:
         return True
     now = new.updated_at
     return old.stored_until < now + (new.expires_at - now) / 2
-
-
-def _device_id(device: Device) -> str:
-    return device.device_id
 
 
 def _uploaded_device(devices: list[Device], instance: str, push: PushParams) -> Device | None:
