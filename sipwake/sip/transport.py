@@ -480,15 +480,16 @@ def canonical_host(host: str) -> str:
     known = _CANONICAL.get(host)
     if known is not None:
         return known
+    bare = host.strip("[]")
     try:
-        known = ipaddress.ip_address(host.strip("[]")).compressed
+        known = ipaddress.ip_address(bare).compressed
     except ValueError:
-        known = host.strip("[]").lower()
+        known = bare.lower()
     # every Route and Request-URI asks, of the few hosts that name us and our peers:
     # ipaddress each time was ~4 % of a proxied call. Bounded: hosts are the sender's.
-    if len(_CANONICAL) >= _CANONICAL_MAX:
-        _CANONICAL.clear()
     if len(host) <= 64:
+        if len(_CANONICAL) >= _CANONICAL_MAX:
+            _CANONICAL.clear()
         _CANONICAL[host] = known
     return known
 
