@@ -39,6 +39,7 @@ if [[ $parser == compiled* ]]; then
           tests/test_addresses.py tests/test_parser_variant.py tests/test_transaction.py
           tests/test_digest.py tests/test_guard.py tests/test_security.py tests/test_timer_slots.py
           tests/test_sip_trace.py tests/test_websocket.py tests/test_one_token.py
+          tests/test_transport_send.py
           tests/test_ice.py tests/test_registrar.py tests/test_calls.py tests/test_messages.py
           tests/test_voicemail.py tests/test_e2e_serve.py tests/test_serve.py
           tests/test_stop.py tests/test_sipp.py tests/test_calls_sipp.py tests/test_pjsua2.py
