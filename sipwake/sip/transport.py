@@ -268,6 +268,8 @@ class TransportLayer:
             if dgram is None:
                 log.warning("no UDP socket to send to %s", peer)
                 return False
+            if not _is_ip(peer.host):  # as the socket would refuse it: the sender's error
+                raise ValueError(f"not an IP address to send a datagram to: {peer.host!r}")
             if not self._outbox:
                 asyncio.get_running_loop().call_soon(self._send_datagrams)
             self._outbox.append((dgram, data, (peer.host, peer.port)))
@@ -297,7 +299,10 @@ class TransportLayer:
         (on a VM an idle CPU's wake-up is an IPI, costing the sender microseconds)."""
         out, self._outbox = self._outbox, []
         for dgram, data, addr in out:
-            dgram.sendto(data, addr)
+            try:
+                dgram.sendto(data, addr)
+            except (OSError, ValueError) as exc:  # e.g. an IPv6 peer and only IPv4 bound
+                log.warning("datagram to %s not sent: %s", addr, exc)
 
     async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
@@ -540,3 +545,21 @@ def _grow_buffers(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
         except OSError:
             pass
+
+
+_IPS: dict[str, bool] = {}  # host → is an IP literal: a few peers send most datagrams
+_IPS_MAX = 10_000
+
+
+def _is_ip(host: str) -> bool:
+    known = _IPS.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_IPS) >= _IPS_MAX:
+            _IPS.clear()
+        _IPS[host] = known
+    return known
