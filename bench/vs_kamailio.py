@@ -31,6 +31,10 @@ Then, per server on a fresh start: memory per registered device (sipwake: RSS de
 Kamailio: shm real_used delta, as the anchor) after `--devices` registrations; and
 sipwake's INVITE → push out p50/p99 (its /v1/admin/stats) at half the parked maximum.
 
+Before each measured run (full mode) the server gets back to its idle CPU use (at most
+QUIET_MAX s): what an overloaded run left behind (retransmissions, timers) is that run's
+cost, not the next one's.
+
 Full mode: per round, server and test, a rate ladder (×`--step`) climbs from just below
 the best rate so far (a short probe finds the first guess) until a run fails; the round's
 figure is its highest passing run (rate and CPU per operation there). Rounds alternate
@@ -85,6 +89,12 @@ MAX_RETRANS = 0.001
 # same call (seen ~1 flow in 300 at 100 parked flows/s), and uac.xml then aborts it
 MAX_FAILED = [0.001]
 HOLD_MS = 500
+# Before each measured run a server gets back to idle: what an overloaded run left
+# behind (retransmissions, timers, queued work) is that run's cost, not the next one's.
+# Idle: CPU over a QUIET_WINDOW within QUIET_MARGIN cores of its own idle use.
+QUIET_WINDOW = 1.0
+QUIET_MARGIN = 0.03
+QUIET_MAX = 40.0  # seconds; beyond the longest transaction timer (32 s)
 
 
 # ------------------------------------------------------------------ processes
@@ -550,6 +560,7 @@ class Bench:
     runs: list[Run] = field(default_factory=list)
     log: Callable[[str], None] = print
     parked_runs: int = 0
+    idle: dict[str, float] = field(default_factory=dict)  # server → its CPU use when idle
 
     # ------------------------------------------------------------ scenarios
     def scenario(self, name: str) -> Path:
@@ -560,9 +571,30 @@ class Bench:
 
     @contextmanager
     def measured(self, server: Server) -> Iterator[list[float]]:
+        if not self.args.quick:
+            waited = self.quiet(server)
+            if waited > 2 * QUIET_WINDOW:
+                self.log(f"  {server.name}: idle again after {waited:.0f} s")
         box = [server.cpu()]
         yield box
         box[0] = server.cpu() - box[0]
+
+    def quiet(self, server: Server) -> float:
+        """Wait until `server` uses no more CPU than when idle; the seconds waited. Its
+        idle use is the least it used over a window so far (Kamailio's timers and
+        sipwake's sweeps cost a little even then)."""
+        started = time.monotonic()
+        last = server.cpu()
+        while time.monotonic() - started < QUIET_MAX:
+            time.sleep(QUIET_WINDOW)
+            now = server.cpu()
+            rate = (now - last) / QUIET_WINDOW
+            last = now
+            idle = min(self.idle.get(server.name, rate), rate)
+            self.idle[server.name] = idle
+            if rate <= idle + QUIET_MARGIN:
+                break
+        return time.monotonic() - started
 
     def register(self, server: Server, rate: float, rnd: int) -> Run:
         calls = self.calls_for(rate)
