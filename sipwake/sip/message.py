@@ -317,14 +317,6 @@ class Message:
         m.received_at = self.received_at
         return m
 
-    def husk(self) -> Message:
-        """Start line and where it came from, no headers: what a finished transaction
-        keeps of its request while it absorbs retransmissions."""
-        m = Message(self.method, self.uri, self.status, self.reason)
-        m.source = self.source
-        m.received_at = self.received_at
-        return m
-
 
 class WireMessage(Message):
     """A message kept as the bytes it was sent as (a final response a finished

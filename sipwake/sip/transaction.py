@@ -66,6 +66,10 @@ _STATELESS = frozenset({401, 407})
 J_GRAIN = 0.25  # Timer J ends up to this much late: lingering transactions leave in batches
 
 Key = tuple[str | int, ...]
+# a completed non-INVITE transaction over UDP (TransactionLayer._done): its Timer J
+# deadline, the response (bytes, status, reason) and the transport, host, port and flow
+# it goes back to
+_Done = tuple[float, bytes, int, str, str, str, int, str]
 
 
 def new_branch(tag: str = "") -> str:
@@ -312,14 +316,7 @@ class ServerTransaction(_Transaction):
             if self.reliable or status in _STATELESS:
                 self._terminate()  # Timer J = 0
             else:
-                # 32 s of absorbing retransmissions need the response's bytes, no parsed
-                # messages: at REGISTER rates ~10^5 transactions linger, and as objects
-                # they were most of the server's memory and of the collector's work. A
-                # retransmission gets the bytes again, unparsed (it was parsed back
-                # whole, which made an overloaded server slower still).
-                self.request = self.request.husk()
-                self.last_response = WireMessage(status, resp.reason, resp.to_bytes())
-                self._layer._linger(self)  # Timer J
+                self._layer._linger(self, resp)  # Timer J
             return
         log.debug("%r: dropping %d from the TU in state %s", self, status, state)
 
@@ -582,7 +579,7 @@ class TransactionLayer:
     """Matches messages to transactions and runs them. See the module docstring."""
 
     __slots__ = (
-        "_clients", "_lingering", "_ntimers", "_sched", "_send", "_servers", "_sweeper",
+        "_clients", "_done", "_lingering", "_ntimers", "_sched", "_send", "_servers", "_sweeper",
         "_t64", "_tu", "on_drained", "timers",
     )  # fmt: skip
 
@@ -601,8 +598,15 @@ class TransactionLayer:
         self._servers: dict[Key, ServerTransaction] = {}
         self._clients: dict[Key, ClientTransaction] = {}
         self._ntimers = 0
-        # completed non-INVITE UDP transactions with their Timer J deadline, oldest first
-        self._lingering: deque[tuple[float, ServerTransaction]] = deque()
+        # Completed non-INVITE UDP transactions (Timer J), by key: the response to send
+        # again and where, as a tuple of plain values. At REGISTER rates ~10^5 linger;
+        # as objects (the transaction, messages, a Peer) they were most of the server's
+        # memory, and a full collection walked them all, a pause of a tenth of a second
+        # or more under load. Tuples of strings, bytes and numbers the collector stops
+        # tracking. A retransmission gets the bytes again, unparsed.
+        self._done: dict[Key, _Done] = {}
+        # their keys with their Timer J deadline, oldest first
+        self._lingering: deque[tuple[float, Key]] = deque()
         self._sweeper: Handle | None = None
         # called when the last of them has gone (sipwake.heap gives the memory back)
         self.on_drained: Callable[[], None] | None = None
@@ -610,7 +614,7 @@ class TransactionLayer:
     def counts(self) -> dict[str, int]:
         """Live server and client transactions and pending timers (all 0 when idle)."""
         return {
-            "server": len(self._servers),
+            "server": len(self._servers) + len(self._done),
             "client": len(self._clients),
             "timers": self._ntimers,
         }
@@ -623,16 +627,37 @@ class TransactionLayer:
             ct._final = True
             ct._terminate()
         self._lingering.clear()
+        self._done.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
             self._ntimers -= 1
 
     # ------------------------------------------------------------------ Timer J
-    def _linger(self, st: ServerTransaction) -> None:
-        self._lingering.append((self._sched.time() + self._t64, st))
+    def _linger(self, st: ServerTransaction, resp: Message) -> None:
+        """`st` has its final response: only the response's bytes stay (see _done)."""
+        if self._servers.get(st.key) is st:
+            del self._servers[st.key]
+        peer: Peer | None = st.request.source
+        deadline = self._sched.time() + self._t64
+        if peer is None:  # not from a transport (tests): nowhere in particular
+            self._done[st.key] = (deadline, resp.to_bytes(), resp.status, resp.reason,
+                                  "", "", 0, "")  # fmt: skip
+        else:
+            self._done[st.key] = (deadline, resp.to_bytes(), resp.status, resp.reason,
+                                  peer.transport, peer.host, peer.port, peer.flow)  # fmt: skip
+        self._lingering.append((deadline, st.key))
         if self._sweeper is None:
             self._arm_sweeper(self._t64)
+
+    def _resend(self, key: Key, done: _Done) -> None:
+        """A request came again to a completed transaction: its response again."""
+        _, wire, status, reason, transport, host, port, flow = done
+        peer = Peer(transport, host, port, flow) if transport else None
+        if not self._transmit(WireMessage(status, reason, wire), peer):
+            log.info("transport error resending %d to %s:%s, transaction ended",
+                     status, host, port)  # fmt: skip
+            del self._done[key]
 
     def _arm_sweeper(self, delay: float) -> None:
         self._ntimers += 1
@@ -643,10 +668,12 @@ class TransactionLayer:
         self._ntimers -= 1
         lingering = self._lingering
         now = self._sched.time()
+        done = self._done
         while lingering and lingering[0][0] <= now:
-            st = lingering.popleft()[1]
-            if st.state is COMPLETED:  # not ended otherwise meanwhile (transport error)
-                st._terminate()
+            deadline, key = lingering.popleft()
+            entry = done.get(key)
+            if entry is not None and entry[0] == deadline:  # not ended otherwise meanwhile
+                del done[key]
         if lingering:
             self._arm_sweeper(lingering[0][0] - now)
         elif self.on_drained is not None:
@@ -725,6 +752,10 @@ class TransactionLayer:
         st = servers.get(key)
         if st is not None:
             st._retransmitted()
+            return
+        done = self._done.get(key)
+        if done is not None:
+            self._resend(key, done)
             return
         st = ServerTransaction(self, msg, key)
         servers[key] = st
