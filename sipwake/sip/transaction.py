@@ -639,13 +639,12 @@ class TransactionLayer:
         if self._servers.get(st.key) is st:
             del self._servers[st.key]
         peer: Peer | None = st.request.source
+        # no source: not from a transport (tests), nowhere in particular
+        transport, host, port, flow = ("", "", 0, "") if peer is None else (
+            peer.transport, peer.host, peer.port, peer.flow)  # fmt: skip
         deadline = self._sched.time() + self._t64
-        if peer is None:  # not from a transport (tests): nowhere in particular
-            self._done[st.key] = (deadline, resp.to_bytes(), resp.status, resp.reason,
-                                  "", "", 0, "")  # fmt: skip
-        else:
-            self._done[st.key] = (deadline, resp.to_bytes(), resp.status, resp.reason,
-                                  peer.transport, peer.host, peer.port, peer.flow)  # fmt: skip
+        self._done[st.key] = (deadline, resp.to_bytes(), resp.status, resp.reason,
+                              transport, host, port, flow)  # fmt: skip
         self._lingering.append((deadline, st.key))
         if self._sweeper is None:
             self._arm_sweeper(self._t64)

@@ -495,25 +495,35 @@ Flow = _StreamConnection | WsConnection  # a connection a request can go back ov
 def canonical_host(host: str) -> str:
     """One spelling per host, for comparing: "[::FFFF:127.0.0.1]" and "::ffff:7f00:1"
     are the same address; names are case-insensitive."""
-    known = _CANONICAL.get(host)
+    return _host(host)[0]
+
+
+def _is_ip(host: str) -> bool:
+    """An IP literal as written, no brackets: what a datagram socket takes."""
+    return _host(host)[1]
+
+
+def _host(host: str) -> tuple[str, bool]:
+    known = _HOSTS.get(host)
     if known is not None:
         return known
     bare = host.strip("[]")
     try:
-        known = ipaddress.ip_address(bare).compressed
+        known = (ipaddress.ip_address(bare).compressed, bare == host)
     except ValueError:
-        known = bare.lower()
-    # every Route and Request-URI asks, of the few hosts that name us and our peers:
-    # ipaddress each time was ~4 % of a proxied call. Bounded: hosts are the sender's.
+        known = (bare.lower(), False)
+    # every Route and Request-URI asks, and every datagram sent, of the few hosts that
+    # name us and our peers: ipaddress each time was ~4 % of a proxied call. Bounded:
+    # hosts are the sender's.
     if len(host) <= 64:
-        if len(_CANONICAL) >= _CANONICAL_MAX:
-            _CANONICAL.clear()
-        _CANONICAL[host] = known
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[host] = known
     return known
 
 
-_CANONICAL: Final[dict[str, str]] = {}
-_CANONICAL_MAX: Final = 4096
+_HOSTS: Final[dict[str, tuple[str, bool]]] = {}
+_HOSTS_MAX: Final = 4096
 
 
 # A header line named Content-Length or l, its value up to the line's end. At a line's start
@@ -545,21 +555,3 @@ def _grow_buffers(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
         except OSError:
             pass
-
-
-_IPS: dict[str, bool] = {}  # host → is an IP literal: a few peers send most datagrams
-_IPS_MAX = 10_000
-
-
-def _is_ip(host: str) -> bool:
-    known = _IPS.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host)
-            known = True
-        except ValueError:
-            known = False
-        if len(_IPS) >= _IPS_MAX:
-            _IPS.clear()
-        _IPS[host] = known
-    return known
