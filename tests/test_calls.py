@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import aiohttp
@@ -471,3 +472,43 @@ async def test_advertised_host_in_our_headers_and_recognised_as_us(
     assert got.get_all("Route") == []  # recognised as ours and removed
     respond(phone, got, 200)
     assert (await bye).status == 200
+
+
+async def test_ended_calls_leave_no_cyclic_garbage(start_server: ServerFactory) -> None:
+    """A call's state is freed by reference counting once its transactions and its
+    park memory are done: full collections are rare (collector.py), so a cycle per
+    call would be ~70 objects of garbage per call until the next one."""
+    quick = {**TRUSTED, "t1": 0.01, "t2": 0.04, "t4": 0.05}  # 64*T1 = 0.64 s
+    r = await start_server(sip=quick, calls={"park_timeout": 0.5, "alert_repeat": 15})
+    await r.add_user("alice")
+    await r.add_user("bob")
+    phone = await sleeping_ios(r)
+    caller = await r.phone("bob")
+    # parked (push, the phone wakes and answers), then proxied (the phone is registered)
+    for parked in (True, False):
+        dial = Dialer(caller, f"sip:alice@{DOMAIN}", OFFER)
+        dial.start()
+        if parked:
+            await wait_push(r, "call")
+            await wake(r, phone)
+        invite = await next_request(phone, "INVITE")
+        respond(phone, invite, 180, tag="dev")
+        respond(phone, invite, 200, ANSWER, tag="dev")
+        ok = await dial.final()
+        dial.ack(ok)
+        await next_request(phone, "ACK")
+        bye = asyncio.ensure_future(dial.in_dialog("BYE", ok))
+        respond(phone, await next_request(phone, "BYE"), 200)
+        assert (await bye).status == 200
+    await wait_for(lambda: r.server.transactions.counts()["client"] == 0
+                   and r.server.transactions.counts()["server"] == 0
+                   and r.server.calls.counts()["ended"] == 0, timeout=10)  # fmt: skip
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        ours = [type(o).__qualname__ for o in gc.garbage
+                if type(o).__module__.startswith("sipwake")]  # fmt: skip
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []

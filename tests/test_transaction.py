@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -623,6 +624,25 @@ def test_client_invite_2xx_not_acked_retransmissions_passed_up_timer_m() -> None
     assert ct.state is State.TERMINATED and h.idle()
     h.layer.receive(answer(inv, 200))
     assert rec.statuses == [180, 200, 200, 200] and len(h.strays) == 1
+
+
+def test_a_finished_client_transaction_lets_go_of_its_callback() -> None:
+    """The TU's callback usually holds the TU's state, which holds the transaction: once
+    nothing more can reach the TU, the transaction drops it, so the pair is freed by
+    reference counting and not left to a (rare) full collection."""
+    h = Harness()
+    ended: list[weakref.ref[Recorder]] = []
+    for final, wait in ((200, 64 * T1), (486, 32.0), (None, 64 * T1)):  # Timer M, D, B
+        inv = outgoing("INVITE")
+        ct, rec = client(h, inv)
+        if final is not None:
+            h.layer.receive(answer(inv, final))
+        h.clock.advance(wait + 0.01)
+        assert ct.state is State.TERMINATED and rec.finals == [final or 408]
+        ended.append(weakref.ref(rec))
+        del rec
+        assert ended[-1]() is None, final
+    assert h.idle()
 
 
 def test_stray_response() -> None:

@@ -515,15 +515,16 @@ class CallService:
         self.calls.pop(call.id, None)
         _unindex(self.ringing_by_aor, call.aor, call.id)
         self.by_st.pop(call.st, None)
-        self.ended[call.id] = call
-        # an iOS device CallKit rang, that neither got the INVITE (a branch whose flow
-        # was gone did not reach it) nor picked up
-        reached = {key for key, b in call.branches.items() if b.status not in _FLOW_GONE}
-        for device_id in call.voip_pushed - reached - {call.answered_by}:
-            self.late_by_device.setdefault(device_id, {})[call.id] = call
-        # a device woken by the push registers within a park timeout of it
-        keep = max(0.0, call.deadline - self.clock()) + self.settings.park_timeout
-        self.scheduler.call_later(keep, lambda: self._forget(call))
+        if call.pushed:  # its park id is out there, in pushes: remember it a while
+            self.ended[call.id] = call
+            # an iOS device CallKit rang, that neither got the INVITE (a branch whose flow
+            # was gone did not reach it) nor picked up
+            reached = {key for key, b in call.branches.items() if b.status not in _FLOW_GONE}
+            for device_id in call.voip_pushed - reached - {call.answered_by}:
+                self.late_by_device.setdefault(device_id, {})[call.id] = call
+            # a device woken by the push registers within a park timeout of it
+            keep = max(0.0, call.deadline - self.clock()) + self.settings.park_timeout
+            self.scheduler.call_later(keep, lambda: self._forget(call))
         if call.relayed:
             return  # the node that took the call logs it
         self.call_log.put(self._record(call))

@@ -374,6 +374,10 @@ class ServerTransaction(_Transaction):
         self._terminate()
 
 
+def _ignore(resp: Message) -> None:
+    pass
+
+
 _CANCEL_NONE = 0
 _CANCEL_PENDING = 1
 _CANCEL_SENT = 2
@@ -469,6 +473,13 @@ class ClientTransaction(_Transaction):
             self._on_response(resp)
         except Exception:
             log.exception("%r: response callback failed on %d", self, resp.status)
+        if self._final and self.state is TERMINATED:
+            self._release()
+
+    def _release(self) -> None:
+        """Nothing more reaches the TU: let go of its callback. It usually holds the TU's
+        state, which holds this transaction: a cycle only a full collection would free."""
+        self._on_response = _ignore
 
     def _deliver_final(self, resp: Message) -> None:
         if not self._final:
@@ -567,6 +578,7 @@ class ClientTransaction(_Transaction):
             self._fail(408)
         else:
             self._terminate()
+            self._release()
 
     def _fire_transport_error(self) -> None:
         self._tmo = None
@@ -626,6 +638,7 @@ class TransactionLayer:
         for ct in list(self._clients.values()):
             ct._final = True
             ct._terminate()
+            ct._release()
         self._lingering.clear()
         self._done.clear()
         if self._sweeper is not None:
