@@ -29,6 +29,7 @@ from sipwake.cluster.bus import Bus
 from sipwake.cluster.node import Cluster
 from sipwake.cluster.relay import Relay
 from sipwake.cluster.routes import InternalRoutes
+from sipwake.collector import FullCollections
 from sipwake.config import Config, ListenSpec, parse_listen
 from sipwake.messages.inbox import Inbox
 from sipwake.metrics import Cached, Metrics, Reading
@@ -111,6 +112,7 @@ class Server:
         self.tasks = Tasks("server")  # background work; each service has a group of its own
         self._groups = [self.tasks]
         self._stopping = asyncio.Event()
+        self.collections: FullCollections | None = None
 
     async def start(self) -> None:
         """Store, who is who, the registrar and pushes; the SIP core; the services
@@ -165,11 +167,9 @@ class Server:
         retention = Retention(self.store, cfg.calls.log_retention_days, cfg.push.log_retention_days)
         self.spawn(retention.run())
         # Start-up objects never become garbage: keep the cyclic collector off them.
-        # Small young generations keep each pause short (bench/calls.py --gc: with
-        # 50,000/20 gen-0/1 collections stalled the loop 30-500 ms; with 1,000/5 none
-        # reached 5 ms at the same throughput); full collections stay rare.
         gc.freeze()
-        gc.set_threshold(1_000, 5, 1_000)
+        self.collections = FullCollections(loop)  # full ones at quiet moments
+        self.collections.start()
         log.info("sipwake serving domain %s", cfg.sip.domain)
 
     def _admission(self) -> Admission:
@@ -416,6 +416,8 @@ class Server:
             return max(0.0, min(most, deadline - loop.time()))
 
         self.router.stopping = True
+        if self.collections is not None:
+            self.collections.stop()
         ended = self.calls.stop()
         self.inbox.courier.stop()
         if self.http is not None:

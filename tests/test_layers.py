@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "badge": {"store"},
     "router": {"lograte", "sip", "store", "tasks"},
     "retention": {"store"},
+    "collector": {"timing"},
     "testing": set(),
     "registrar": {"auth", "ids", "lograte", "push", "sip", "store", "timeline", "timing"},
     "calls": SERVICE,
