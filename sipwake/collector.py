@@ -8,9 +8,11 @@ enough for SIPp's retransmissions to pile up and calls to fail. Almost nothing i
 found was garbage: calls and transactions free themselves by reference counting
 (ClientTransaction lets go of its callback when done). So the young generations are
 still collected automatically (short pauses, they catch most cycles), and full
-collections run here: when the process was mostly idle over the last check and the
-last one is `MIN_GAP` old, or at the latest every `MAX_GAP`, which bounds what
-cyclic garbage can pile up under constant load.
+collections run here: when the process has been mostly idle for `QUIET` seconds and
+the last one is `MIN_GAP` old, or at the latest every `MAX_GAP`, which bounds what
+cyclic garbage can pile up under constant load. Quiet means at most `IDLE` of a core
+busy in each 1 s check: a burst that began just before a check shows in it, so a
+pass rarely lands on the first second of new load.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ log = logging.getLogger("sipwake.collector")
 # 5 ms at the same throughput). Gen 2 is never collected automatically: gc counts one
 # unit per gen-1 collection, and it would take 2^31 of them (a C int's largest).
 THRESHOLDS = (1_000, 5, 2**31 - 1)
-CHECK = 5.0  # seconds between looks at how busy the process was
+CHECK = 1.0  # seconds between looks at how busy the process was
 IDLE = 0.2  # busy fraction (process CPU / wall time) at or below which it is idle
+QUIET = 3.0  # seconds of idle checks in a row
 MIN_GAP = 60.0
 MAX_GAP = 600.0
 SLOW = 0.05  # a full collection this long (seconds) is logged at INFO
@@ -58,11 +61,12 @@ class FullCollections:
         self.runs = 0
         self._at = self.last
         self._cpu = cpu()
+        self._quiet = 0.0  # seconds of idle checks in a row
         self._handle: Handle | None = None
 
     @staticmethod
-    def due(since_last: float, busy: float) -> bool:
-        return since_last >= MAX_GAP or (since_last >= MIN_GAP and busy <= IDLE)
+    def due(since_last: float, quiet_for: float) -> bool:
+        return since_last >= MAX_GAP or (since_last >= MIN_GAP and quiet_for >= QUIET)
 
     def start(self) -> None:
         """From now on gen 2 is ours: automatic full collections off, our timer on."""
@@ -77,14 +81,16 @@ class FullCollections:
     def check(self) -> None:
         now, cpu = self.scheduler.time(), self.cpu()
         busy = (cpu - self._cpu) / max(now - self._at, 1e-6)
+        self._quiet = self._quiet + (now - self._at) if busy <= IDLE else 0.0
         self._at, self._cpu = now, cpu
-        if self.due(now - self.last, busy):
+        if self.due(now - self.last, self._quiet):
             began = self.perf()
             found = self.collect()
             took = self.perf() - began
             self.last = self.scheduler.time()
             self.runs += 1
             self._cpu = self.cpu()  # the collection's own CPU is not the next check's load
+            self._quiet = 0.0
             log.log(logging.INFO if took >= SLOW else logging.DEBUG,
                     "full collection: %d unreachable objects, %.0f ms (busy %.0f %%)",
                     found, took * 1000, busy * 100)  # fmt: skip

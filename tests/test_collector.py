@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipwake.collector import CHECK, MAX_GAP, MIN_GAP, FullCollections
+from sipwake.collector import CHECK, MAX_GAP, MIN_GAP, QUIET, FullCollections
 from sipwake.testing import ManualScheduler
 
 
@@ -60,19 +60,24 @@ def test_quiet_process_collects_after_min_gap_only(thresholds: None) -> None:
     assert len(times) == 2 and clock.pending == 0
 
 
-def test_busy_process_waits_for_a_quiet_check_then_max_gap(thresholds: None) -> None:
+def test_busy_process_waits_for_quiet_seconds_then_max_gap(thresholds: None) -> None:
     clock = ManualScheduler()
     cpu = Cpu(clock)
     cpu.load = 0.9
     full, times = collector(clock, cpu)
-    clock.advance(MAX_GAP - CHECK)
+    clock.advance(300)
     assert times == []  # busy all along
-    cpu.load = 0.1  # one quiet check is enough once MIN_GAP has passed
-    clock.advance(CHECK)
-    assert times == [MAX_GAP]
+    cpu.load = 0.1
+    clock.advance(QUIET - CHECK)
+    cpu.load = 0.9  # load is back before QUIET seconds of calm: not now
+    clock.advance(10)
+    assert times == []
+    cpu.load = 0.1
+    clock.advance(QUIET)
+    assert times == [310 + QUIET - CHECK + QUIET]
     cpu.load = 1.0  # busy without a break: still one every MAX_GAP, to bound garbage
     clock.advance(MAX_GAP)
-    assert times == [MAX_GAP, 2 * MAX_GAP]
+    assert times == [times[0], times[0] + MAX_GAP]
     full.stop()
 
 
