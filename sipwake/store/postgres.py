@@ -147,13 +147,15 @@ class PostgresStore(q.SQLStore):
             rows: list[Any] = await self._db.fetch(sql, *params)
         return rows
 
-    async def _write_many(self, statements: list[tuple[str, list[q.Row]]]) -> None:
+    async def _write_many(
+        self, statements: list[tuple[str, list[q.Row]]], behind: bool = False
+    ) -> None:
         with outages_raised():
             async with self._db.acquire() as conn, conn.transaction():
                 for sql, rows in statements:
                     await conn.executemany(sql, rows)
 
-    async def _write(self, sql: str, params: q.Row) -> None:
+    async def _write(self, sql: str, params: q.Row, behind: bool = False) -> None:
         if self._pool is None:
             raise RuntimeError("PostgresStore is not open")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -301,8 +301,10 @@ class SQLStore:
     async def _fetch(self, sql: str, params: Row) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
-    async def _write(self, sql: str, params: Row) -> None:
-        """A write whose caller needs no row count; a backend may batch these."""
+    async def _write(self, sql: str, params: Row, behind: bool = False) -> None:
+        """A write whose caller needs no row count; a backend may batch these. One
+        `behind` an answer already given (a push-log row, a binding after its 200) may
+        also wait a moment for others to share its transaction."""
         await self._execute(sql, params)
 
     # users
@@ -352,10 +354,13 @@ class SQLStore:
         if delete:
             statements.append((self._q.delete_binding, list(delete)))
         if statements:
-            await self._write_many(statements)
+            await self._write_many(statements, behind=True)
 
-    async def _write_many(self, statements: list[tuple[str, list[Row]]]) -> None:
-        """Each statement run for each of its rows, all in one transaction."""
+    async def _write_many(
+        self, statements: list[tuple[str, list[Row]]], behind: bool = False
+    ) -> None:
+        """Each statement run for each of its rows, all in one transaction (`behind`:
+        as for `_write`)."""
         raise NotImplementedError
 
     async def bindings(self, aor: str) -> list[Binding]:
@@ -401,7 +406,7 @@ class SQLStore:
     # push log
 
     async def add_push_attempt(self, attempt: PushAttempt) -> None:
-        await self._write(self._q.add_push_attempt, push_row(attempt))
+        await self._write(self._q.add_push_attempt, push_row(attempt), behind=True)
 
     async def push_attempts(self, device_id: str, limit: int = 100) -> list[PushAttempt]:
         rows = await self._fetch(self._q.push_attempts, (device_id, limit))
@@ -434,7 +439,7 @@ class SQLStore:
     async def put_calls(self, records: Sequence[CallRecord]) -> None:
         if records:
             rows = [tuple(getattr(r, c) for c in CALL_COLUMNS) for r in records]
-            await self._write_many([(self._q.put_call, rows)])
+            await self._write_many([(self._q.put_call, rows)], behind=True)
 
     async def calls(
         self, aor: str, missed_only: bool = False, limit: int = 100

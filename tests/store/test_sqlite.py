@@ -378,3 +378,29 @@ async def test_a_few_reads_return_without_a_loop_turn(store: SQLiteStore) -> Non
         await store.get_user("alice", "example.com")
     counting = False
     assert turns >= 10
+
+
+async def test_writes_behind_answers_share_a_transaction(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bindings written after their 200 arrive one per loop turn: each waits up to LINGER
+    for the others, so they share one transaction; a write someone waits on (a device
+    before its 200) takes the lingering ones with it at the end of its own turn."""
+    batches = count_batches(monkeypatch)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    behind = []
+    for i in range(5):  # five REGISTERs, five loop turns
+        behind.append(asyncio.ensure_future(store.write_bindings([binding(f"k{i}")], [])))
+        await asyncio.sleep(0)
+    await asyncio.gather(*behind)
+    assert batches == [5]
+    assert loop.time() - began >= sqlite_module.LINGER * 0.9
+    assert len(await store.bindings("sip:a@example.com")) == 5
+    # a write that answers wait for: not held back, and the lingering one goes with it
+    late = asyncio.ensure_future(store.write_bindings([binding("k5")], []))
+    await asyncio.sleep(0)
+    began = loop.time()
+    await store.put_user(User("a", "d", "m", "s"))
+    assert late.done() and batches == [5, 2]
+    assert loop.time() - began < sqlite_module.LINGER / 2
