@@ -33,7 +33,8 @@ sipwake's INVITE → push out p50/p99 (its /v1/admin/stats) at half the parked m
 
 Before each measured run (full mode) the server gets back to its idle CPU use (at most
 QUIET_MAX s): what an overloaded run left behind (retransmissions, timers) is that run's
-cost, not the next one's.
+cost, not the next one's. During each measured run the other servers are paused
+(SIGSTOP), so an idle one's housekeeping never takes the shared server core.
 
 Full mode: per round, server and test, a rate ladder (×`--step`) climbs from just below
 the best rate so far (a short probe finds the first guess) until a run fails; the round's
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -571,13 +573,31 @@ class Bench:
 
     @contextmanager
     def measured(self, server: Server) -> Iterator[list[float]]:
-        if not self.args.quick:
-            waited = self.quiet(server)
-            if waited > 2 * QUIET_WINDOW:
-                self.log(f"  {server.name}: idle again after {waited:.0f} s")
-        box = [server.cpu()]
-        yield box
-        box[0] = server.cpu() - box[0]
+        with self.alone(server):
+            if not self.args.quick:
+                waited = self.quiet(server)
+                if waited > 2 * QUIET_WINDOW:
+                    self.log(f"  {server.name}: idle again after {waited:.0f} s")
+            box = [server.cpu()]
+            yield box
+            box[0] = server.cpu() - box[0]
+
+    @contextmanager
+    def alone(self, server: Server) -> Iterator[None]:
+        """The other servers paused (SIGSTOP) meanwhile: they share the server core, and
+        an idle one's housekeeping (Kamailio's timers, sipwake's full collection at a
+        quiet moment, ~1 s after a big run) would take it from the one measured."""
+        paused = [pid for other in self.servers if other is not server and other.pid
+                  for pid in tree_pids(other.pid)]  # fmt: skip
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def quiet(self, server: Server) -> float:
         """Wait until `server` uses no more CPU than when idle; the seconds waited. Its
