@@ -191,16 +191,13 @@ class SQLiteStore(q.SQLStore):
             raise RuntimeError("SQLiteStore is not open")
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.append(_Job(fn, future))
+        if self._flush_at is not None and self._lingering and not behind:
+            self._flush_at.cancel()  # someone waits on this one: the batch goes now
+            self._flush_at = None
         if self._flush_at is None:
-            if behind:
-                self._flush_at = loop.call_later(LINGER, self._flush)
-                self._lingering = True
-            else:
-                self._flush_at = loop.call_soon(self._flush)  # after this turn's callbacks
-        elif self._lingering and not behind:
-            self._flush_at.cancel()
-            self._flush_at = loop.call_soon(self._flush)
-            self._lingering = False
+            self._lingering = behind
+            self._flush_at = (loop.call_later(LINGER, self._flush) if behind
+                              else loop.call_soon(self._flush))  # after this turn's callbacks
         return await future
 
     def _flush(self) -> None:
