@@ -6,13 +6,13 @@ transactions and the users cache are millions of them, and one pass stopped the 
 for 1.1-1.4 s (bench/vs_kamailio.py, 7,000 REGISTERs/s then 2,500 calls/s), long
 enough for SIPp's retransmissions to pile up and calls to fail. Almost nothing it
 found was garbage: calls and transactions free themselves by reference counting
-(ClientTransaction lets go of its callback when done). So the young generations are
-still collected automatically (short pauses, they catch most cycles), and full
-collections run here: when the process has been mostly idle for `QUIET` seconds and
-the last one is `MIN_GAP` old, or at the latest every `MAX_GAP`, which bounds what
-cyclic garbage can pile up under constant load. Quiet means at most `IDLE` of a core
-busy in each 1 s check: a burst that began just before a check shows in it, so a
-pass rarely lands on the first second of new load.
+(ClientTransaction lets go of its callback when done). So only gen 0 is still
+collected automatically (short pauses; it catches cycles that die young), and full
+collections, which also take the cycles gen 0 let through, run here: when the process
+has been mostly idle for `QUIET` seconds and the last one is `MIN_GAP` old, or at the
+latest every `MAX_GAP`, which bounds what cyclic garbage can pile up under constant
+load. Quiet means at most `IDLE` of a core busy in each 1 s check: a burst that began
+just before a check shows in it, so a pass rarely lands on the first second of new load.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from sipwake.timing import Handle, Scheduler
 
 log = logging.getLogger("sipwake.collector")
 
-# Young generations: small, so each pause stays short (bench/calls.py --gc: with
-# 50,000/20 gen-0/1 collections stalled the loop 30-500 ms; with 1,000/5 none reached
-# 5 ms at the same throughput). Gen 2 is never collected automatically: gc counts one
-# unit per gen-1 collection, and it would take 2^31 of them (a C int's largest).
-THRESHOLDS = (1_000, 5, 2**31 - 1)
+# Gen 0 small, so each pause stays short (bench/calls.py --gc: with 50,000/20 gen-0/1
+# collections stalled the loop 30-500 ms; with 1,000/5 none reached 5 ms at the same
+# throughput). Gens 1 and 2 are never collected automatically (2^31 - 1, a C int's
+# largest, is never reached): a call lives longer than a gen-0 period, so under load
+# gen 1 only visited each object of every call a second time, and found nothing (its
+# collections cost more than gen 0's and freed 0 objects in a parked-call run).
+THRESHOLDS = (1_000, 2**31 - 1, 2**31 - 1)
 CHECK = 1.0  # seconds between looks at how busy the process was
 IDLE = 0.2  # busy fraction (process CPU / wall time) at or below which it is idle
 QUIET = 3.0  # seconds of idle checks in a row

@@ -1,4 +1,5 @@
-"""Full cycle collections: at quiet moments, at the latest every MAX_GAP; none by gc."""
+"""Full cycle collections: at quiet moments, at the latest every MAX_GAP; gc itself
+only collects gen 0."""
 
 from __future__ import annotations
 
@@ -81,10 +82,10 @@ def test_busy_process_waits_for_quiet_seconds_then_max_gap(thresholds: None) -> 
     full.stop()
 
 
-def test_gc_itself_never_runs_a_full_collection(thresholds: None) -> None:
+def test_gc_itself_collects_gen_0_only(thresholds: None) -> None:
     clock = ManualScheduler()
     full, _ = collector(clock, Cpu(clock))
-    assert gc.get_threshold()[:2] == (1_000, 5)
+    assert gc.get_threshold()[0] == 1_000
     runs: list[int] = []
 
     def seen(phase: str, info: dict[str, int]) -> None:
@@ -99,7 +100,8 @@ def test_gc_itself_never_runs_a_full_collection(thresholds: None) -> None:
                 junk.append([junk])
     finally:
         gc.callbacks.remove(seen)
-    assert runs and 2 not in runs  # young collections ran; no full one
+    # gen 0 ran, often; gen 1 never (under load it only visited live calls again)
+    assert len(runs) > 100 and set(runs) == {0}
     full.stop()
 
 
