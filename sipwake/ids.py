@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 
 _POOL_SIZE = 4096
 _pool = b""
@@ -33,5 +32,10 @@ def random_urlsafe(n: int) -> str:
 
 
 def random_uuid() -> str:
-    """A version 4 UUID (uuid.uuid4)."""
-    return str(uuid.UUID(bytes=random_bytes(16), version=4))
+    """A version 4 UUID (str(uuid.uuid4())), formatted here: uuid.UUID's checks and
+    int arithmetic cost a few µs, and every push draws one."""
+    b = bytearray(random_bytes(16))
+    b[6] = b[6] & 0x0F | 0x40  # version 4
+    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -16,8 +16,10 @@ def test_ids_are_unique_across_pool_refills() -> None:
 
 
 def test_shapes() -> None:
-    u = uuid.UUID(ids.random_uuid())
-    assert u.version == 4 and u.variant == uuid.RFC_4122
+    for _ in range(300):  # formatted by hand: uuid's own canonical text, version 4
+        text = ids.random_uuid()
+        u = uuid.UUID(text)
+        assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
     assert re.fullmatch(r"[A-Za-z0-9_-]{16}", ids.random_urlsafe(12))
     assert len(ids.random_bytes(5000)) == 5000  # more than a pool's worth
     assert new_branch().startswith(COOKIE) and len(new_branch()) == len(COOKIE) + 16

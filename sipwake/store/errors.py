@@ -11,8 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Literal
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -73,18 +72,32 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
 ERRORS: collections.Counter[str] = collections.Counter()
 
 
-@contextmanager
-def outages_raised() -> Iterator[None]:
-    """Inside: an outage error leaves as StoreUnavailable, anything else as it is.
-    Either way it is counted in ERRORS."""
-    try:
-        yield
-    except Exception as exc:
+class _OutagesRaised:
+    """A class, not @contextmanager: every store call enters it, and a generator-based
+    one costs a generator and two resumptions each time."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: object, exc: BaseException | None, tb: object
+    ) -> Literal[False]:  # never swallows: raises the converted error, or lets it go on
+        if not isinstance(exc, Exception):
+            return False  # none, or a cancellation / exit: on its way unchanged
         converted = unavailable(exc)
         ERRORS[converted.kind if converted is not None else "error"] += 1
         if converted is None or converted is exc:
-            raise
+            return False
         raise converted from exc
+
+
+_OUTAGES_RAISED = _OutagesRaised()
+
+
+def outages_raised() -> _OutagesRaised:
+    """Inside: an outage error leaves as StoreUnavailable, anything else as it is.
+    Either way it is counted in ERRORS."""
+    return _OUTAGES_RAISED
 
 
 _OUTAGE_LOG = LogRate(60.0)
