@@ -71,7 +71,7 @@ class FullCollections:
         return since_last >= MAX_GAP or (since_last >= MIN_GAP and quiet_for >= QUIET)
 
     def start(self) -> None:
-        """From now on gen 2 is ours: automatic full collections off, our timer on."""
+        """From now on gens 1 and 2 are ours: only gen 0 runs on its own, our timer on."""
         gc.set_threshold(*THRESHOLDS)
         self._handle = self.scheduler.call_later(CHECK, self.check)
 
